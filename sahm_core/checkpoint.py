@@ -1,0 +1,68 @@
+"""Model weights on disk: safetensors with the ModelConfig stored in its metadata.
+
+One file carries everything needed to rebuild the network, so nothing is
+inferred from file names. Optimiser / scheduler state lives in a separate
+`.pt` file loaded with `torch.load(weights_only=True)` (see train.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .config import ModelConfig
+
+CONFIG_KEY = "sahm_model_config"
+FORMAT_KEY = "sahm_format"
+FORMAT = "sahm-weights-v1"
+
+
+class CheckpointError(RuntimeError):
+    """A model file that is missing, corrupt, or does not match the expected config."""
+
+
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], cfg: ModelConfig, extra: dict[str, str] | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {FORMAT_KEY: FORMAT, CONFIG_KEY: cfg.to_json(), **(extra or {})}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # never leave a half-written weights file under the real name
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if meta.get(FORMAT_KEY) != FORMAT or CONFIG_KEY not in meta:
+        raise CheckpointError(f"{path}: safetensors file has no SAHM config in its metadata (not a SAHM checkpoint)")
+    return meta
+
+
+def read_config(path: str | Path) -> ModelConfig:
+    meta = read_metadata(path)
+    try:
+        return ModelConfig.from_json(meta[CONFIG_KEY])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: stored model config is invalid ({e})") from e
+
+
+def load_weights(path: str | Path, expect: ModelConfig | None = None) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """State dict and config; `expect` guards against a checkpoint from another config."""
+    cfg = read_config(path)
+    if expect is not None and cfg != expect:
+        raise CheckpointError(f"{path}: checkpoint was made for config {cfg.name!r} ({cfg}), expected {expect.name!r} ({expect})")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt safetensors data ({e})") from e
+    return state, cfg

