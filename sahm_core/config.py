@@ -22,11 +22,16 @@ class ModelConfig:
     depths: tuple[int, ...] = (1, 1, 2, 1)  # Swin blocks per stage
     num_heads: tuple[int, ...] = (1, 2, 4, 8)  # Swin attention heads per stage
     window_size: int = 8  # Swin window (must divide every stage resolution)
+    mlp_ratio: float = 4.0  # Swin MLP hidden width / block width
+    attention_temperature: float = 0.1  # initial learnable gamma of the L-guided cosine attention (eq. 2)
     decoder_dim: int = 32  # channels of the hybrid-mapping decoder maps S_i, I_i
+    decoder_heads: int = 2  # attention heads of the decoder's bottleneck Swin blocks
     bottleneck_swin_blocks: int = 2  # S bottleneck (paper: two Swin blocks)
     bottleneck_res_blocks: int = 4  # I bottleneck (paper: four residual blocks)
     hdc_rates: tuple[int, ...] = (1, 2, 5)  # hybrid dilated convolution rates
-    fill_patch: int = 2  # patch side for attention-based filling (pixel_unshuffle)
+    fill_patch: int = 2  # patch side for attention-based filling (pixel_unshuffle); even, finer map's patch
+    fill_softmax_scale: float = 10.0  # sharpness of the filling attention over cosine similarities
+    head_dim: int = 8  # channels of the full-resolution output head
     disc_dim: int = 32  # PatchGAN base width
     disc_layers: int = 3  # PatchGAN strided layers
     text_dim: int = 384  # width of the text encoder's token embeddings (MiniLM: 384)
@@ -56,7 +61,8 @@ class ModelConfig:
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {
     # CPU tests and the bundled demo: 256x256, <= 5 M trainable parameters outside the text encoder.
-    "nano": ModelConfig(name="nano", image_size=256),
+    # Patch 8 keeps it near 0.7 GFLOPs, for >= 20 FPS with ONNX Runtime on two CPU cores.
+    "nano": ModelConfig(name="nano", image_size=256, patch_size=8, depths=(2, 2, 2, 2)),
     # Paper scale: 480x480, Swin-T widths, window 15, ~40 M parameters outside the text encoder.
     "tiny": ModelConfig(
         name="tiny",

@@ -1,0 +1,93 @@
+"""Swin V2 backbone run stage by stage, with language fused after every stage (LAVT style).
+
+After stage i the syntax-aware attention turns the visual map V_i into the
+multimodal map P_i. P_i is what the decoder reads; it also flows back into the
+visual stream through a gate that starts at zero, so at initialisation the
+backbone is exactly a plain Swin V2 and language is let in as training learns to.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models.swin_transformer_v2 import SwinTransformerV2
+from torch import nn
+
+from ..config import ModelConfig
+from ..text_features import TextFeatures
+from .attention import SyntaxAwareAttention
+
+
+def stage_dims(cfg: ModelConfig) -> list[int]:
+    """Channels of every backbone stage: embed_dim * 2**i."""
+    return [cfg.embed_dim * 2**i for i in range(len(cfg.depths))]
+
+
+def stage_sizes(cfg: ModelConfig) -> list[int]:
+    """Side of every backbone stage's map: S / patch / 2**i."""
+    return [cfg.image_size // cfg.patch_size // 2**i for i in range(len(cfg.depths))]
+
+
+class LanguageGate(nn.Module):
+    """Per-pixel, per-channel gate in (-1, 1); the last layer starts at zero so the gate starts closed."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.Tanh())
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.net(fused)
+
+
+class LanguageFusion(nn.Module):
+    """One stage's fusion: P = syntax-aware attention(V, L); V' = V + gate(P) * P feeds the next stage.
+
+    The last stage feeds no further stage, so it has no gate (it would never get a gradient).
+    """
+
+    def __init__(self, dim: int, cfg: ModelConfig, feeds_next_stage: bool):
+        super().__init__()
+        self.attention = SyntaxAwareAttention(dim, cfg.text_dim, cfg.attention_temperature)
+        self.gate = LanguageGate(dim) if feeds_next_stage else None
+
+    def forward(self, visual: torch.Tensor, text: TextFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """visual (B,H,W,C) -> (next stage input (B,H,W,C), multimodal map P (B,C,H,W))"""
+        batch, height, width, dim = visual.shape
+        tokens = visual.reshape(batch, height * width, dim)  # (B,N,C)
+        fused = self.attention(tokens, text).reshape(batch, height, width, dim)  # (B,H,W,C)
+        if self.gate is not None:  # structure, fixed at build time; not a branch on tensor values
+            visual = visual + self.gate(fused) * fused
+        return visual, fused.permute(0, 3, 1, 2)
+
+
+class SwinBackbone(nn.Module):
+    """timm SwinTransformerV2's patch embedding and stages, with a LanguageFusion after each stage."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        swin = SwinTransformerV2(
+            img_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            embed_dim=cfg.embed_dim,
+            depths=cfg.depths,
+            num_heads=cfg.num_heads,
+            window_size=cfg.window_size,
+            mlp_ratio=cfg.mlp_ratio,
+            num_classes=0,
+            drop_path_rate=0.0,
+        )
+        # only the embedding and the stages are used; the classifier norm/head would never get a gradient
+        self.patch_embed = swin.patch_embed
+        self.stages = swin.layers
+        dims = stage_dims(cfg)
+        self.fusions = nn.ModuleList(LanguageFusion(dim, cfg, i < len(dims) - 1) for i, dim in enumerate(dims))
+
+    def forward(self, image: torch.Tensor, text: TextFeatures) -> list[torch.Tensor]:
+        """normalised image (B,3,S,S) -> multimodal maps P_i (B, C*2**i, S/(p*2**i), S/(p*2**i)), fine -> coarse"""
+        visual = self.patch_embed(image)  # (B,S/p,S/p,C) channel-last
+        maps = []
+        for stage, fusion in zip(self.stages, self.fusions):
+            visual, fused = fusion(stage(visual), text)
+            maps.append(fused)
+        return maps

@@ -1,0 +1,91 @@
+"""SAHM: Syntax-Aware Hybrid Mapping network (Rethinking Referring Object Removal, arXiv 2403.09128).
+
+One network segments the referred object and inpaints it in the same decoder.
+The text encoder is not part of it: the command arrives as TextFeatures.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..text_features import TextFeatures
+from .backbone import SwinBackbone, stage_dims, stage_sizes
+from .decoder import HybridMappingDecoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class SAHMOutput(NamedTuple):
+    """image (B,3,S,S) background RGB in [0,1]; mask_logits (B,1,S,S);
+    scale_masks / scale_images: per scale, coarse -> fine, the last == mask_logits / image."""
+
+    image: torch.Tensor
+    mask_logits: torch.Tensor
+    scale_masks: list[torch.Tensor]
+    scale_images: list[torch.Tensor]
+
+
+def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor) -> torch.Tensor:
+    """The frame at the scale's size with the predicted fill under the predicted (soft) mask.
+
+    image (B,3,S,S) in [0,1], mask_logits (B,1,h,w), rgb_logits (B,3,h,w) -> (B,3,h,w) in [0,1].
+    Pixels the model calls background stay the input's, so the network spends its
+    capacity on the hole instead of on copying the frame.
+    """
+    frame = F.avg_pool2d(image, image.shape[-1] // mask_logits.shape[-1])  # (B,3,h,w)
+    mask = torch.sigmoid(mask_logits)
+    return frame * (1.0 - mask) + torch.sigmoid(rgb_logits) * mask
+
+
+class SAHM(nn.Module):
+    """Swin V2 backbone with syntax-aware language fusion per stage -> hybrid-mapping decoder (mask + fill per scale)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.backbone = SwinBackbone(cfg)
+        self.decoder = HybridMappingDecoder(cfg)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor, text: TextFeatures) -> SAHMOutput:
+        """image (B,3,S,S) RGB in [0,1]; text tokens (B,T,C_L), valid/attribute/identity (B,T).
+
+        Returns SAHMOutput: image (B,3,S,S), mask_logits (B,1,S,S); scale_masks (B,1,h,w) and
+        scale_images (B,3,h,w) for h = S/(patch*2**(stages-1)), ..., S/patch, S.
+        """
+        normalised = (image - self.mean) / self.std
+        maps = self.backbone(normalised, text)  # P_i (B, C*2**i, S/(p*2**i), ...)
+        masks, rgbs = self.decoder(maps, normalised)
+        images = [blend(image, mask, rgb) for mask, rgb in zip(masks, rgbs)]
+        return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images)
+
+
+def check_config(cfg: ModelConfig) -> None:
+    """Shape rules the network needs, checked up front so a bad config fails with a readable message."""
+    sizes = stage_sizes(cfg)
+    problems = []
+    if cfg.image_size % (cfg.patch_size * 2 ** (len(cfg.depths) - 1)):
+        problems.append(f"image_size {cfg.image_size} must be a multiple of patch_size * 2**(stages-1)")
+    if any(size == 0 or size % min(cfg.window_size, size) for size in sizes):
+        problems.append(f"window_size {cfg.window_size} must divide every stage side {sizes}")
+    if len(cfg.num_heads) != len(cfg.depths) or any(d % h for d, h in zip(stage_dims(cfg), cfg.num_heads)):
+        problems.append(f"num_heads {cfg.num_heads} needs one entry per stage dividing its width {stage_dims(cfg)}")
+    if cfg.decoder_dim % cfg.decoder_heads:
+        problems.append(f"decoder_heads {cfg.decoder_heads} must divide decoder_dim {cfg.decoder_dim}")
+    if cfg.fill_patch % 2 or any(size % cfg.fill_patch for size in sizes[:-1]):
+        problems.append(f"fill_patch {cfg.fill_patch} must be even and divide every decoder side {sizes[:-1]}")
+    if problems:
+        raise ValueError(f"model config {cfg.name!r}: " + "; ".join(problems))
+
+
+def build_model(cfg: ModelConfig) -> SAHM:
+    """A randomly initialised SAHM for `cfg` (load weights with sahm_core.checkpoint)."""
+    check_config(cfg)
+    return SAHM(cfg)

@@ -1,0 +1,187 @@
+"""The whole SAHM network: forward/backward of nano on CPU, determinism, masking invariants, and `sahm info`."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from sahm_core import cli
+from sahm_core.config import model_config, replace
+from sahm_core.model import SAHM, SAHMOutput, build_model
+from sahm_core.model.backbone import stage_sizes
+from sahm_core.model.info import deform_conv_flops
+from sahm_core.model.sahm import blend
+from sahm_core.text_features import TextFeatures
+
+torch.set_num_threads(2)
+NANO = model_config("nano")
+
+
+def make_text(batch: int, cfg=NANO, seed: int = 0) -> TextFeatures:
+    """A batch of commands: 7 real tokens, one identity word, two attribute words, the rest padding."""
+    g = torch.Generator().manual_seed(seed)
+    valid, attribute, identity = (torch.zeros(batch, cfg.text_len) for _ in range(3))
+    valid[:, :7] = 1.0
+    attribute[:, 2:4] = 1.0
+    identity[:, 4] = 1.0
+    return TextFeatures(torch.randn(batch, cfg.text_len, cfg.text_dim, generator=g), valid, attribute, identity)
+
+
+def make_image(batch: int, cfg=NANO, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def trained_step():
+    """One forward + backward of nano at 256x256, batch 2, with every zero-initialised weight nudged off zero
+    (language gates, deformable offsets, Swin V2 res-post-norms) so that every parameter must get a non-zero gradient."""
+    torch.manual_seed(0)
+    model = build_model(NANO).train()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    out = model(make_image(2), make_text(2))
+    # every scale of both outputs feeds the loss, as deep supervision does
+    loss = sum(m.mean() for m in out.scale_masks) + sum((i - 0.5).square().mean() for i in out.scale_images)
+    loss.backward()
+    return model, out
+
+
+def test_output_shapes_per_scale(trained_step):
+    _, out = trained_step
+    assert isinstance(out, SAHMOutput)
+    sides = [*reversed(stage_sizes(NANO)), NANO.image_size]  # 4, 8, 16, 32, 256
+    assert [tuple(m.shape) for m in out.scale_masks] == [(2, 1, s, s) for s in sides]
+    assert [tuple(i.shape) for i in out.scale_images] == [(2, 3, s, s) for s in sides]
+    assert out.image is out.scale_images[-1] and out.mask_logits is out.scale_masks[-1]
+    assert out.image.min() >= 0.0 and out.image.max() <= 1.0
+
+
+def test_every_trainable_parameter_gets_a_finite_nonzero_gradient(trained_step):
+    model, _ = trained_step
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient: {missing}"
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradient: {bad}"
+    dead = [n for n, p in model.named_parameters() if p.grad.abs().max() == 0]
+    assert not dead, f"zero gradient (not connected to the outputs): {dead}"
+
+
+def test_same_seed_same_result():
+    image, text = make_image(1), make_text(1)
+    models, outputs = [], []
+    for _ in range(2):
+        torch.manual_seed(123)
+        models.append(build_model(NANO).eval())
+        with torch.no_grad():
+            outputs.append(models[-1](image, text))
+    first, second = (dict(m.state_dict()) for m in models)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    for a, b in zip(outputs[0].scale_masks + outputs[0].scale_images, outputs[1].scale_masks + outputs[1].scale_images):
+        assert torch.equal(a, b)
+    torch.manual_seed(124)
+    other = build_model(NANO).state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+@pytest.fixture(scope="module")
+def eval_model() -> SAHM:
+    torch.manual_seed(1)
+    return build_model(NANO).eval()
+
+
+def test_frames_of_a_batch_do_not_mix(eval_model):
+    """Reshapes between (B,N,C) and maps must keep samples apart: a frame's result does not depend on its batch mates.
+
+    The batch also carries the same frame with its padding tokens replaced by noise: padding must change nothing.
+    """
+    image, text = make_image(1).expand(3, -1, -1, -1), make_text(3)
+    tokens = text.tokens.clone()
+    tokens[1] = tokens[0]
+    tokens[1, 7:] = 100.0 * torch.randn_like(tokens[1, 7:])  # everything past the 7 valid tokens
+    tokens[2] = 5.0  # a very different command for a batch mate
+    text = text._replace(tokens=tokens)
+    with torch.no_grad():
+        together = eval_model(image, text)
+        alone = eval_model(image[:1], TextFeatures(*(t[:1] for t in text)))
+    for got in (together.mask_logits[:1], together.mask_logits[1:2]):
+        torch.testing.assert_close(got, alone.mask_logits, rtol=1e-4, atol=1e-4)
+    for got in (together.image[:1], together.image[1:2]):
+        torch.testing.assert_close(got, alone.image, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(together.mask_logits[2], alone.mask_logits[0], atol=1e-4)  # the text does matter
+
+
+def test_empty_word_sets_never_give_nan(eval_model):
+    """One batch: no attribute word, no identity word, neither, and no valid token at all."""
+    text = make_text(4)
+    attribute, identity, valid = text.attribute.clone(), text.identity.clone(), text.valid.clone()
+    attribute[0] = 0.0
+    identity[1] = 0.0
+    attribute[2], identity[2] = 0.0, 0.0
+    valid[3], attribute[3], identity[3] = 0.0, 0.0, 0.0
+    with torch.no_grad():
+        out = eval_model(make_image(4), TextFeatures(text.tokens, valid, attribute, identity))
+    assert all(torch.isfinite(t).all() for t in out.scale_masks + out.scale_images)
+
+
+def test_blend_keeps_the_frame_where_the_mask_is_off_and_the_fill_where_it_is_on():
+    image = make_image(1)
+    rgb_logits = torch.randn(1, 3, 64, 64)
+    background = blend(image, torch.full((1, 1, 64, 64), -40.0), rgb_logits)
+    torch.testing.assert_close(background, F.avg_pool2d(image, 4))
+    foreground = blend(image, torch.full((1, 1, 64, 64), 40.0), rgb_logits)
+    torch.testing.assert_close(foreground, torch.sigmoid(rgb_logits))
+
+
+def test_bad_configs_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="window_size 5"):
+        build_model(replace(NANO, window_size=5))
+    with pytest.raises(ValueError, match="fill_patch 3"):
+        build_model(replace(NANO, fill_patch=3))
+    with pytest.raises(ValueError, match="image_size 250"):
+        build_model(replace(NANO, image_size=250))
+    with pytest.raises(ValueError, match="window_size"):
+        build_model(replace(NANO, image_size=32))  # stage sides 4, 2, 1, 0
+    with pytest.raises(ValueError, match="num_heads"):
+        build_model(replace(NANO, num_heads=(3, 2, 4, 8)))
+
+
+def test_deform_conv_flops_equal_those_of_the_same_plain_convolution():
+    x, weight = torch.zeros(2, 8, 10, 12), torch.zeros(16, 8, 3, 3)
+    with FlopCounterMode(display=False) as counter:
+        F.conv2d(x, weight, padding=1)
+    offsets = torch.zeros(2, 18, 10, 12)
+    assert deform_conv_flops(x.shape, weight.shape, offsets.shape) == counter.get_total_flops()
+
+
+def parse_info(text: str) -> dict[str, dict[str, tuple[int, float]]]:
+    tables, name = {}, None
+    for line in text.splitlines():
+        if line.startswith("config "):
+            name = line.split()[1].rstrip(":")
+            tables[name] = {}
+        elif match := re.match(r"^(\S.*?)\s+([\d,]+)\s+([\d.]+)$", line):
+            tables[name][match[1]] = (int(match[2].replace(",", "")), float(match[3]))
+    return tables
+
+
+def test_sahm_info_prints_both_tables_within_budget(capsys):
+    assert cli.main(["info", "--config", "nano", "tiny"]) == 0
+    tables = parse_info(capsys.readouterr().out)
+    assert set(tables) == {"nano", "tiny"}
+    parts = ["backbone", "language fusion", "heads", "decoder/segmentation", "decoder/filling"]
+    for name, table in tables.items():
+        assert set(parts) <= set(table), name
+        assert sum(table[p][0] for p in parts) == table["generator total"][0]
+        assert table["discriminator"][0] > 0
+        assert all(table[p][1] > 0 for p in parts), name  # every part does work
+        assert sum(table[p][1] for p in parts) <= table["generator total"][1] + 1e-3
+    assert tables["nano"]["generator total"][0] <= 5_000_000
+    assert 35_000_000 <= tables["tiny"]["generator total"][0] <= 45_000_000
+    # the table counts what the network really has
+    real = sum(p.numel() for p in build_model(NANO).parameters() if p.requires_grad)
+    assert tables["nano"]["generator total"][0] == real
