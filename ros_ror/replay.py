@@ -1,0 +1,269 @@
+"""Offline replay: run the remover over a rosbag2 (sqlite3 or mcap) and write a new bag with the results.
+
+    ros-ror replay IN_BAG OUT_BAG --image-topic /camera/image_raw --command-topic /speech/text
+
+Messages are read in time order; a command applies to every frame stamped at or
+after it (bag receive time), and every frame is processed: no DDS, nothing is
+lost to transport. The output holds every input topic plus, under
+`--namespace` (default /ros_ror_remove, the node's topics): cleaned_image,
+mask and result (RemovalResult, registered from msg/), all at the input
+frame's timestamp and with its header. The bag is written to a hidden
+sibling folder and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .commands import CommandError, CommandTracker, sync_command
+from .image_conversions import ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
+from .result import MSG_TYPE, ResultFields, fields_from_removal, rosbags_types
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+COMMAND_TYPE = "std_msgs/msg/String"
+STORAGES = ("sqlite3", "mcap")
+
+
+class ReplayError(RuntimeError):
+    """A bag that cannot be replayed as asked (missing, corrupt, wrong topics or types)."""
+
+
+@dataclass
+class ReplaySummary:
+    out_bag: Path
+    frames: int = 0  # image messages read
+    removed: int = 0  # frames with a command where the object was found and erased
+    not_found: int = 0  # frames with a command where nothing was removed
+    passed_through: int = 0  # frames with no active command
+    skipped: Counter = field(default_factory=Counter)  # unusable frames by reason
+    commands: int = 0
+    stops: int = 0
+    rejected_commands: Counter = field(default_factory=Counter)
+    inference_s: list[float] = field(default_factory=list)
+    written: Counter = field(default_factory=Counter)  # topic -> messages written
+
+    def __str__(self) -> str:
+        mean = f"{1e3 * float(np.mean(self.inference_s)):.1f} ms" if self.inference_s else "n/a"
+        lines = [
+            f"output bag        {self.out_bag}",
+            f"frames            {self.frames}",
+            f"  removed         {self.removed}",
+            f"  not found       {self.not_found}",
+            f"  no command      {self.passed_through}",
+            f"  skipped         {sum(self.skipped.values())}" + (f" ({_counts(self.skipped)})" if self.skipped else ""),
+            f"commands          {self.commands} ({self.stops} stop)" + (f", rejected: {_counts(self.rejected_commands)}" if self.rejected_commands else ""),
+            f"mean latency      {mean} per frame with a command",
+            "topics written    " + ", ".join(f"{t} ({n})" for t, n in sorted(self.written.items())),
+        ]
+        return "\n".join(lines)
+
+
+def _counts(counter: Counter) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(counter.items()))
+
+
+def replay(
+    in_bag: str | Path,
+    out_bag: str | Path,
+    image_topic: str,
+    command_topic: str,
+    remover,
+    *,
+    namespace: str = "/ros_ror_remove",
+    storage: str | None = None,
+    command_timeout: float = 0.0,
+    pass_through: bool = True,
+    progress: bool = True,
+) -> ReplaySummary:
+    """Replay `in_bag` through `remover` (a sahm_core.runtime.Remover) into `out_bag`; `storage` None = the input's."""
+    from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+
+    in_bag, out_bag = Path(in_bag), Path(out_bag)
+    if not in_bag.exists():
+        raise ReplayError(f"input bag {in_bag} does not exist")
+    if out_bag.exists():
+        raise ReplayError(f"output bag {out_bag} already exists; not overwriting it")
+    if storage is not None and storage not in STORAGES:
+        raise ReplayError(f"unknown storage {storage!r}; choose {' or '.join(STORAGES)}")
+    partial = out_bag.parent / f".{out_bag.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)  # left by a replay that was killed
+    summary = ReplaySummary(out_bag=out_bag)
+    try:
+        with Reader(in_bag) as reader:
+            image_conn = _only_connection(reader, image_topic, IMAGE_TYPES, "image")
+            command_conn = _only_connection(reader, command_topic, (COMMAND_TYPE,), "command")
+            typestore = replay_typestore()
+            storage = storage or _storage_of(in_bag)
+            writer = Writer(partial, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
+            writer.open()
+            try:
+                copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
+                outputs = {
+                    "cleaned": writer.add_connection(f"{namespace}/cleaned_image", image_conn.msgtype, typestore=typestore),
+                    "mask": writer.add_connection(f"{namespace}/mask", "sensor_msgs/msg/Image", typestore=typestore),
+                    "result": writer.add_connection(f"{namespace}/result", MSG_TYPE, typestore=typestore),
+                }
+                tracker = CommandTracker(timeout=command_timeout)
+                bar = tqdm(total=reader.message_count, unit="msg", desc="replay", disable=not progress)
+                for conn, timestamp, raw in reader.messages():
+                    bar.update(1)
+                    if copies[conn.id] is not None:
+                        writer.write(copies[conn.id], timestamp, raw)
+                    now = timestamp * 1e-9
+                    if conn.id == command_conn.id:
+                        _apply_command(tracker, typestore, raw, now, summary)
+                    elif conn.id == image_conn.id:
+                        summary.frames += 1
+                        command, rejected = sync_command(remover, tracker, now)
+                        if rejected is not None:
+                            summary.rejected_commands["encoder"] += 1
+                        _process_frame(remover, command, typestore, conn.msgtype, raw, timestamp, writer, outputs, pass_through, summary)
+                bar.close()
+                summary.written.update({c.topic: writer.counts[c.id] for c in writer.connections})
+            finally:
+                writer.close()
+    except (ReaderError, WriterError, FileNotFoundError, sqlite3.DatabaseError) as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ReplayError(f"cannot replay {in_bag}: {e}") from e
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(out_bag)
+    return summary
+
+
+def replay_typestore():
+    """ROS 2 Kilted message types plus RemovalResult from msg/."""
+    from rosbags.typesys import Stores, get_typestore
+
+    typestore = get_typestore(Stores.ROS2_KILTED)
+    typestore.register(rosbags_types())
+    return typestore
+
+
+def _only_connection(reader, topic: str, types: tuple[str, ...], role: str):
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns:
+        available = ", ".join(f"{c.topic} [{c.msgtype}]" for c in reader.connections) or "none"
+        raise ReplayError(f"{role} topic {topic!r} is not in the bag; topics: {available}")
+    wrong = [c.msgtype for c in conns if c.msgtype not in types]
+    if wrong or len(conns) > 1:
+        raise ReplayError(f"{role} topic {topic!r} has type(s) {', '.join(c.msgtype for c in conns)}; expected one of {', '.join(types)}")
+    return conns[0]
+
+
+def _storage_of(bag: Path) -> str:
+    files = [bag] if bag.is_file() else list(bag.iterdir())
+    return "mcap" if any(f.suffix == ".mcap" for f in files) else "sqlite3"
+
+
+def _copy_connection(writer, conn, typestore):
+    """Same topic, type and QoS in the output; the bag's own definition when it has one."""
+    qos = conn.ext.offered_qos_profiles
+    if conn.msgdef.data and conn.digest:
+        return writer.add_connection(conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest, offered_qos_profiles=qos)
+    if conn.msgtype in typestore.fielddefs:
+        return writer.add_connection(conn.topic, conn.msgtype, typestore=typestore, offered_qos_profiles=qos)
+    raise ReplayError(f"topic {conn.topic!r} has type {conn.msgtype!r} with no definition in the bag and none known here")
+
+
+def _apply_command(tracker: CommandTracker, typestore, raw, now: float, summary: ReplaySummary) -> None:
+    try:
+        text = typestore.deserialize_cdr(raw, COMMAND_TYPE).data
+        command = tracker.submit(text, now)
+    except CommandError as e:
+        summary.rejected_commands[e.reason] += 1
+        return
+    except Exception:  # noqa: BLE001 - one undecodable message is reported, not fatal
+        summary.rejected_commands["corrupt_message"] += 1
+        return
+    summary.commands += 1
+    summary.stops += command.stop
+
+
+def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer, outputs, pass_through, summary) -> None:
+    try:
+        msg = typestore.deserialize_cdr(raw, msgtype)
+    except Exception:  # noqa: BLE001 - one undecodable message is reported, not fatal
+        summary.skipped["corrupt_message"] += 1
+        return
+    compressed = msgtype.endswith("CompressedImage")
+    try:
+        frame = decode_compressed(msg.format, msg.data) if compressed else decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+    except ImageError as e:
+        summary.skipped[e.reason] += 1
+        return
+    rgb = frame.rgb
+    if command is None:
+        if not pass_through:
+            return
+        summary.passed_through += 1
+        image, mask = rgb, np.zeros(rgb.shape[:2], np.uint8)
+        fields = ResultFields(width=rgb.shape[1], height=rgb.shape[0])
+    else:
+        started = time.perf_counter()
+        removal = remover.remove(rgb)
+        image, mask = removal.image, removal.mask
+        fields = fields_from_removal(removal, command, remover.backend)
+        fields.latency = time.perf_counter() - started  # offline: the only latency is processing
+        summary.inference_s.append(removal.latency_s)
+        summary.removed += removal.found
+        summary.not_found += not removal.found
+    types = typestore.types
+    height, width = mask.shape
+    if compressed:
+        cleaned = types["sensor_msgs/msg/CompressedImage"](header=msg.header, format=msg.format, data=np.frombuffer(encode_compressed(image, frame.encoding), np.uint8))
+    else:
+        data, step = encode_image(image, frame.encoding, frame.alpha)
+        cleaned = types["sensor_msgs/msg/Image"](header=msg.header, height=height, width=width, encoding=frame.encoding, is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
+    mask_data, mask_step = mask_fields(mask)
+    mask_msg = types["sensor_msgs/msg/Image"](header=msg.header, height=height, width=width, encoding="mono8", is_bigendian=0, step=mask_step, data=np.frombuffer(mask_data, np.uint8))
+    result = types[MSG_TYPE](header=msg.header, **dataclasses.asdict(fields))
+    for key, message in (("cleaned", cleaned), ("mask", mask_msg), ("result", result)):
+        writer.write(outputs[key], timestamp, typestore.serialize_cdr(message, outputs[key].msgtype))
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("in_bag", help="input rosbag2 folder (or .db3 / .mcap file)")
+    parser.add_argument("out_bag", help="output rosbag2 folder (must not exist)")
+    parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    parser.add_argument("--command-topic", required=True, help="std_msgs/String topic with the spoken commands")
+    parser.add_argument("--model", default=None, help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the backend's)")
+    parser.add_argument("--mask-threshold", type=float, default=0.5)
+    parser.add_argument("--min-score", type=float, default=0.6)
+    parser.add_argument("--min-mask-area", type=float, default=0.002, help="fraction of the frame")
+    parser.add_argument("--storage", default=None, choices=STORAGES, help="output storage (default: the input's)")
+    parser.add_argument("--namespace", default="/ros_ror_remove", help="prefix of the output topics")
+    parser.add_argument("--command-timeout", type=float, default=0.0, help="seconds a command lasts; 0 = until stop")
+    parser.add_argument("--no-pass-through", action="store_true", help="write nothing for frames without a command")
+
+
+def main(args) -> int:
+    import sys
+
+    from sahm_core.runtime import Remover
+
+    from .resources import bundled_model_dir
+
+    try:
+        model = args.model or bundled_model_dir()
+        remover = Remover.load(model, backend=args.backend, device=args.device, mask_threshold=args.mask_threshold,
+                               min_mask_area=args.min_mask_area, min_score=args.min_score)
+        summary = replay(args.in_bag, args.out_bag, args.image_topic, args.command_topic, remover, namespace=args.namespace,
+                         storage=args.storage, command_timeout=args.command_timeout, pass_through=not args.no_pass_through)
+    except (ReplayError, FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(summary)
+    return 0

@@ -1,0 +1,97 @@
+"""The RemovalResult message: its fields, its definition (msg/RemovalResult.msg), and how it is published.
+
+In a colcon workspace the message is generated and `ros_ror.msg.RemovalResult`
+imports; the node then publishes it on ~/result. With pip-only ROS (no rosidl
+build) it cannot exist, and the node says so and publishes the same fields on
+~/result as a std_msgs/String holding JSON, with `"type"` set to
+FALLBACK_TYPE so no consumer can mistake it for the real message. Bags never
+need generated code: replay registers the type from the .msg file with rosbags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .resources import shared_path
+
+MSG_TYPE = "ros_ror/msg/RemovalResult"
+MSG_FILE = "msg/RemovalResult.msg"
+FALLBACK_TYPE = "ros_ror/msg/RemovalResult as JSON in std_msgs/String"
+
+
+@dataclass
+class ResultFields:
+    """Every field of RemovalResult except the header."""
+
+    command: str = ""
+    found: bool = False
+    score: float = 0.0
+    mask_area: float = 0.0
+    mask_pixels: int = 0
+    width: int = 0
+    height: int = 0
+    inference_time: float = 0.0
+    latency: float = 0.0
+    backend: str = ""
+
+
+def msg_definition() -> str:
+    return shared_path(MSG_FILE).read_text()
+
+
+def rosbags_types() -> dict:
+    """The RemovalResult definition for a rosbags Typestore (`typestore.register(rosbags_types())`)."""
+    from rosbags.typesys import get_types_from_msg
+
+    return get_types_from_msg(msg_definition(), MSG_TYPE)
+
+
+def generated_message_class():
+    """`ros_ror.msg.RemovalResult` when a rosidl build made it, else None."""
+    try:
+        from ros_ror.msg import RemovalResult
+    except ImportError:
+        return None
+    return RemovalResult
+
+
+class ResultPublisher:
+    """Publishes ResultFields on one topic as RemovalResult, or as the JSON fallback without generated code."""
+
+    def __init__(self, node, topic: str, qos):
+        from std_msgs.msg import String
+
+        self._message_class = generated_message_class()
+        self.type_name = MSG_TYPE if self._message_class else FALLBACK_TYPE
+        self._publisher = node.create_publisher(self._message_class or String, topic, qos)
+
+    def publish(self, header, fields: ResultFields) -> None:
+        if self._message_class is not None:
+            self._publisher.publish(self._message_class(header=header, **dataclasses.asdict(fields)))
+            return
+        from std_msgs.msg import String
+
+        stamp = {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}
+        body = {"type": FALLBACK_TYPE, "header": {"stamp": stamp, "frame_id": header.frame_id}, **dataclasses.asdict(fields)}
+        self._publisher.publish(String(data=json.dumps(body)))
+
+
+def fields_from_removal(removal, command: str, backend: str) -> ResultFields:
+    """ResultFields of one `Remover.remove` answer (latency is left for the caller, who knows the origin)."""
+    mask_pixels = int(np.count_nonzero(removal.mask))
+    height, width = removal.mask.shape
+    return ResultFields(
+        command=command,
+        found=bool(removal.found),
+        score=float(removal.score),
+        mask_area=mask_pixels / removal.mask.size,
+        mask_pixels=mask_pixels,
+        width=width,
+        height=height,
+        inference_time=float(removal.latency_s),
+        backend=backend,
+    )

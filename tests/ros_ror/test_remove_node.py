@@ -1,0 +1,332 @@
+"""The node under real rclpy pub/sub: a test node publishes frames and commands, and checks what comes back.
+
+The node runs in this process on its own executor thread (real DDS in between);
+its outputs are checked against a Remover called directly on the same pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ros_ror.remove_node import NODE_NAME, RemoveNode
+from ros_ror.result import generated_message_class
+
+MAX_PIXELS = 1_000_000
+FUZZ_DEPTH = 3000
+COMMAND = "remove the red cup on the left"  # as in conftest.py
+
+
+class Harness:
+    """The node under test, a tester node with publishers / subscribers, and an executor spinning both."""
+
+    def __init__(self, model_dir, thresholds: dict):
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        image_topic = f"/{NODE_NAME}/image"
+        overrides = [
+            Parameter("model_path", value=str(model_dir)),
+            Parameter("backend", value="onnxruntime"),
+            Parameter("max_frame_pixels", value=MAX_PIXELS),
+            *(Parameter(k, value=v) for k, v in thresholds.items()),
+            # Reliable, deep input queue: in this test every published message must reach the node, so drops can be counted.
+            Parameter(f"qos_overrides.{image_topic}.subscription.reliability", value="reliable"),
+            Parameter(f"qos_overrides.{image_topic}.subscription.depth", value=FUZZ_DEPTH),
+            Parameter(f"qos_overrides./{NODE_NAME}/command.subscription.depth", value=FUZZ_DEPTH),
+        ]
+        self.node = RemoveNode(context=self.context, parameter_overrides=overrides)
+        self.tester = rclpy.create_node("ros_ror_tester", context=self.context)
+        deep = QoSProfile(depth=FUZZ_DEPTH, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.image_pub = self.tester.create_publisher(Image, image_topic, deep)
+        self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
+        self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}}
+        self.lock = threading.Lock()
+        self.tester.create_subscription(Image, f"/{NODE_NAME}/cleaned_image", lambda m: self._store("cleaned", m), 50)
+        self.tester.create_subscription(Image, f"/{NODE_NAME}/mask", lambda m: self._store("mask", m), 50)
+        result_class = generated_message_class() or String
+        self.tester.create_subscription(result_class, f"/{NODE_NAME}/result", lambda m: self._store("result", m), 50)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.image_pub.get_subscription_count() > 0 and self.command_pub.get_subscription_count() > 0
+                 and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0 for t in ("cleaned_image", "mask", "result")))
+        self.sent = 0
+
+    def _store(self, kind, msg):
+        with self.lock:
+            self.received[kind][_stamp_key(msg)] = msg
+
+    def diagnostics(self) -> dict[str, str]:
+        return {kv.key: kv.value for kv in self.node.diagnostics().values}
+
+    def command(self, text: str, expect_active: str) -> None:
+        from std_msgs.msg import String
+
+        self.command_pub.publish(String(data=text))
+        wait_for(lambda: self.diagnostics()["command"] == expect_active)
+
+    def exchange(self, msg, timeout: float = 60.0):
+        """Publish one frame; its cleaned image, mask and result (matched by stamp)."""
+        self.sent += 1
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + self.sent, 123
+        msg.header.frame_id = f"camera_{self.sent}"
+        self.image_pub.publish(msg)
+        key = _stamp_key(msg)
+        wait_for(lambda: all(key in self.received[k] for k in ("cleaned", "mask", "result")), timeout)
+        with self.lock:
+            return tuple(self.received[k].pop(key) for k in ("cleaned", "mask", "result"))
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.tester.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _stamp_key(msg):
+    header = msg.header if hasattr(msg, "header") else None
+    if header is None:  # JSON fallback result
+        stamp = json.loads(msg.data)["header"]["stamp"]
+        return stamp["sec"], stamp["nanosec"]
+    return header.stamp.sec, header.stamp.nanosec
+
+
+def result_dict(msg) -> dict:
+    if hasattr(msg, "data"):
+        return json.loads(msg.data)
+    return {k: getattr(msg, k) for k in ("command", "found", "score", "mask_area", "mask_pixels", "width", "height", "backend")}
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def harness(onnx_model_dir, permissive_thresholds):
+    h = Harness(onnx_model_dir, permissive_thresholds)
+    yield h
+    h.close()
+
+
+def image_msg(rgb: np.ndarray, encoding: str, step_pad: int = 0, alpha: np.ndarray | None = None):
+    """A sensor_msgs/Image built by hand from RGB: channel order per encoding, `step_pad` zero bytes after each row."""
+    from sensor_msgs.msg import Image
+
+    height, width, _ = rgb.shape
+    if encoding == "mono8":
+        pixels = rgb[:, :, :1]
+    else:
+        pixels = rgb[:, :, ::-1] if encoding.startswith("bgr") else rgb
+        if encoding.endswith("a8"):
+            pixels = np.concatenate([pixels, alpha[:, :, None]], axis=2)
+    rows = pixels.reshape(height, -1)
+    padded = np.concatenate([rows, np.zeros((height, step_pad), np.uint8)], axis=1)
+    return Image(height=height, width=width, encoding=encoding, step=padded.shape[1], data=padded.tobytes())
+
+
+def pixels_of(msg) -> np.ndarray:
+    """(H, W, C) view of a tightly packed output image."""
+    channels = msg.step // msg.width
+    assert msg.step == msg.width * channels
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, channels)
+
+
+def expected_output(cleaned_rgb: np.ndarray, encoding: str, alpha: np.ndarray | None) -> np.ndarray:
+    """What the node must publish for a cleaned RGB frame, written out per encoding."""
+    if encoding == "mono8":
+        r, g, b = (cleaned_rgb[:, :, i].astype(np.int64) for i in range(3))
+        return ((299 * r + 587 * g + 114 * b + 500) // 1000).astype(np.uint8)[:, :, None]
+    out = cleaned_rgb[:, :, ::-1] if encoding.startswith("bgr") else cleaned_rgb
+    return np.concatenate([out, alpha[:, :, None]], axis=2) if encoding.endswith("a8") else out
+
+
+@pytest.mark.parametrize("encoding, step_pad", [("rgb8", 0), ("bgr8", 5), ("rgba8", 3), ("bgra8", 0), ("mono8", 7)])
+def test_command_removes_and_matches_the_remover(harness, scene, reference_remover, encoding, step_pad):
+    harness.command(COMMAND, expect_active=COMMAND)
+    rgb = scene(seed=3)
+    if encoding == "mono8":
+        rgb = np.repeat(rgb[:, :, :1], 3, axis=2)
+    alpha = np.arange(rgb.shape[0] * rgb.shape[1], dtype=np.uint32).reshape(rgb.shape[:2]).astype(np.uint8)
+    msg = image_msg(rgb, encoding, step_pad, alpha)
+    cleaned, mask, result = harness.exchange(msg)
+
+    reference_remover.set_command(COMMAND)
+    reference = reference_remover.remove(rgb)
+    assert reference.found  # random weights + min_score 0: the invariants below are exercised on a real mask
+    assert (cleaned.header.frame_id, cleaned.header.stamp) == (msg.header.frame_id, msg.header.stamp)
+    assert (mask.header.frame_id, mask.header.stamp) == (msg.header.frame_id, msg.header.stamp)
+    assert (cleaned.encoding, cleaned.width, cleaned.height) == (encoding, msg.width, msg.height)
+    assert mask.encoding == "mono8"
+    out, m = pixels_of(cleaned), pixels_of(mask)[:, :, 0]
+    np.testing.assert_array_equal(m, reference.mask)
+    np.testing.assert_array_equal(out, expected_output(reference.image, encoding, alpha))
+    untouched = expected_output(rgb, encoding, alpha)
+    assert 0 < np.count_nonzero(m) < m.size
+    np.testing.assert_array_equal(out[m == 0], untouched[m == 0])  # outside the mask: the input, bit for bit
+    fields = result_dict(result)
+    assert fields["command"] == COMMAND and fields["found"] is True
+    assert fields["mask_pixels"] == np.count_nonzero(m) and (fields["width"], fields["height"]) == (msg.width, msg.height)
+    assert fields["mask_area"] == pytest.approx(np.count_nonzero(m) / m.size, rel=1e-6)
+    assert fields["backend"] == "onnxruntime"
+
+
+def test_stop_returns_frames_unchanged(harness, scene):
+    harness.command(COMMAND, expect_active=COMMAND)
+    harness.command("  OK, stop removing ", expect_active="")
+    msg = image_msg(scene(seed=5), "rgb8")
+    cleaned, mask, result = harness.exchange(msg)
+    assert bytes(cleaned.data) == bytes(msg.data)
+    assert not np.any(pixels_of(mask))
+    fields = result_dict(result)
+    assert fields["command"] == "" and fields["found"] is False and fields["mask_pixels"] == 0
+
+
+def test_parameters_are_validated_when_set(harness):
+    node = harness.node
+    rejected = [
+        Parameter("backend", value="torch"),  # read-only
+        Parameter("model_path", value="/elsewhere"),  # read-only
+        Parameter("mask_threshold", value=1.0),
+        Parameter("min_score", value=-0.1),
+        Parameter("command_timeout", value=-1.0),
+        Parameter("max_fps", value="fast"),
+    ]
+    for p in rejected:
+        assert not node.set_parameters([p])[0].successful, p.name
+    assert node.set_parameters([Parameter("command_timeout", value=30.0)])[0].successful
+    assert node.set_parameters([Parameter("command_timeout", value=0.0)])[0].successful
+    assert node.get_parameter("backend").value == "onnxruntime"
+
+
+def test_disable_unloads_and_enable_answers_again(harness, scene):
+    from std_srvs.srv import SetBool
+
+    client = harness.tester.create_client(SetBool, f"/{NODE_NAME}/set_enabled")
+    assert client.wait_for_service(timeout_sec=10)
+    harness.command(COMMAND, expect_active=COMMAND)
+    harness.exchange(image_msg(scene(), "rgb8"))  # the model is loaded now
+    assert harness.diagnostics()["model_state"] == "loaded"
+    response = client.call(SetBool.Request(data=False), timeout_sec=10)
+    assert response.success
+    wait_for(lambda: harness.diagnostics()["model_state"] == "unloaded")
+    before = int(harness.diagnostics().get("dropped_disabled", 0))
+    harness.image_pub.publish(image_msg(scene(), "rgb8"))
+    wait_for(lambda: int(harness.diagnostics().get("dropped_disabled", 0)) == before + 1)
+    assert client.call(SetBool.Request(data=True), timeout_sec=10).success
+    cleaned, _, result = harness.exchange(image_msg(scene(), "rgb8"))
+    assert result_dict(result)["command"] == COMMAND
+    assert harness.diagnostics()["model_state"] == "loaded"
+    harness.command("stop", expect_active="")
+
+
+def malformed_images(rng: np.random.Generator):
+    """(message, reason) pairs: >= 1000 frames, each wrong in one known way."""
+    from sensor_msgs.msg import Image
+
+    def img(height, width, encoding, step, size):
+        data = rng.integers(0, 256, int(size), dtype=np.uint8).tobytes()
+        return Image(height=int(height), width=int(width), encoding=encoding, step=int(step), data=data)
+
+    unknown = ["yuv422", "16UC1", "32FC1", "bayer_rggb8", "RGB8", "", "rgb16", "jpeg", "mono16", "8UC3", "héllo", "x" * 300]
+    for _ in range(180):
+        h, w = rng.integers(1, 40, 2)
+        yield img(h, w, str(rng.choice(unknown)), w * 3, h * w * 3), "encoding"
+    for _ in range(180):
+        h, w = rng.integers(1, 40, 2)
+        enc, ch = [("rgb8", 3), ("bgr8", 3), ("rgba8", 4), ("mono8", 1)][rng.integers(4)]
+        step = int(rng.integers(0, w * ch))
+        yield img(h, w, enc, step, h * max(step, 1)), "step"
+    for _ in range(180):
+        h, w = rng.integers(1, 40, 2)
+        pad = int(rng.integers(0, 8))
+        yield img(h, w, "rgb8", w * 3 + pad, int(rng.integers(0, h * (w * 3 + pad)))), "truncated"
+    for _ in range(150):
+        h, w = rng.integers(1, 40, 2)
+        yield img(h, w, "bgr8", w * 3, h * w * 3 + int(rng.integers(1, 100))), "data_size"
+    for _ in range(180):
+        h, w = [(0, int(rng.integers(0, 50))), (int(rng.integers(0, 50)), 0)][rng.integers(2)]
+        yield img(h, w, "rgb8", w * 3, int(rng.integers(0, 30))), "zero_size"
+    for _ in range(180):
+        w = int(rng.integers(1001, 20000))
+        h = MAX_PIXELS // w + int(rng.integers(1, 50))
+        yield img(h, w, "rgb8", w * 3, int(rng.integers(0, 64))), "oversized"
+
+
+def odd_commands(rng: np.random.Generator):
+    """(text, reason or None when it is a usable command)."""
+    for _ in range(40):
+        yield " " * int(rng.integers(0, 10)) + "\t\n"[: int(rng.integers(0, 3))], "empty"
+    for _ in range(40):
+        yield "remove the cup " * int(rng.integers(21, 2000)), "too_long"
+    # NUL cannot travel: ROS strings end at it, so "remove\x00the cup" arrives as "remove".
+    controls = [c for c in map(chr, [*range(1, 32), 127]) if not c.isspace()]
+    for _ in range(40):
+        yield f"remove{rng.choice(controls)}the cup", "not_text"
+    for _ in range(40):
+        yield "".join(rng.choice(list("!?.,;:-🙂🚀 ")) for _ in range(int(rng.integers(1, 30)))).strip() or "!", "no_words"
+    for text in ["删除杯子", "entferne die rote Tasse", "убери чашку", "remove the 🍎 apple", "REMOVE THE CUP"] * 8:
+        yield text, None
+
+
+def test_fuzz_malformed_frames_and_odd_commands_through_real_topics(harness, scene, capsys):
+    from std_msgs.msg import String
+
+    rng = np.random.default_rng(1234)
+    before = harness.diagnostics()
+    expected_drops: Counter[str] = Counter()
+    for msg, reason in malformed_images(rng):
+        harness.image_pub.publish(msg)
+        expected_drops[reason] += 1
+    expected_rejects: Counter[str] = Counter()
+    accepted = 0
+    for text, reason in odd_commands(rng):
+        harness.command_pub.publish(String(data=text))
+        if reason is None:
+            accepted += 1
+        else:
+            expected_rejects[reason] += 1
+    total = sum(expected_drops.values())
+    assert total >= 1000
+
+    def dropped_since(diag, prefix):
+        return Counter({k[len(prefix):]: int(v) - int(before.get(k, 0)) for k, v in diag.items()
+                        if k.startswith(prefix) and k != "dropped_total"})
+
+    try:
+        wait_for(lambda: sum(dropped_since(harness.diagnostics(), "dropped_").values()) >= total
+                 and sum(dropped_since(harness.diagnostics(), "rejected_commands_").values()) >= sum(expected_rejects.values()), timeout=60)
+    finally:
+        diag = harness.diagnostics()
+        print("diagnostics after the fuzz:", diag)
+    drops = +dropped_since(diag, "dropped_")
+    rejects = +dropped_since(diag, "rejected_commands_")
+    with capsys.disabled():
+        print(f"\nfuzz: {total} malformed frames dropped by reason: {dict(sorted(drops.items()))}")
+        print(f"fuzz: {sum(expected_rejects.values()) + accepted} odd commands: rejected {dict(sorted(rejects.items()))}, accepted {accepted}")
+    assert drops == expected_drops
+    assert rejects == expected_rejects
+    # Still alive: a valid command and frame are answered, with the model.
+    harness.command(COMMAND, expect_active=COMMAND)
+    cleaned, mask, result = harness.exchange(image_msg(scene(seed=8), "bgr8", step_pad=2))
+    assert result_dict(result)["command"] == COMMAND and cleaned.encoding == "bgr8"
+    harness.command("cancel", expect_active="")
+    assert harness.diagnostics()["last_error"] == ""

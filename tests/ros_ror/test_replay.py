@@ -1,0 +1,161 @@
+"""`ros-ror replay` on rosbag2 files written here, in both storage formats, and its error cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+from ros_ror.replay import ReplayError, replay
+
+TYPES = get_typestore(Stores.ROS2_KILTED)
+IMAGE, COMMAND = "/cam/image", "/speech"
+COMMAND_TEXT = "remove the red cup on the left"  # as in conftest.py
+# (bag time in ns, what): frames every 100 ms; the command lands between frames 2 and 3, "stop" between 5 and 6.
+FRAME_TIMES = [100_000_000 * i + 5 for i in range(8)]
+SPOKEN = [(250_000_000, COMMAND_TEXT), (550_000_000, "ok stop removing")]
+WITH_COMMAND = {3, 4, 5}
+
+
+def image(rgb: np.ndarray, i: int, encoding: str = "rgb8", step_pad: int = 0):
+    Header, Time, Image = (TYPES.types[t] for t in ("std_msgs/msg/Header", "builtin_interfaces/msg/Time", "sensor_msgs/msg/Image"))
+    h, w, _ = rgb.shape
+    pixels = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
+    rows = np.concatenate([pixels.reshape(h, -1), np.zeros((h, step_pad), np.uint8)], axis=1)
+    header = Header(stamp=Time(sec=50 + i, nanosec=i), frame_id=f"cam{i}")
+    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=rows.shape[1], data=rows.reshape(-1))
+
+
+def write_bag(path: Path, frames: list[np.ndarray], storage: StoragePlugin, bad_frame: int | None = None) -> None:
+    String = TYPES.types["std_msgs/msg/String"]
+    with Writer(path, version=9, storage_plugin=storage) as writer:
+        images = writer.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=TYPES)
+        commands = writer.add_connection(COMMAND, "std_msgs/msg/String", typestore=TYPES)
+        for t, text in SPOKEN:
+            writer.write(commands, t, TYPES.serialize_cdr(String(data=text), "std_msgs/msg/String"))
+        for i, (t, rgb) in enumerate(zip(FRAME_TIMES, frames)):  # written after the commands: replay must order by time
+            msg = image(rgb, i, "bgr8" if i % 2 else "rgb8", step_pad=3 * (i % 3))
+            if i == bad_frame:
+                msg.encoding = "yuv422"
+            writer.write(images, t, TYPES.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+
+
+def read_bag(path: Path, typestore) -> dict[str, list[tuple[int, object]]]:
+    out: dict[str, list] = {}
+    with Reader(path) as reader:
+        for conn, t, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((t, typestore.deserialize_cdr(raw, conn.msgtype)))
+    return out
+
+
+def rgb_of(msg) -> np.ndarray:
+    h, w = msg.height, msg.width
+    channels = 1 if msg.encoding == "mono8" else 3
+    pixels = msg.data.reshape(h, msg.step)[:, : w * channels].reshape(h, w, channels)
+    return pixels[:, :, ::-1] if msg.encoding == "bgr8" else pixels
+
+
+@pytest.fixture(scope="module")
+def replay_remover(onnx_model_dir, permissive_thresholds):
+    from sahm_core.runtime import Remover
+
+    return Remover.load(onnx_model_dir, backend="onnxruntime", **permissive_thresholds)
+
+
+@pytest.mark.parametrize("storage", [StoragePlugin.SQLITE3, StoragePlugin.MCAP], ids=["sqlite3", "mcap"])
+def test_replay_writes_cleaned_masks_and_results_with_original_timestamps(tmp_path, scene, replay_remover, reference_remover, storage):
+    from ros_ror.replay import replay_typestore
+
+    frames = [scene(seed=i % 3) for i in range(len(FRAME_TIMES))]
+    write_bag(tmp_path / "in", frames, storage, bad_frame=7)
+    summary = replay(tmp_path / "in", tmp_path / "out", IMAGE, COMMAND, replay_remover, progress=False)
+
+    assert (summary.frames, summary.passed_through, summary.commands, summary.stops) == (8, 4, 2, 1)
+    assert summary.removed + summary.not_found == len(WITH_COMMAND) and dict(summary.skipped) == {"encoding": 1}
+    suffix = ".mcap" if storage == StoragePlugin.MCAP else ".db3"
+    assert any(p.suffix == suffix for p in (tmp_path / "out").iterdir())  # same storage as the input
+    assert not list(tmp_path.glob(".out*"))  # no partial folder left behind
+    bag = read_bag(tmp_path / "out", replay_typestore())
+    ns = "/ros_ror_remove"
+    counts = {topic: len(msgs) for topic, msgs in bag.items()}
+    assert counts == {IMAGE: 8, COMMAND: 2, f"{ns}/cleaned_image": 7, f"{ns}/mask": 7, f"{ns}/result": 7}
+    for topic in (f"{ns}/cleaned_image", f"{ns}/mask", f"{ns}/result"):
+        assert [t for t, _ in bag[topic]] == FRAME_TIMES[:7]  # the input frames' timestamps; frame 7 was unusable
+    assert [t for t, _ in bag[IMAGE]] == FRAME_TIMES
+
+    reference_remover.set_command(COMMAND_TEXT)
+    for i, ((_, cleaned), (_, mask), (_, result)) in enumerate(zip(bag[f"{ns}/cleaned_image"], bag[f"{ns}/mask"], bag[f"{ns}/result"])):
+        assert (cleaned.header.stamp.sec, cleaned.header.stamp.nanosec, cleaned.header.frame_id) == (50 + i, i, f"cam{i}")
+        assert result.header.frame_id == mask.header.frame_id == f"cam{i}"
+        assert cleaned.encoding == ("bgr8" if i % 2 else "rgb8") and mask.encoding == "mono8"
+        m = rgb_of(mask)[:, :, 0]
+        if i in WITH_COMMAND:
+            expected = reference_remover.remove(frames[i])
+            assert result.command == COMMAND_TEXT and result.found == expected.found
+            np.testing.assert_array_equal(rgb_of(cleaned), expected.image)
+            np.testing.assert_array_equal(m, expected.mask)
+            assert result.mask_pixels == np.count_nonzero(m)
+        else:
+            assert result.command == "" and not result.found
+            np.testing.assert_array_equal(rgb_of(cleaned), frames[i])
+            assert not m.any()
+        np.testing.assert_array_equal(rgb_of(cleaned)[m == 0], frames[i][m == 0])
+
+
+@pytest.fixture(scope="module")
+def small_bag(tmp_path_factory, scene):
+    path = tmp_path_factory.mktemp("bags") / "small"
+    write_bag(path, [scene(height=8, width=8)] * len(FRAME_TIMES), StoragePlugin.SQLITE3)
+    return path
+
+
+def test_missing_input_and_existing_output_are_refused(tmp_path, small_bag, replay_remover):
+    with pytest.raises(ReplayError, match="does not exist"):
+        replay(tmp_path / "nope", tmp_path / "out", IMAGE, COMMAND, replay_remover)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ReplayError, match="already exists"):
+        replay(small_bag, tmp_path / "taken", IMAGE, COMMAND, replay_remover)
+
+
+@pytest.mark.parametrize(
+    "image_topic, command_topic, message",
+    [("/camera/missing", COMMAND, r"image topic '/camera/missing' is not in the bag; topics: /cam/image \[sensor_msgs/msg/Image\]"),
+     (IMAGE, "/nobody/speaks", "command topic '/nobody/speaks' is not in the bag"),
+     (COMMAND, COMMAND, "image topic '/speech' has type"),
+     (IMAGE, IMAGE, "command topic '/cam/image' has type")],
+)
+def test_missing_topics_and_wrong_types_are_clear_errors(tmp_path, small_bag, replay_remover, image_topic, command_topic, message):
+    with pytest.raises(ReplayError, match=message):
+        replay(small_bag, tmp_path / "out", image_topic, command_topic, replay_remover, progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("damage", ["garbage_db", "no_metadata", "bad_metadata", "truncated_mcap"])
+def test_corrupt_bags_fail_cleanly_without_a_partial_output(tmp_path, scene, replay_remover, damage):
+    storage = StoragePlugin.MCAP if damage == "truncated_mcap" else StoragePlugin.SQLITE3
+    bag = tmp_path / "in"
+    write_bag(bag, [scene(height=8, width=8)] * len(FRAME_TIMES), storage)
+    data_file = next(p for p in bag.iterdir() if p.suffix in (".db3", ".mcap"))
+    if damage == "garbage_db":
+        data_file.write_bytes(b"this is not sqlite" * 100)
+    elif damage == "no_metadata":
+        (bag / "metadata.yaml").unlink()
+    elif damage == "bad_metadata":
+        (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [unbalanced")
+    else:
+        data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    with pytest.raises(ReplayError, match="cannot replay"):
+        replay(bag, tmp_path / "out", IMAGE, COMMAND, replay_remover, progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_cli_replay_reports_errors_without_a_traceback(tmp_path, small_bag, onnx_model_dir, capsys):
+    from ros_ror.cli import main
+
+    code = main(["replay", str(small_bag), str(tmp_path / "out"), "--image-topic", "/wrong", "--command-topic", COMMAND,
+                 "--model", str(onnx_model_dir), "--backend", "onnxruntime"])
+    assert code == 1
+    assert "error: image topic '/wrong' is not in the bag" in capsys.readouterr().err
