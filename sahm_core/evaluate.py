@@ -1,0 +1,409 @@
+"""Evaluate a checkpoint: `sahm eval --checkpoint CKPT --data DIR --split test --out DIR`.
+
+Removal (paper 5.2), on positives: PSNR and SSIM on the whole image and inside the ground-truth mask, for SAHM and for
+three baselines in the same table: no removal (input as output), OpenCV Telea inpainting with the
+ground-truth mask (an oracle two-stage pipeline) and Telea with SAHM's own predicted mask. LPIPS and FID
+only with the user's local backbone weights; otherwise reported as unavailable, never as a number.
+Segmentation: mean / overall IoU and Pr@0.5/0.7/0.9 on positives; not-found accuracy on negatives and the
+false-negative rate on positives, with the runtime's found / not-found rule.
+Cost: parameters, GFLOPs and FPS of the per-frame forward at the config's resolution.
+
+Everything runs at the model resolution S. SAHM's output is what the runtime publishes: the input with
+the predicted background composited under the thresholded mask, quantised to uint8, or the unchanged
+input when nothing was found: `sahm_core.runtime.composite` and `found_decision`, the runtime's own. SSIM is scikit-image's (Gaussian window, sigma 1.5, as Wang et al. 2004);
+its full SSIM map is averaged over the whole image or over the mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.metrics import structural_similarity
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, read_config
+from .config import ModelConfig
+from .runtime import composite, found_decision
+from .train import load_into, text_encoder
+
+PR_THRESHOLDS = (0.5, 0.7, 0.9)
+PSNR_CAP_DB = 100.0  # identical images (e.g. a negative passed through) have infinite PSNR
+TELEA_RADIUS = 3
+METHODS = ("no removal", "Telea + GT mask (oracle)", "Telea + SAHM mask", "SAHM")
+
+
+def psnr(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
+    """PSNR in dB of HxWx3 float images in [0,1], over all pixels or the HxW bool `region`."""
+    err = (pred.astype(np.float64) - target.astype(np.float64)) ** 2
+    mse = err[region].mean() if region is not None else err.mean()
+    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * np.log10(1.0 / mse))
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
+    """SSIM of HxWx3 float images in [0,1]: the mean of the SSIM map over the image or the HxW bool `region`."""
+    _, smap = structural_similarity(
+        pred, target, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True
+    )
+    smap = smap.mean(axis=2)  # per pixel, mean over channels
+    return float(smap[region].mean() if region is not None else smap.mean())
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
+    """(intersection, union) pixel counts of two HxW bool masks."""
+    return int(np.logical_and(pred, gt).sum()), int(np.logical_or(pred, gt).sum())
+
+
+def telea(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """OpenCV Telea inpainting of an HxWx3 uint8 image under an HxW bool mask (empty mask: the input)."""
+    if not mask.any():
+        return image.copy()
+    return cv2.inpaint(image, mask.astype(np.uint8) * 255, TELEA_RADIUS, cv2.INPAINT_TELEA)
+
+
+def segmentation_metrics(inter_union: list[tuple[int, int]], found_pos: list[bool], found_neg: list[bool]) -> dict:
+    """IoU over positives (an empty prediction scores 0), Pr@X = share of positives with IoU > X."""
+    ious = np.array([i / u if u else 1.0 for i, u in inter_union])
+    total_i, total_u = sum(i for i, _ in inter_union), sum(u for _, u in inter_union)
+    out = {
+        "mean_iou": float(ious.mean()) if len(ious) else None,
+        "overall_iou": total_i / total_u if total_u else None,
+        **{f"pr@{t}": float((ious > t).mean()) if len(ious) else None for t in PR_THRESHOLDS},
+        "not_found_accuracy": float(np.mean([not f for f in found_neg])) if found_neg else None,
+        "false_negative_rate": float(np.mean([not f for f in found_pos])) if found_pos else None,
+    }
+    return out
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3,S,S) float [0,1] -> SxSx3 uint8."""
+    return (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def model_cost(model, text, cfg: ModelConfig, device: torch.device, frames: int = 20) -> dict:
+    """Parameters, GFLOPs and FPS of one per-frame forward (batch 1) at the config's resolution."""
+    from .model.info import GENERATOR, count_gflops, count_parameters
+
+    image = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=device)
+    text = text.to(device)
+    with torch.no_grad():
+        for _ in range(3):  # warm-up: allocator, cuDNN autotuning
+            model(image, text)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        for _ in range(frames):
+            model(image, text)
+        sync()
+        elapsed = time.perf_counter() - start
+    return {
+        "params_m": count_parameters(cfg)[GENERATOR] / 1e6,  # without the frozen text encoder
+        "gflops": count_gflops(cfg)[GENERATOR],
+        "fps": frames / elapsed,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A local weights file: safetensors, or a torch state dict read with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unreadable file gets the same clear message
+        raise ValueError(f"{path}: not a readable weights file ({e})") from None
+
+
+class LPIPS(torch.nn.Module):
+    """LPIPS (Zhang et al. 2018), AlexNet variant: unit-normalised conv1..5 activations, squared differences
+    weighted per channel by the learned linear layers, averaged over space and summed over layers.
+
+    backbone: torchvision AlexNet weights; linear: the LPIPS v0.1 linear layers (keys lin{k}.model.1.weight).
+    """
+
+    SHIFT = (-0.030, -0.088, -0.188)  # LPIPS input scaling layer
+    SCALE = (0.458, 0.448, 0.450)
+    TAPS = (1, 4, 7, 9, 11)  # AlexNet feature indices of the ReLUs after conv1..conv5
+
+    def __init__(self, linear_path: str | Path, backbone_path: str | Path):
+        from torchvision.models import alexnet
+
+        super().__init__()
+        features = alexnet(weights=None).features
+        state = {k.removeprefix("features."): v for k, v in load_state_file(backbone_path).items() if k.startswith("features.")}
+        try:  # only the convolutional part is used; a full AlexNet file or its features.* alone both work
+            features.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(f"{backbone_path}: not torchvision AlexNet weights ({e})") from None
+        self.features = features[: self.TAPS[-1] + 1].eval().requires_grad_(False)
+        linear = load_state_file(linear_path)
+        keys = [f"lin{k}.model.1.weight" for k in range(len(self.TAPS))]
+        if any(k not in linear for k in keys):
+            raise ValueError(f"{linear_path}: LPIPS linear layers need keys {', '.join(keys)}")
+        self.linear = [linear[k].float() for k in keys]  # (1,C,1,1) each
+        self.register_buffer("shift", torch.tensor(self.SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(self.SCALE).view(1, 3, 1, 1))
+
+    @torch.no_grad()
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """a, b (B,3,H,W) in [0,1] -> (B,) distances."""
+        x = torch.cat([a, b]) * 2 - 1
+        x = (x - self.shift) / self.scale
+        total = torch.zeros(a.shape[0])
+        layer = 0
+        for index, module in enumerate(self.features):
+            x = module(x)
+            if index in self.TAPS:
+                unit = x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
+                fa, fb = unit.chunk(2)
+                total += F.conv2d((fa - fb) ** 2, self.linear[layer]).mean(dim=(1, 2, 3))
+                layer += 1
+        return total
+
+
+class InceptionFeatures(torch.nn.Module):
+    """2048-d pool features of torchvision's Inception-v3 (from the user's local weights), for FID.
+
+    Not the TensorFlow FID network, so values compare with other runs of this evaluator, not with papers.
+    """
+
+    MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+    def __init__(self, weights_path: str | Path):
+        from torchvision.models import inception_v3
+
+        super().__init__()
+        self.net = inception_v3(weights=None, aux_logits=True, init_weights=False, transform_input=True)
+        try:
+            self.net.load_state_dict(load_state_file(weights_path))
+        except RuntimeError as e:
+            raise ValueError(f"{weights_path}: not torchvision Inception-v3 weights ({e})") from None
+        self.net.fc = torch.nn.Identity()
+        self.net.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1))
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [0,1] -> (B,2048)."""
+        x = F.interpolate(images, size=(299, 299), mode="bilinear", align_corners=False)
+        return self.net((x - self.mean) / self.std)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between two feature sets (N,D): |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
+    from scipy.linalg import sqrtm
+
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root = sqrtm(cov_a @ cov_b).real  # tiny imaginary parts are round-off
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def fid(features: dict[str, list[torch.Tensor]], method: str) -> float | None:
+    if not features[method]:
+        return None
+    return frechet_distance(torch.stack(features[method]).double().numpy(), torch.stack(features["target"]).double().numpy())
+
+
+def unavailable_reasons(lpips_weights: str | None, lpips_backbone: str | None, fid_weights: str | None) -> dict[str, str]:
+    reasons = {}
+    if lpips_weights is None or lpips_backbone is None:
+        reasons["lpips"] = ("needs local LPIPS linear-layer weights (--lpips-weights) and AlexNet weights (--lpips-backbone); "
+                            "they cannot be downloaded here")
+    if fid_weights is None:
+        reasons["fid"] = "no Inception weights given (--fid-weights); they cannot be downloaded here"
+    return reasons
+
+
+def contact_sheet(rows: list[dict], path: Path) -> None:
+    """Columns: input + command, SAHM output, predicted mask, ground-truth target, ground-truth mask."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = ("input", "SAHM output", "predicted mask", "ground truth", "GT mask")
+    fig, axes = plt.subplots(len(rows), 5, figsize=(11, 2.3 * len(rows)), squeeze=False)
+    for ax_row, row in zip(axes, rows):
+        for ax, title, key in zip(ax_row, titles, ("input", "output", "pred_mask", "target", "gt_mask")):
+            ax.imshow(row[key], cmap="gray" if row[key].ndim == 2 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=8)
+        verdict = f"found (IoU {row['iou']:.2f})" if row["found"] else "not found"
+        ax_row[0].set_xlabel(f"\"{row['text']}\"{' [negative]' if row['negative'] else ''}", fontsize=7)
+        ax_row[1].set_xlabel(verdict, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data_dir: str | Path,
+    split: str,
+    out_dir: str | Path,
+    limit: int | None = None,
+    batch_size: int = 8,
+    lpips_weights: str | None = None,
+    lpips_backbone: str | None = None,
+    fid_weights: str | None = None,
+    mask_threshold: float = 0.5,
+    min_score: float = 0.6,
+    min_mask_area: float = 0.002,
+    sheet_rows: int = 8,
+) -> dict:
+    """Runs the evaluation, writes metrics.json and contact_sheet.png into out_dir, returns the metrics."""
+    from .data import RemovalDataset
+    from .model import build_model
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    weights_path = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
+    cfg = read_config(weights_path)
+    reasons = unavailable_reasons(lpips_weights, lpips_backbone, fid_weights)
+    lpips = LPIPS(lpips_weights, lpips_backbone) if "lpips" not in reasons else None
+    inception = InceptionFeatures(fid_weights) if "fid" not in reasons else None
+    dataset = RemovalDataset(data_dir, split, cfg.image_size, augment=False)
+    if limit:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    if len(dataset) == 0:
+        raise ValueError(f"{data_dir}: split {split!r} has no samples")
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(cfg)
+    load_into(model, weights_path, cfg)
+    model = model.to(device).eval()
+    encoder = text_encoder(cfg, str(device))
+
+    scores = {m: {"psnr": [], "ssim": [], "psnr_mask": [], "ssim_mask": [], "lpips": []} for m in METHODS}
+    features: dict[str, list[torch.Tensor]] = {m: [] for m in (*METHODS, "target")}
+    inter_union, found_pos, found_neg, sheet = [], [], [], []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"eval {split}", unit="batch"):
+            text = encoder.encode_batch(list(batch["text"])).to(device)
+            out = model(batch["image"].to(device), text)
+            prob = torch.sigmoid(out.mask_logits.float()).cpu()
+            for k in range(prob.shape[0]):
+                image_u8, target_u8 = to_uint8(batch["image"][k]), to_uint8(batch["target"][k])
+                gt = batch["mask"][k, 0].numpy() > 0.5
+                mask_prob = prob[k, 0].numpy()
+                found, _, _ = found_decision(mask_prob, mask_threshold, min_score, min_mask_area)
+                removed, pred = composite(image_u8, out.image[k].float().cpu().numpy(), mask_prob, mask_threshold)
+                pred = pred > 0
+                sahm = removed if found else image_u8  # the runtime passes the frame through when nothing is found
+                outputs = {
+                    "no removal": image_u8,
+                    "Telea + GT mask (oracle)": telea(image_u8, gt),
+                    "Telea + SAHM mask": telea(image_u8, pred) if found else image_u8,
+                    "SAHM": sahm,
+                }
+                target = target_u8.astype(np.float64) / 255
+                # Removal quality is scored on positives: a negative has no region to fill, and its whole-image
+                # PSNR would be capped at infinity; what a negative measures is the not-found accuracy.
+                for method, result in outputs.items() if gt.any() else ():
+                    result = result.astype(np.float64) / 255
+                    scores[method]["psnr"].append(psnr(result, target))
+                    scores[method]["ssim"].append(ssim(result, target))
+                    scores[method]["psnr_mask"].append(psnr(result, target, gt))
+                    scores[method]["ssim_mask"].append(ssim(result, target, gt))
+                if gt.any() and (lpips is not None or inception is not None):
+                    stack = torch.from_numpy(np.stack([*outputs.values(), target_u8])).permute(0, 3, 1, 2).float() / 255
+                    if lpips is not None:  # (5,3,S,S): the four methods' outputs, then the target
+                        for method, value in zip(METHODS, lpips(stack[:-1], stack[-1:].expand(len(METHODS), -1, -1, -1))):
+                            scores[method]["lpips"].append(float(value))
+                    if inception is not None:
+                        for name, feature in zip(features, inception(stack)):
+                            features[name].append(feature)
+                if batch["negative"][k]:
+                    found_neg.append(found)
+                else:
+                    found_pos.append(found)
+                    inter_union.append(iou(pred & found, gt))
+                if len(sheet) < sheet_rows:
+                    i, u = iou(pred, gt)
+                    sheet.append(dict(input=image_u8, output=sahm, pred_mask=pred.astype(np.uint8) * 255, target=target_u8,
+                                      gt_mask=gt.astype(np.uint8) * 255, text=batch["text"][k], negative=bool(batch["negative"][k]),
+                                      found=found, iou=i / u if u else 1.0))
+
+    metrics = {
+        "checkpoint": str(weights_path),
+        "config": cfg.name,
+        "data": str(data_dir),
+        "split": split,
+        "samples": len(dataset),
+        "positives": len(found_pos),
+        "negatives": len(found_neg),
+        "found_rule": {"mask_threshold": mask_threshold, "min_score": min_score, "min_mask_area": min_mask_area},
+        "removal": {m: {k: float(np.mean(v)) if v else None for k, v in s.items()} | {"fid": fid(features, m)}
+                    for m, s in scores.items()},
+        "unavailable": reasons,
+        "segmentation": segmentation_metrics(inter_union, found_pos, found_neg),
+        "cost": model_cost(model, encoder.encode("remove the object"), cfg, device),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    contact_sheet(sheet, out_dir / "contact_sheet.png")
+    return metrics
+
+
+def format_table(metrics: dict) -> str:
+    lines = [f"{metrics['checkpoint']} on {metrics['data']} [{metrics['split']}]: {metrics['samples']} samples "
+             f"({metrics['positives']} positive, {metrics['negatives']} negative)", ""]
+    cols = ("psnr", "ssim", "psnr_mask", "ssim_mask", "lpips", "fid")
+    lines.append(f"{'method':<26}" + "".join(f"{c:>11}" for c in cols))
+    for method, row in metrics["removal"].items():
+        lines.append(f"{method:<26}" + "".join(f"{'n/a' if row[c] is None else f'{row[c]:.4f}':>11}" for c in cols))
+    for name, why in metrics["unavailable"].items():
+        lines.append(f"{name}: unavailable: {why}")
+    lines.append("")
+    for name, value in metrics["segmentation"].items():
+        lines.append(f"{name:<22}{'n/a' if value is None else f'{value:.4f}'}")
+    cost = metrics["cost"]
+    lines.append("")
+    lines.append(f"params {cost['params_m']:.2f} M   GFLOPs {cost['gflops']:.2f}   FPS {cost['fps']:.1f} "
+                 f"(batch 1, {cost['device']}, {cost['torch_threads']} threads)")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="model.safetensors or a model directory holding it")
+    parser.add_argument("--data", required=True, help="removal dataset folder")
+    parser.add_argument("--split", default="test", help="split to evaluate (default test)")
+    parser.add_argument("--out", required=True, help="folder for metrics.json and contact_sheet.png")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--mask-threshold", type=float, default=0.5, help="probability above which a pixel is removed")
+    parser.add_argument("--min-score", type=float, default=0.6, help="found / not-found rule, as the runtime's")
+    parser.add_argument("--min-mask-area", type=float, default=0.002, help="found / not-found rule, as the runtime's")
+    parser.add_argument("--lpips-weights", help="local LPIPS v0.1 linear-layer weights for AlexNet (e.g. lpips' alex.pth)")
+    parser.add_argument("--lpips-backbone", help="local torchvision AlexNet weights (.pth or .safetensors)")
+    parser.add_argument("--fid-weights", help="local torchvision Inception-v3 weights (.pth or .safetensors)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        metrics = evaluate(
+            args.checkpoint, args.data, args.split, args.out, limit=args.limit, batch_size=args.batch_size,
+            lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone, fid_weights=args.fid_weights,
+            mask_threshold=args.mask_threshold, min_score=args.min_score, min_mask_area=args.min_mask_area,
+        )
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"sahm eval: error: {e}")
+        return 2
+    print(format_table(metrics))
+    print(f"\nwrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'contact_sheet.png'}")
+    return 0

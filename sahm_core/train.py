@@ -1,0 +1,510 @@
+"""Train SAHM: `sahm train --config nano --data DIR --out RUN_DIR`, or the same under `torchrun --nproc_per_node N`.
+
+The whole loop is in `train()`: per step, the frozen text encoder encodes the batch's commands (no grad),
+the generator step (SAHM forward, eq. 14 loss, AdamW) and the discriminator step (eq. 13, its own AdamW).
+Settings follow the paper (section 5.1): AdamW betas (0.85, 0.91), weight decay 0.005, lr 6e-4 with
+exponential decay, batch 32, 76 epochs, random crop + flip at the config's resolution.
+
+Run directory: train_config.json, model.safetensors (generator, ModelConfig in its metadata),
+discriminator.safetensors, state.pt (optimisers, schedulers, step, RNG; torch.load(weights_only=True)),
+history.jsonl (logged scalars), training_curve.png, tb/ (TensorBoard scalars and image grids).
+
+Exact resume: data order and augmentation are functions of (seed, epoch, sample index) only (see
+`SeededSamples`), the learning rate of the step number only, and the RNG state is restored, so
+k steps + `--resume` + k steps equals 2k steps in one go. `batch_size` is the global batch, split evenly
+over processes, so N processes give the same update as one process (DDP averages gradients).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_weights, read_config, save_weights
+from .config import ModelConfig, model_config
+from .data.layout import read_refs
+from .losses import LossWeights, discriminator_loss, generator_loss
+from .text_features import TextFeatures
+
+TRAIN_CONFIG_FILE = "train_config.json"
+MODEL_FILE = "model.safetensors"
+DISC_FILE = "discriminator.safetensors"
+STATE_FILE = "state.pt"
+HISTORY_FILE = "history.jsonl"
+CURVE_FILE = "training_curve.png"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the network's shape is the ModelConfig, stored with the weights."""
+
+    batch_size: int = 32  # global batch over all processes (paper: 32)
+    epochs: int = 76  # paper: 76 rounds
+    steps: int = 0  # > 0: train this many steps instead of `epochs` epochs
+    lr: float = 6e-4  # generator and discriminator (paper: 6e-4)
+    lr_decay_per_epoch: float = 0.95  # exponential decay, applied smoothly per step; 0.95**76 ~ 0.02
+    warmup_steps: int = 0  # linear warm-up before the decay (0: none, as in the paper)
+    betas: tuple[float, float] = (0.85, 0.91)
+    weight_decay: float = 0.005
+    grad_clip: float = 1.0  # max global grad norm per optimiser (0: no clipping)
+    seg_weight: float = 1.0  # eq. 14
+    rec_weight: float = 5.0
+    adv_weight: float = 20.0
+    expansion_weight: float = 0.0  # mask expansion loss (2403.15849), off by default
+    expansion_alpha: float = 0.03
+    augment: bool = True  # random crop + flip
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    seed: int = 0
+    num_workers: int = 4
+    log_interval: int = 10  # steps between scalar logs
+    image_interval: int = 250  # steps between TensorBoard image grids
+    ckpt_interval: int = 500  # steps between checkpoints (and always at the end)
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(self.seg_weight, self.rec_weight, self.adv_weight, self.expansion_weight, self.expansion_alpha)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+    def with_overrides(self, pairs: list[str]) -> "TrainConfig":
+        """Apply `KEY=VALUE` strings (the CLI's --set), typed by the field's default."""
+        changes = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            if key not in {f.name for f in dataclasses.fields(self)}:
+                self.from_dict({key: None})  # raises the unknown-field error with the list of fields
+            changes[key] = parse_value(text, getattr(self, key), key)
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def parse_value(text: str, like, key: str):
+    try:
+        if isinstance(like, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            return text.lower() in ("true", "1")
+        if isinstance(like, tuple):
+            return tuple(type(like[0])(v) for v in text.split(","))
+        return type(like)(text)
+    except ValueError as e:
+        raise ValueError(f"--set {key}={text}: {e}") from None
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so each item's randomness (augmentation) depends only on (seed, epoch, index).
+
+    That makes the data independent of the number of processes, of DataLoader workers and of where a
+    resumed run starts, which is what exact resume and DDP == single-process rest on.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        item_seed = hash((self.seed, self.epoch, index)) % 2**31  # ints hash deterministically
+        with torch.random.fork_rng(devices=[]):
+            np_state, py_state = np.random.get_state(), random.getstate()
+            torch.manual_seed(item_seed)
+            np.random.seed(item_seed)
+            random.seed(item_seed)
+            try:
+                return self.dataset[index]
+            finally:
+                np.random.set_state(np_state)
+                random.setstate(py_state)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPUs. Plain runs: one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world == 1:
+        return Dist(), torch.device("cuda" if cuda else "cpu")
+    ddp = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = torch.device("cuda", ddp.local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    return ddp, device
+
+
+def check_dataset(data: Path) -> None:
+    """Fail before any training on a folder that is missing, empty, malformed or has no training samples."""
+    if not data.is_dir():
+        raise FileNotFoundError(f"data folder {data} does not exist")
+    if not read_refs(data, "train"):  # raises on a missing refs.jsonl, a bad line or a missing image
+        raise ValueError(f"data folder {data} has no samples in split 'train'")
+
+
+def epoch_loader(data: SeededSamples, cfg: TrainConfig, ddp: Dist, epoch: int, first_batch: int, pin: bool) -> DataLoader:
+    """This process's batches of one epoch, starting at batch `first_batch` (for resume)."""
+    sampler = DistributedSampler(data, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
+    sampler.set_epoch(epoch)
+    per_rank = cfg.batch_size // ddp.world
+    order = list(sampler)[first_batch * per_rank :]
+    data.epoch = epoch  # workers copy the dataset when the loader's iterator starts
+    return DataLoader(data, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers, pin_memory=pin)
+
+
+class SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) whose backward sums the gradients too: d(sum_r x_r)/dx_r = 1 for every process r."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        total = x.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+class CrossProcessBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the whole global batch, on any backend (gloo included).
+
+    torch.nn.SyncBatchNorm does this on GPUs only. The sums go through SumOverProcesses, so
+    each process's backward also carries the other processes' dependence on its samples, and DDP's
+    gradient average equals the single-process gradient over the whole batch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        channels = x.shape[1]
+        x64 = x.double()  # E[x^2] - E[x]^2 in float64 stays as accurate as the fused single-process kernel
+        count = x64.new_tensor([x.numel() / channels])
+        sums = SumOverProcesses.apply(torch.cat([x64.sum((0, 2, 3)), (x64 * x64).sum((0, 2, 3)), count]))  # (2C+1,) over processes
+        n = sums[-1]
+        mean = sums[:channels] / n
+        var = sums[channels : 2 * channels] / n - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            self.running_mean.lerp_(mean.to(x.dtype), self.momentum)
+            self.running_var.lerp_((var * n / (n - 1)).to(x.dtype), self.momentum)  # unbiased, as F.batch_norm
+        scale = (self.weight / torch.sqrt(var + self.eps)).to(x.dtype)
+        shift = self.bias - mean.to(x.dtype) * scale
+        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)  # (C,) -> (1,C,1,1)
+
+
+def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Under DDP, BatchNorm must see the global batch or N processes would not train like one."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            synced = CrossProcessBatchNorm(child.num_features, child.eps, child.momentum).to(child.weight.device)
+            synced.load_state_dict(child.state_dict())
+            setattr(module, name, synced)
+        else:
+            synchronise_batchnorm(child, device)
+    return module
+
+
+@lru_cache(maxsize=2)
+def text_encoder(cfg: ModelConfig, device: str):
+    """The frozen CommandEncoder for cfg; loading it takes seconds, so one process loads it once."""
+    from .text import CommandEncoder
+
+    return CommandEncoder.for_config(cfg, device=device)
+
+
+def encode_texts(encoder, texts: list[str]) -> TextFeatures:
+    """Batch commands -> TextFeatures usable in a graph that needs gradients.
+
+    The encoder runs under inference mode; its tensors cannot be saved for backward, so they are cloned.
+    """
+    with torch.no_grad():
+        return TextFeatures(*(t.clone() for t in encoder.encode_batch(list(texts))))
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    return warmup * cfg.lr_decay_per_epoch ** (step / steps_per_epoch)
+
+
+def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume: bool) -> tuple[TrainConfig, dict | None]:
+    """Checks a run directory and returns the TrainConfig to use and the saved state (None for a fresh run).
+
+    A resumed run keeps its saved TrainConfig except the fields the caller changed from the defaults
+    (e.g. more --steps); its weights must have been made for `model_cfg`.
+    """
+    state_path = run_dir / STATE_FILE
+    if not resume:
+        if (run_dir / MODEL_FILE).exists() or state_path.exists():
+            raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new --out")
+        return cfg, None
+    if not state_path.is_file() or not (run_dir / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"--resume: {run_dir} has no {STATE_FILE} and {MODEL_FILE} to resume from")
+    saved_cfg = read_config(run_dir / MODEL_FILE)
+    if saved_cfg != model_cfg:
+        raise CheckpointError(
+            f"--resume: {run_dir / MODEL_FILE} was trained with model config {saved_cfg.name!r} ({saved_cfg}), "
+            f"not the requested {model_cfg.name!r} ({model_cfg})"
+        )
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    changed = {k: v for k, v in dataclasses.asdict(cfg).items() if v != getattr(TrainConfig(), k)}
+    return dataclasses.replace(TrainConfig.from_dict(state["train_config"]), **changed), state
+
+
+def load_into(module: nn.Module, path: Path, cfg: ModelConfig | None = None) -> ModelConfig:
+    """Load safetensors weights into module; weights that do not fit (stale code, wrong file) are a CheckpointError."""
+    state, saved_cfg = load_weights(path, expect=cfg)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the {type(module).__name__} built from its config ({e})") from None
+    return saved_cfg
+
+
+def save_checkpoint(run_dir: Path, model, disc, opt_g, opt_d, sched_g, sched_d, step: int, cfg: TrainConfig, model_cfg: ModelConfig):
+    save_weights(run_dir / MODEL_FILE, model.state_dict(), model_cfg, extra={"step": str(step)})
+    save_weights(run_dir / DISC_FILE, disc.state_dict(), model_cfg, extra={"sahm_part": "discriminator", "step": str(step)})
+    state = {
+        "step": step,
+        "optimizer_g": opt_g.state_dict(),
+        "optimizer_d": opt_d.state_dict(),
+        "scheduler_g": sched_g.state_dict(),
+        "scheduler_d": sched_d.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "train_config": json.loads(cfg.to_json()),
+        "model_config": model_cfg.to_json(),
+    }
+    tmp = run_dir / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(run_dir / STATE_FILE)  # a crash mid-save never leaves a truncated state.pt
+
+
+def image_grid(batch: dict, out) -> torch.Tensor:
+    """Rows: input, predicted background, predicted mask, ground-truth mask, target (first 4 samples)."""
+    from torchvision.utils import make_grid
+
+    n = min(4, batch["image"].shape[0])
+    pred_mask = torch.sigmoid(out.mask_logits[:n].float()).expand(-1, 3, -1, -1)
+    rows = [batch["image"][:n], out.image[:n].float().clamp(0, 1), pred_mask, batch["mask"][:n].expand(-1, 3, -1, -1), batch["target"][:n]]
+    return make_grid(torch.cat([r.detach().cpu() for r in rows]), nrow=n)
+
+
+def plot_history(run_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run_dir / HISTORY_FILE).read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    keys = sorted({k for r in rows for k in r if k.startswith("loss/")})
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot(*zip(*points))
+        ax.set_title(key.removeprefix("loss/"))
+        ax.set_xlabel("step")
+        ax.set_yscale("log" if all(v > 0 for _, v in points) else "linear")
+    fig.tight_layout()
+    fig.savefig(run_dir / CURVE_FILE, dpi=100)
+    plt.close(fig)
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False) -> Path:
+    """Train (or resume) a run; returns the run directory. Works as one process or under torchrun."""
+    from .data import RemovalDataset
+    from .model import PatchDiscriminator, build_model
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    check_dataset(data_dir)
+    cfg, state = resolve_run(run_dir, cfg, model_cfg, resume)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    dataset = SeededSamples(RemovalDataset(data_dir, "train", model_cfg.image_size, augment=cfg.augment), cfg.seed)
+    per_rank = cfg.batch_size // world
+    steps_per_epoch = math.ceil(len(dataset) / world) // per_rank  # == len(DistributedSampler) // per_rank
+    if steps_per_epoch == 0:
+        raise ValueError(f"{data_dir}: {len(dataset)} training samples, fewer than one batch of {cfg.batch_size}")
+    total_steps = cfg.steps or cfg.epochs * steps_per_epoch
+    ddp, device = init_distributed()
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).to(device)
+    if ddp.world > 1:
+        model = synchronise_batchnorm(model, device)  # same parameters and state_dict keys, global-batch statistics
+    disc = PatchDiscriminator(model_cfg).to(device)
+    encoder = text_encoder(model_cfg, str(device))
+    weights = cfg.loss_weights
+    opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    schedule = lambda step: lr_factor(step, cfg, steps_per_epoch)  # noqa: E731
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
+    step = 0
+    if state is not None:
+        load_into(model, run_dir / MODEL_FILE, model_cfg)
+        load_into(disc, run_dir / DISC_FILE, model_cfg)
+        opt_g.load_state_dict(state["optimizer_g"])
+        opt_d.load_state_dict(state["optimizer_d"])
+        sched_g.load_state_dict(state["scheduler_g"])
+        sched_d.load_state_dict(state["scheduler_d"])
+        torch.set_rng_state(state["rng_cpu"])
+        if torch.cuda.is_available() and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        step = state["step"]
+    # A zero-weight seg or rec term leaves a decoder branch without gradient, which DDP must be told about.
+    unused_branches = min(weights.seg, weights.rec) == 0
+    model_ddp = DistributedDataParallel(model, find_unused_parameters=unused_branches) if ddp.world > 1 else model
+    disc_ddp = DistributedDataParallel(disc) if ddp.world > 1 else disc
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
+
+    writer = bar = None
+    if ddp.main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / TRAIN_CONFIG_FILE).write_text(cfg.to_json())
+        history = run_dir / HISTORY_FILE
+        if history.exists():  # drop entries logged after the checkpoint we resume from
+            rows = [r for r in history.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+            history.write_text("".join(r + "\n" for r in rows))
+        writer = SummaryWriter(run_dir / "tb", purge_step=step + 1)
+        bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
+
+    model.train()
+    disc.train()
+    loader = iter(())
+    try:
+        while step < total_steps:
+            batch = next(loader, None)
+            if batch is None:  # start the epoch this step falls in, at the right batch
+                epoch, first = divmod(step, steps_per_epoch)
+                loader = iter(epoch_loader(dataset, cfg, ddp, epoch, first, pin=device.type == "cuda"))
+                batch = next(loader)
+            image, target, mask = (batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask"))
+            text = encode_texts(encoder, batch["text"]).to(device)
+
+            # Generator step: SAHM forward, eq. 14; D is a fixed critic here (no grads into it).
+            disc.requires_grad_(False)
+            with autocast:
+                out = model_ddp(image, text)
+                g_loss, metrics = generator_loss(out, target, mask, disc, weights)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            if cfg.grad_clip:
+                metrics["grad_norm/generator"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt_g.step()
+            sched_g.step()
+            disc.requires_grad_(True)
+
+            # Discriminator step: eq. 13 on targets vs the generator's (detached) images.
+            if weights.adv:
+                with autocast:
+                    d_loss, d_metrics = discriminator_loss(disc_ddp, target, out.image.detach())
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
+                opt_d.step()
+                metrics.update(d_metrics)
+                sched_d.step()
+            step += 1
+
+            if ddp.main:  # rank 0 logs its own shard's values
+                bar.update(1)
+                if step % cfg.log_interval == 0 or step == total_steps:
+                    scalars = {k: float(v) for k, v in metrics.items()} | {"lr": sched_g.get_last_lr()[0]}
+                    for k, v in scalars.items():
+                        writer.add_scalar(k, v, step)
+                    with (run_dir / HISTORY_FILE).open("a") as f:
+                        f.write(json.dumps({"step": step, **scalars}) + "\n")
+                    bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", lr=f"{scalars['lr']:.2e}")
+                if step % cfg.image_interval == 0:
+                    writer.add_image("train/input_pred_predmask_mask_target", image_grid(batch, out), step)
+                if step % cfg.ckpt_interval == 0 or step == total_steps:
+                    save_checkpoint(run_dir, model, disc, opt_g, opt_d, sched_g, sched_d, step, cfg, model_cfg)
+    except KeyboardInterrupt:
+        if ddp.main and ddp.world == 1:
+            save_checkpoint(run_dir, model, disc, opt_g, opt_d, sched_g, sched_d, step, cfg, model_cfg)
+            print(f"\ninterrupted at step {step}; saved, continue with --resume")
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+            writer.close()
+        if ddp.world > 1:
+            dist.destroy_process_group()
+    if ddp.main:
+        plot_history(run_dir)
+    return run_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="nano", help="model config preset (nano, tiny)")
+    parser.add_argument("--data", required=True, help="removal dataset folder (refs.jsonl + images/ targets/ masks/)")
+    parser.add_argument("--out", required=True, help="run directory (checkpoints, tensorboard, curves)")
+    parser.add_argument("--steps", type=int, help="train this many steps in total instead of the config's epochs")
+    parser.add_argument("--batch-size", type=int, help="global batch size over all processes (default 32)")
+    parser.add_argument("--lr", type=float, help="initial learning rate (default 6e-4)")
+    parser.add_argument("--num-workers", type=int, help="DataLoader worker processes per training process")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any TrainConfig field, e.g. --set adv_weight=0 --set expansion_weight=1")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        model_cfg = model_config(args.config)
+        cfg = TrainConfig().with_overrides(args.set)
+        flags = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+        run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume)
+    except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as e:
+        print(f"sahm train: error: {e}")
+        return 2
+    print(f"trained model: {run_dir / MODEL_FILE}")
+    return 0

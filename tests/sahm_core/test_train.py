@@ -1,0 +1,182 @@
+"""Training: real steps on tiny synthetic data, exact resume, DDP (2 gloo processes) == one process, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sahm_core import cli
+from sahm_core.checkpoint import CheckpointError, read_config, save_weights
+from sahm_core.config import model_config, replace
+from sahm_core.data.synthetic import make_dataset
+from sahm_core.train import TrainConfig, train
+
+SIZE = 64
+# nano's structure at a quarter of its size and half its widths: every part runs, in a fraction of the time
+SMALL = replace(model_config("nano"), image_size=SIZE, embed_dim=16, decoder_dim=16, disc_dim=8)
+# Every step logged, no periodic checkpoints except the last, no DataLoader workers (2 shared cores).
+FAST = TrainConfig(batch_size=4, steps=2, log_interval=1, image_interval=2, ckpt_interval=1000, num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """8 train + 4 test synthetic samples at 64 px."""
+    root = tmp_path_factory.mktemp("synthetic")
+    make_dataset(root, n=12, seed=7, size=SIZE, workers=1, negative_fraction=0.3, val_fraction=0.0, test_fraction=1 / 3)
+    return root
+
+
+def weights(run_dir: Path, name: str = "model.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / name))
+
+
+def history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_training_steps_lower_the_loss_on_a_fixed_batch(data_dir, tmp_path):
+    # One batch holds the whole training split and augmentation is off, so every step sees the same data.
+    # The adversarial term is off: against a discriminator that learns too, eq. 14 need not fall step by step.
+    cfg = dataclasses.replace(FAST, batch_size=8, steps=6, augment=False, adv_weight=0.0)
+    run = train(SMALL, cfg, data_dir, tmp_path / "run")
+    rows = history(run)
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    for key in ("loss/seg", "loss/rec", "loss/total"):
+        assert rows[-1][key] < 0.85 * rows[0][key], (key, rows[0][key], rows[-1][key])
+    assert "loss/adv" not in rows[0] and "loss/disc" not in rows[0]  # zero weight: never computed
+    # run directory layout
+    assert read_config(run / "model.safetensors") == SMALL
+    assert TrainConfig.from_dict(json.loads((run / "train_config.json").read_text())) == cfg
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["step"] == 6
+    assert set(weights(run, "discriminator.safetensors"))
+    assert (run / "training_curve.png").stat().st_size > 0
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    # 8 samples / batch 2 = 4 steps an epoch: stopping after 2 resumes in the middle of epoch 0, with augmentation on.
+    once = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=4), data_dir, tmp_path / "once")
+    split = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=2), data_dir, tmp_path / "split")
+    train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=4), data_dir, split, resume=True)
+    for name in ("model.safetensors", "discriminator.safetensors"):
+        a, b = weights(once, name), weights(split, name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{name}:{key}: {m}")
+    assert [r["step"] for r in history(split)] == list(range(1, 5))
+    assert {"loss/seg", "loss/rec", "loss/adv", "loss/disc", "lr"} <= set(history(split)[0])
+    assert history(split)[-1]["loss/total"] == pytest.approx(history(once)[-1]["loss/total"], rel=1e-4)
+
+
+DDP_SCRIPT = """
+import dataclasses, sys, torch
+torch.set_num_threads(1)
+from sahm_core.config import model_config, replace
+from sahm_core.train import TrainConfig, train
+cfg = TrainConfig(batch_size=4, steps=2, log_interval=1, image_interval=1000, ckpt_interval=1000, num_workers=0)
+train(replace(model_config("nano"), image_size={size}, embed_dim=16, decoder_dim=16, disc_dim=8), cfg, sys.argv[1], sys.argv[2])
+"""
+
+
+def test_two_gloo_processes_match_one_process_with_the_whole_batch(data_dir, tmp_path):
+    # The decoder uses BatchNorm: under DDP train() swaps in CrossProcessBatchNorm (global-batch statistics),
+    # and there is no dropout, so splitting the batch changes nothing but the order of floating-point sums.
+    script = tmp_path / "ddp_train.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT.format(size=SIZE)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613"]
+    done = subprocess.run([*torchrun, str(script), str(data_dir), str(tmp_path / "ddp")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = train(SMALL, dataclasses.replace(FAST, steps=2, image_interval=1000), data_dir, tmp_path / "single")
+    a, b = weights(tmp_path / "ddp"), weights(single)
+    assert a.keys() == b.keys()
+    diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
+    # AdamW's first steps are ~lr * sign(grad): where a gradient is ~0 (below Adam's eps), summation-order noise can
+    # flip a sign, so a few elements may differ by up to 2 * lr per step. A wrong gradient (unsynchronised
+    # BatchNorm, un-averaged or mis-split batches) moves a large share of the elements by ~lr instead.
+    lr, steps = FAST.lr, 2
+    assert diff.max() <= 2 * lr * steps
+    assert diff.mean() < 1e-6
+    assert (diff > 1e-5).double().mean() < 1e-3
+
+
+def run_cli(*argv: str, capsys) -> tuple[int, str]:
+    code = cli.main(["train", *argv])
+    return code, capsys.readouterr().out
+
+
+def test_bad_input_fails_before_training_with_a_clear_error(data_dir, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    code, text = run_cli("--config", "nano", "--data", str(tmp_path / "missing"), "--out", out, capsys=capsys)
+    assert code == 2 and "does not exist" in text
+    (tmp_path / "empty").mkdir()
+    code, text = run_cli("--config", "nano", "--data", str(tmp_path / "empty"), "--out", out, capsys=capsys)
+    assert code == 2 and "refs.jsonl" in text
+    code, text = run_cli("--config", "nanoo", "--data", str(data_dir), "--out", out, capsys=capsys)
+    assert code == 2 and "unknown model config 'nanoo'" in text and "nano" in text
+    code, text = run_cli("--data", str(data_dir), "--out", out, "--set", "lr_decay=0.9", capsys=capsys)
+    assert code == 2 and "unknown TrainConfig field(s): lr_decay" in text
+    code, text = run_cli("--data", str(data_dir), "--out", out, "--set", "augment=maybe", capsys=capsys)
+    assert code == 2 and "augment" in text
+    assert not Path(out).exists()  # nothing was started
+
+    # a run directory made for another config: refused on --resume, and a fresh run never overwrites it
+    other = tmp_path / "other"
+    save_weights(other / "model.safetensors", {"w": torch.zeros(1)}, model_config("tiny"))
+    torch.save({"step": 1}, other / "state.pt")
+    with pytest.raises(CheckpointError, match="'tiny'.*requested 'nano'"):
+        train(model_config("nano"), FAST, data_dir, other, resume=True)
+    code, text = run_cli("--data", str(data_dir), "--out", str(other), capsys=capsys)
+    assert code == 2 and "--resume" in text
+    code, text = run_cli("--data", str(data_dir), "--out", out, "--resume", capsys=capsys)
+    assert code == 2 and "has no state.pt" in text
+
+
+def test_cli_trains_the_nano_config_end_to_end(data_dir, tmp_path, capsys):
+    out = tmp_path / "cli_run"
+    code, text = run_cli("--config", "nano", "--data", str(data_dir), "--out", str(out), "--steps", "1",
+                         "--batch-size", "2", "--num-workers", "0", capsys=capsys)
+    assert code == 0, text
+    assert read_config(out / "model.safetensors") == model_config("nano")
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["steps"] == 1 and saved["batch_size"] == 2
+
+
+def test_cross_process_batchnorm_matches_batchnorm_in_one_process():
+    """Reference: torch's BatchNorm2d; in a one-process group the all-reduce is the identity."""
+    import torch.distributed as dist
+
+    from sahm_core.train import CrossProcessBatchNorm
+
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29614", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        reference, synced = torch.nn.BatchNorm2d(3), CrossProcessBatchNorm(3)
+        with torch.no_grad():
+            reference.weight.uniform_(0.5, 1.5)
+            reference.bias.uniform_(-0.5, 0.5)
+        synced.load_state_dict(reference.state_dict())
+        x = torch.randn(4, 3, 5, 6) * 2 + 1
+        x_ref, x_syn = x.clone().requires_grad_(), x.clone().requires_grad_()
+        grad_out = torch.randn(4, 3, 5, 6)
+        out_ref, out_syn = reference(x_ref), synced(x_syn)
+        torch.testing.assert_close(out_syn, out_ref, rtol=1e-5, atol=1e-5)
+        (out_ref * grad_out).sum().backward()
+        (out_syn * grad_out).sum().backward()
+        torch.testing.assert_close(x_syn.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(synced.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-5)
+        for name, buffer in reference.state_dict().items():
+            torch.testing.assert_close(synced.state_dict()[name], buffer, rtol=1e-5, atol=1e-6)
+    finally:
+        dist.destroy_process_group()
