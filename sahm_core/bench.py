@@ -1,0 +1,193 @@
+"""`sahm bench`: per-frame latency, FPS and peak memory of each backend, plus pre/post-processing cost.
+
+sahm bench --config nano --backends torch,onnxruntime[,tensorrt] --size 256 [--checkpoint CKPT] [--iters N] [--json OUT]
+
+Each backend runs in its own fresh process, so its peak memory is its own
+(reported as the process peak and as the rise over the process's baseline after
+imports). The timed call is the backend's per-frame graph exactly as Remover
+runs it (numpy in, numpy out); the command's text features are computed once
+and are not timed, as at run time. Pre/post-processing (resize, normalise,
+found decision, composite) is timed separately on a 640x480 frame with a mask
+covering about a tenth of it. Wall-clock figures come with the process CPU time
+per frame, which tells a busy machine from a slow backend. This prints figures;
+nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .runtime import BACKENDS
+
+PREPOST_SHAPE = (480, 640)
+
+
+def _timed(fn, iters: int) -> dict[str, float]:
+    """Wall-clock p50/p99 and FPS of `fn()`, plus the p50 of the process CPU time it used (all threads): on a shared
+    machine the wall clock includes waiting for a core, the CPU time does not."""
+    wall, cpu = [], []
+    for _ in range(iters):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    p50 = float(np.percentile(wall, 50)) * 1e3
+    return {"p50_ms": p50, "p99_ms": float(np.percentile(wall, 99)) * 1e3, "fps": 1e3 / p50 if p50 > 0 else float("inf"),
+            "cpu_p50_ms": float(np.percentile(cpu, 50)) * 1e3}
+
+
+def _rss_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process in MB. Not getrusage's ru_maxrss: that survives the exec of a
+    spawned child, so a child would report its parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters: int, warmup: int) -> dict:
+    """Runs in a fresh process: load one backend, time `iters` frames after `warmup`, report latency and memory."""
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .export.onnx_export import example_inputs
+    from .runtime import TEXT_NAMES, BackendUnavailable, load_backend, resolve_model
+
+    torch.set_num_threads(threads)
+    files = resolve_model(model_dir)
+    image, *text = (t.numpy() for t in example_inputs(files.config))
+    text = dict(zip(TEXT_NAMES, text))
+    baseline = _rss_mb("VmRSS")
+    try:
+        backend = load_backend(files, name, device, threads)
+    except (BackendUnavailable, CheckpointError) as e:
+        return {"backend": name, "skipped": str(e)}
+    for _ in range(warmup):
+        backend.run(image, text)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    timing = _timed(lambda: backend.run(image, text), iters)
+    peak = _rss_mb("VmHWM")
+    result = {"backend": name, "device": device, **timing, "peak_rss_mb": peak,
+              "rss_over_baseline_mb": peak - baseline}
+    if name == "onnxruntime":
+        result["providers"] = backend.providers
+    if name == "torch" and device.startswith("cuda"):
+        result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def measure_prepost(size: int, iters: int = 200) -> dict:
+    """Pre-processing + found decision + compositing of one 640x480 frame, as Remover.remove does it."""
+    from .runtime import composite, found_decision, to_model_input
+
+    rng = np.random.default_rng(0)
+    h, w = PREPOST_SHAPE
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    radius = size * 0.18  # a disc of ~10% of the frame
+    mask_prob = (1 / (1 + np.exp(((yy - size / 2) ** 2 + (xx - size / 3) ** 2) / radius**2 * 4 - 4))).astype(np.float32)
+    cleaned = rng.random((3, size, size), dtype=np.float32)
+
+    def prepost():
+        to_model_input(frame, size)
+        found_decision(mask_prob)
+        composite(frame, cleaned, mask_prob, 0.5)
+
+    return {"frame": f"{w}x{h}", **_timed(prepost, iters)}
+
+
+def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) -> Path:
+    """A model dir to benchmark: the checkpoint's, or a random-init model of the named config at `size`."""
+    import torch
+
+    from .checkpoint import read_config, save_weights
+    from .config import model_config, replace
+    from .model import build_model
+
+    if checkpoint:
+        path = Path(checkpoint)
+        weights = path / "model.safetensors" if path.is_dir() else path
+        cfg = read_config(weights)
+        if cfg.image_size != size:
+            raise ValueError(f"{weights}: checkpoint is {cfg.image_size}px, --size asks for {size}")
+        return weights.parent
+    cfg = model_config(config)
+    if cfg.image_size != size:
+        cfg = replace(cfg, image_size=size)
+    torch.manual_seed(0)
+    save_weights(workdir / "model.safetensors", build_model(cfg).state_dict(), cfg)
+    return workdir
+
+
+def format_table(results: list[dict], prepost: dict, title: str) -> str:
+    lines = [title, f"{'backend':<12} {'p50 ms':>8} {'p99 ms':>8} {'FPS':>7} {'CPU ms':>8} {'peak RSS MB':>12} {'over base MB':>13}"]
+    for r in results:
+        if "skipped" in r:
+            lines.append(f"{r['backend']:<12} skipped: {r['skipped']}")
+            continue
+        lines.append(f"{r['backend']:<12} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['fps']:7.1f} {r['cpu_p50_ms']:8.1f} "
+                     f"{r['peak_rss_mb']:12.0f} {r['rss_over_baseline_mb']:13.0f}")
+    timed = {r["backend"]: r for r in results if "skipped" not in r}
+    if "torch" in timed and "onnxruntime" in timed:
+        lines.append(f"onnxruntime speed-up over torch eager: {timed['torch']['p50_ms'] / timed['onnxruntime']['p50_ms']:.2f}x")
+    lines.append(f"pre/post-processing at {prepost['frame']}: p50 {prepost['p50_ms']:.2f} ms, p99 {prepost['p99_ms']:.2f} ms "
+                 f"(CPU time p50 {prepost['cpu_p50_ms']:.2f} ms)")
+    lines.append("CPU ms = process CPU time per frame over all threads; wall >> CPU/threads means the cores were shared")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="nano", help="model config name (random weights unless --checkpoint)")
+    parser.add_argument("--backends", default="torch,onnxruntime", help=f"comma list from {','.join(BACKENDS)}")
+    parser.add_argument("--size", type=int, default=256, help="model input size S")
+    parser.add_argument("--checkpoint", help="model.safetensors or model dir to benchmark instead of random weights")
+    parser.add_argument("--iters", type=int, default=50, help="timed frames per backend")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed frames first")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for torch and ONNX Runtime")
+    parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    parser.add_argument("--json", help="also write the results as JSON here")
+
+
+def main(args: argparse.Namespace) -> int:
+    from .runtime import _default_device, exported_onnx, resolve_model
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        print(f"sahm bench: unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+        return 1
+    device = args.device or _default_device()
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            model_dir = _model_dir(args.config, args.size, args.checkpoint, Path(tmp))
+        except (ValueError, RuntimeError) as e:
+            print(f"sahm bench: {e}")
+            return 1
+        files = resolve_model(model_dir)
+        if files.weights is not None and {"onnxruntime", "tensorrt"} & set(backends):
+            exported_onnx(files.weights, files.config)  # export outside the timed child processes
+        spawn = multiprocessing.get_context("spawn")
+        results = []
+        for name in backends:
+            with spawn.Pool(1) as pool:
+                results.append(pool.apply(_measure_backend, (name, str(model_dir), device, args.threads, args.iters, args.warmup)))
+    prepost = measure_prepost(args.size)
+    title = (f"sahm bench: {files.config.name} at {args.size}x{args.size}, device {device}, {args.threads} threads, "
+             f"{args.iters} frames after {args.warmup} warm-up")
+    print(format_table(results, prepost, title))
+    if args.json:
+        doc = {"config": files.config.name, "size": args.size, "device": device, "threads": args.threads,
+               "iters": args.iters, "backends": results, "prepost": prepost}
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,107 @@
+"""Export SAHM's per-frame graph to ONNX.
+
+The graph is what runs every frame (DESIGN.md, "Deployment split"):
+inputs  image (1,3,S,S) f32 RGB in [0,1], tokens (1,T,C), valid (1,T), attribute (1,T), identity (1,T) f32;
+outputs cleaned (1,3,S,S) f32 RGB in [0,1], mask (1,1,S,S) f32 probabilities.
+The text encoder is not in it: it runs once per command. Shapes are static
+(TensorRT builds its fastest plan for one shape; the runtime resizes frames to S).
+The model's config and the sha256 of the weights it came from go into the ONNX
+metadata, so a loader can tell a stale or foreign graph from the right one.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from ..checkpoint import CONFIG_KEY, CheckpointError, load_weights
+from ..config import ModelConfig
+from ..text_features import TextFeatures
+from .cache import file_sha256
+
+log = logging.getLogger(__name__)
+
+INPUT_NAMES = ("image", "tokens", "valid", "attribute", "identity")
+OUTPUT_NAMES = ("cleaned", "mask")
+WEIGHTS_SHA_KEY = "sahm_weights_sha256"
+MIN_OPSET = 19  # DeformConv is a native ONNX op from opset 19
+
+
+class PerFrameGraph(nn.Module):
+    """SAHM with plain tensor inputs and probability outputs: the exact function the ONNX graph computes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, tokens, valid, attribute, identity):
+        """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T) -> cleaned (B,3,S,S), mask (B,1,S,S) in [0,1]."""
+        out = self.model(image, TextFeatures(tokens, valid, attribute, identity))
+        return out.image, torch.sigmoid(out.mask_logits)
+
+
+def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """A deterministic input set with the graph's shapes: some valid tokens, one attribute and one identity token."""
+    gen = torch.Generator().manual_seed(seed)
+    size, length = cfg.image_size, cfg.text_len
+    image = torch.rand(1, 3, size, size, generator=gen)
+    tokens = torch.randn(1, length, cfg.text_dim, generator=gen)
+    valid = torch.zeros(1, length)
+    valid[:, : min(6, length)] = 1.0
+    attribute = torch.zeros(1, length)
+    attribute[:, min(2, length - 1)] = 1.0
+    identity = torch.zeros(1, length)
+    identity[:, min(3, length - 1)] = 1.0
+    return image, tokens, valid, attribute, identity
+
+
+def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = MIN_OPSET, weights_sha256: str = "") -> Path:
+    """Export an eval-mode SAHM to `out` (written atomically) and run onnx.checker on the result."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too old: DeformConv needs opset >= {MIN_OPSET}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    graph = PerFrameGraph(model.eval()).eval()
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dynamo exporter is chatty about torch internals
+        # dynamo=True: the legacy TorchScript exporter cannot translate torchvision's deform_conv2d.
+        torch.onnx.export(graph, example_inputs(cfg), str(tmp), input_names=list(INPUT_NAMES),
+                          output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True, external_data=False, verbose=False)
+    proto = onnx.load(str(tmp))
+    onnx.helper.set_model_props(proto, {CONFIG_KEY: cfg.to_json(), WEIGHTS_SHA_KEY: weights_sha256})
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(tmp))
+    tmp.replace(out)
+    return out
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = MIN_OPSET) -> Path:
+    """Load a .safetensors checkpoint (config from its metadata) and export its per-frame graph."""
+    from ..model import build_model
+
+    state, cfg = load_weights(checkpoint)
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint}: weights do not fit a {cfg.name!r} SAHM ({e})") from e
+    log.info("exporting %s (%s, %dx%d) to %s, opset %d", checkpoint, cfg.name, cfg.image_size, cfg.image_size, out, opset)
+    return export_model(model, cfg, out, opset=opset, weights_sha256=file_sha256(checkpoint))
+
+
+def onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file, read without loading its weights; CheckpointError when unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: ONNX file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # onnx raises DecodeError / OSError / ValueError depending on how the file is broken
+        raise CheckpointError(f"{path}: not a readable ONNX file ({type(e).__name__}: {e})") from e
+    return {p.key: p.value for p in proto.metadata_props}

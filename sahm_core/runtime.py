@@ -1,0 +1,469 @@
+"""Remover: per-frame referring object removal over TensorRT, ONNX Runtime or PyTorch.
+
+A command is encoded once (`set_command`); every frame then goes through
+pre-processing, the per-frame graph and compositing (`remove`):
+
+- Pre: the frame is resized to the model's square input S (INTER_AREA when
+  shrinking, INTER_LINEAR when enlarging) and scaled to float [0,1]. A plain
+  stretch, not a letterbox: the dataset reader trains on frames resized to SxS,
+  so a stretched frame is what the network knows, and no model pixels are spent
+  on padding (a 4:3 letterbox would waste a quarter of them).
+- Graph: image + the four text tensors -> cleaned image, mask probabilities.
+- Post: `found_decision` (the one definition of found / not-found, shared with
+  the evaluator) looks at the mask at model resolution. When found, the mask
+  probabilities are upsampled to the frame and binarised (m), and the frame is
+  composited as orig*(1-m) + up(pred)*m, done as a copy of the frame with only
+  the masked pixels replaced, so every pixel outside the mask is bit-exact.
+
+Backends: "tensorrt" (an engine + a CUDA GPU), "onnxruntime" (CUDA provider
+when present, CPU otherwise; a model dir without model.onnx gets one exported
+into the cache, keyed by the weights' sha256) and "torch" (the reference).
+"auto" tries them in that order and logs a warning for each one it skips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from .checkpoint import CONFIG_KEY, CheckpointError, read_config
+from .config import ModelConfig
+from .export.cache import cache_dir, file_sha256
+from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_SHA_KEY, onnx_metadata
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+TEXT_NAMES = INPUT_NAMES[1:]  # tokens, valid, attribute, identity
+WEIGHTS_FILE, ONNX_FILE, ENGINE_FILE = "model.safetensors", "model.onnx", "model.engine"
+
+
+class Removal(NamedTuple):
+    """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255}, score, found, latency_s (seconds, whole remove())."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    score: float
+    found: bool
+    latency_s: float
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that cannot run in this environment (package missing, no GPU)."""
+
+
+# ---------------------------------------------------------------- found / not-found (shared with the evaluator)
+
+def found_decision(mask_prob: np.ndarray, mask_threshold: float = 0.5, min_score: float = 0.6,
+                   min_mask_area: float = 0.002) -> tuple[bool, float, float]:
+    """Whether the referred object was found, from the mask probabilities at model resolution.
+
+    mask_prob: (S,S) (or any shape) float probabilities. Returns (found, score, area) where
+    area = fraction of pixels with probability > mask_threshold and score = mean probability over those pixels
+    (0 when there are none): how sure the network is about the region it would erase. Found iff
+    score >= min_score and area >= min_mask_area; a negative command ("the cup" when there is no cup) should
+    produce a small, faint or empty mask and so pass the frame through.
+    """
+    selected = mask_prob > mask_threshold
+    count = int(np.count_nonzero(selected))
+    area = count / max(1, mask_prob.size)
+    score = float(mask_prob[selected].mean()) if count else 0.0
+    return bool(count > 0 and score >= min_score and area >= min_mask_area), score, area
+
+
+# ---------------------------------------------------------------- pre / post-processing
+
+def check_frame(frame) -> None:
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"frame must be uint8 RGB, got dtype {frame.dtype}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be HxWx3 RGB, got shape {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"frame is empty (shape {frame.shape})")
+
+
+def to_model_input(frame: np.ndarray, size: int) -> np.ndarray:
+    """HxWx3 uint8 RGB -> (1,3,S,S) float32 in [0,1] (stretch resize, see the module docstring)."""
+    h, w = frame.shape[:2]
+    shrinking = h * w > size * size
+    # OpenCV rejects negative strides (e.g. a BGR->RGB view frame[..., ::-1]); a contiguous frame is not copied.
+    small = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return (small.transpose(2, 0, 1)[None].astype(np.float32)) * np.float32(1 / 255)  # (1,3,S,S)
+
+
+def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mask_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """orig*(1-m) + up(cleaned)*m at the frame's resolution, m = up(mask_prob) > threshold.
+
+    frame HxWx3 uint8, cleaned (3,S,S) float [0,1], mask_prob (S,S) float -> (image HxWx3 uint8, mask HxW uint8 {0,255}).
+    Only pixels inside the mask's bounding box are touched and only masked ones are written: outside the mask the
+    output is the input, bit for bit.
+    """
+    h, w = frame.shape[:2]
+    frame = np.ascontiguousarray(frame)
+    mask = cv2.resize(mask_prob, (w, h), interpolation=cv2.INTER_LINEAR) > mask_threshold  # (H,W) bool
+    out = frame.copy()
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size:
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        cleaned_u8 = (np.clip(cleaned.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # (S,S,3)
+        # Resize the whole prediction (cheap at S) and crop, so the box sees exactly the full-frame upsampling.
+        up = cv2.resize(cleaned_u8, (w, h), interpolation=cv2.INTER_LINEAR)[top:bottom, left:right]
+        cv2.copyTo(up, mask[top:bottom, left:right].view(np.uint8), out[top:bottom, left:right])  # masked copy, in place
+    return out, mask.view(np.uint8) * np.uint8(255)
+
+
+# ---------------------------------------------------------------- model files
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a model path provides: weights / ONNX graph / TensorRT engine (any may be None) and the config."""
+
+    source: Path
+    config: ModelConfig
+    weights: Path | None = None
+    onnx: Path | None = None
+    engine: Path | None = None
+
+
+def _config_from_json(text: str, where: Path) -> ModelConfig:
+    try:
+        return ModelConfig.from_json(text)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: stored model config is missing or invalid ({e})") from e
+
+
+def resolve_model(path: str | Path) -> ModelFiles:
+    """A model dir (model.safetensors [+ model.onnx] [+ model.engine]) or one .safetensors / .onnx / .engine file."""
+    from .export.tensorrt_engine import read_sidecar
+
+    path = Path(path)
+    if path.is_dir():
+        files = {name: path / name for name in (WEIGHTS_FILE, ONNX_FILE, ENGINE_FILE) if (path / name).is_file()}
+        if not files:
+            raise CheckpointError(f"{path}: model directory holds none of {WEIGHTS_FILE}, {ONNX_FILE}, {ENGINE_FILE}")
+        weights, onnx_file, engine = files.get(WEIGHTS_FILE), files.get(ONNX_FILE), files.get(ENGINE_FILE)
+    elif not path.exists():
+        raise CheckpointError(f"{path}: model file not found")
+    else:
+        kinds = {".safetensors": "weights", ".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
+        if path.suffix not in kinds:
+            raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; expected a model dir, .safetensors, .onnx or .engine")
+        weights, onnx_file, engine = (path if kinds[path.suffix] == k else None for k in ("weights", "onnx", "engine"))
+    if weights is not None:
+        cfg = read_config(weights)
+    elif onnx_file is not None:
+        cfg = _config_from_json(onnx_metadata(onnx_file).get(CONFIG_KEY, ""), onnx_file)
+    else:
+        cfg = _config_from_json(read_sidecar(engine)[1], engine)
+    return ModelFiles(path, cfg, weights, onnx_file, engine)
+
+
+def _check_onnx_matches(onnx_file: Path, files: ModelFiles) -> None:
+    """An ONNX graph must be for this config and, when weights sit beside it, exported from exactly those weights."""
+    meta = onnx_metadata(onnx_file)
+    cfg = _config_from_json(meta.get(CONFIG_KEY, ""), onnx_file)
+    if cfg != files.config:
+        raise CheckpointError(f"{onnx_file}: graph was exported for config {cfg.name!r} ({cfg.image_size}px) but the model is "
+                              f"{files.config.name!r} ({files.config.image_size}px)")
+    if files.weights is not None and meta.get(WEIGHTS_SHA_KEY) != file_sha256(files.weights):
+        raise CheckpointError(f"{onnx_file}: graph was exported from other weights than {files.weights} "
+                              "(stale export); re-run `sahm export onnx`")
+
+
+# ---------------------------------------------------------------- backends
+
+class TorchBackend:
+    """The PyTorch reference: SAHM in eval mode under inference_mode."""
+
+    name = "torch"
+
+    def __init__(self, files: ModelFiles, device: str):
+        import torch
+
+        from .checkpoint import load_weights
+        from .export.onnx_export import PerFrameGraph
+        from .model import build_model
+
+        if files.weights is None:
+            raise CheckpointError(f"{files.source}: the torch backend needs {WEIGHTS_FILE}, and there is none")
+        state, cfg = load_weights(files.weights, expect=files.config)
+        model = build_model(cfg)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise CheckpointError(f"{files.weights}: weights do not fit a {cfg.name!r} SAHM ({e})") from e
+        self._torch = torch
+        self.device = torch.device(device)
+        self.graph = PerFrameGraph(model).to(self.device).eval()
+
+    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        with torch.inference_mode():
+            inputs = [torch.from_numpy(image)] + [torch.from_numpy(text[n]) for n in TEXT_NAMES]
+            cleaned, mask = self.graph(*(t.to(self.device) for t in inputs))
+            return cleaned.float().cpu().numpy(), mask.float().cpu().numpy()
+
+
+class OnnxRuntimeBackend:
+    """An ONNX Runtime session on the per-frame graph: CUDA provider when asked and present, else CPU."""
+
+    name = "onnxruntime"
+
+    def __init__(self, files: ModelFiles, device: str, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise BackendUnavailable(f"onnxruntime is not importable ({e})") from e
+        if files.onnx is not None:
+            _check_onnx_matches(files.onnx, files)
+            onnx_file = files.onnx
+        elif files.weights is not None:
+            onnx_file = exported_onnx(files.weights, files.config)
+        else:
+            raise CheckpointError(f"{files.source}: the onnxruntime backend needs {ONNX_FILE} or {WEIGHTS_FILE}")
+        providers = ["CPUExecutionProvider"]
+        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            index = int(device.split(":")[1]) if ":" in device else 0
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        # Idle ORT workers spin by default; on a robot the cores are shared with drivers and other nodes, and measured
+        # here (2 shared cores) spinning doubled CPU time per frame and more than doubled latency.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
+        except Exception as e:  # ORT raises its own Fail / InvalidGraph / RuntimeException types
+            raise CheckpointError(f"{onnx_file}: ONNX Runtime cannot load the graph ({type(e).__name__}: {e})") from e
+        names = [i.name for i in self.session.get_inputs()]
+        if names != list(INPUT_NAMES) or [o.name for o in self.session.get_outputs()] != list(OUTPUT_NAMES):
+            raise CheckpointError(f"{onnx_file}: graph inputs/outputs are {names} -> "
+                                  f"{[o.name for o in self.session.get_outputs()]}, expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
+        self.onnx_file = onnx_file
+        self.providers = self.session.get_providers()
+
+    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        cleaned, mask = self.session.run(list(OUTPUT_NAMES), {"image": image, **text})
+        return cleaned, mask
+
+
+class TensorRTBackend:
+    """A TensorRT plan run with pycuda. The plan's key must match this machine, else it is rebuilt from the ONNX graph
+    into the engine cache (minutes), or refused when there is no graph to rebuild from."""
+
+    name = "tensorrt"
+
+    def __init__(self, files: ModelFiles, device: str):
+        from .export.tensorrt_engine import TensorRTRunner, ensure_engine, read_sidecar, tensorrt_available
+
+        precision = "fp16"  # a cache build is fp16; a given engine keeps the precision it was built with
+        if files.engine is not None:
+            key, config_json = read_sidecar(files.engine)  # metadata first: no GPU needed to refuse a wrong file
+            cfg, precision = _config_from_json(config_json, files.engine), key.precision
+            if cfg != files.config:
+                raise CheckpointError(f"{files.engine}: engine was built for config {cfg.name!r}, the model is {files.config.name!r}")
+        reason = tensorrt_available()
+        if reason:
+            raise BackendUnavailable(reason)
+        if not device.startswith("cuda"):
+            raise BackendUnavailable(f"TensorRT needs a CUDA device, got device={device!r}")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        onnx_file = files.onnx
+        if onnx_file is None and files.weights is not None:
+            onnx_file = exported_onnx(files.weights, files.config)
+        if onnx_file is not None:
+            _check_onnx_matches(onnx_file, files)
+            engine = ensure_engine(onnx_file, precision, engine=files.engine, device_index=index)
+            self.runner = TensorRTRunner(engine, device_index=index)
+        else:  # a bare .engine: usable only if it was built for this TensorRT version and GPU (checked by the runner)
+            self.runner = TensorRTRunner(files.engine, device_index=index)
+        self.engine_file = self.runner.engine_path
+
+    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        out = self.runner.run({"image": image, **text})
+        return out["cleaned"], out["mask"]
+
+
+def exported_onnx(weights: Path, cfg: ModelConfig) -> Path:
+    """The per-frame graph of `weights`, exported once into the cache (keyed by the weights' sha256) and reused."""
+    from .export.onnx_export import export_checkpoint
+
+    sha = file_sha256(weights)
+    target = cache_dir("onnx") / f"sahm-{cfg.name}-{cfg.image_size}-{sha[:16]}.onnx"
+    if target.is_file():
+        try:
+            meta = onnx_metadata(target)
+            if meta.get(WEIGHTS_SHA_KEY) == sha:
+                return target
+        except CheckpointError as e:
+            log.warning("%s; exporting again", e)
+    log.info("exporting %s to ONNX (%s): once per weights file", weights, target)
+    try:
+        return export_checkpoint(weights, target)
+    except CheckpointError:
+        raise
+    except Exception as e:  # exporter failures come as many types; to the caller they mean "no ONNX graph here"
+        raise BackendUnavailable(f"{weights}: could not export to ONNX ({type(e).__name__}: {e})") from e
+
+
+def _default_device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def load_backend(files: ModelFiles, backend: str, device: str, threads: int | None = None):
+    if backend == "torch":
+        return TorchBackend(files, device)
+    if backend == "onnxruntime":
+        return OnnxRuntimeBackend(files, device, threads)
+    if backend == "tensorrt":
+        return TensorRTBackend(files, device)
+    raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+
+
+def _auto_candidates(files: ModelFiles) -> list[str]:
+    """Backends auto tries, best first: TensorRT only where an engine file was given (building one is an explicit act)."""
+    return (["tensorrt"] if files.engine is not None else []) + ["onnxruntime", "torch"]
+
+
+@lru_cache(maxsize=4)
+def _command_encoder(cfg: ModelConfig):
+    """One text encoder per (encoder, text_len): loading MiniLM takes seconds; reuse it across Removers."""
+    from .text import CommandEncoder
+
+    return CommandEncoder.for_config(cfg, device="cpu")
+
+
+# ---------------------------------------------------------------- Remover
+
+class Remover:
+    """Encode a command once, then remove the referred object from every frame. See the module docstring.
+
+    mask_threshold, min_score and min_mask_area are plain attributes: a caller (e.g. a ROS parameter callback) may
+    change them between frames without reloading the model.
+    """
+
+    def __init__(self, backend, config: ModelConfig, mask_threshold: float = 0.5, min_score: float = 0.6,
+                 min_mask_area: float = 0.002):
+        self._backend = backend
+        self.backend: str = backend.name
+        self.config = config
+        self.mask_threshold, self.min_score, self.min_mask_area = mask_threshold, min_score, min_mask_area
+        self.command: str | None = None
+        self._text: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", device: str | None = None, mask_threshold: float = 0.5,
+             min_mask_area: float = 0.002, min_score: float = 0.6, threads: int | None = None) -> "Remover":
+        """Load a model dir / .safetensors / .onnx / .engine on one backend.
+
+        A named backend that cannot load raises (CheckpointError naming the file and reason, BackendUnavailable);
+        "auto" logs a warning for each backend it skips and raises only when none loads.
+        """
+        if not 0.0 <= mask_threshold < 1.0 or not 0.0 <= min_mask_area <= 1.0 or not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"thresholds out of range: mask_threshold={mask_threshold} (0..1), "
+                             f"min_mask_area={min_mask_area} (0..1), min_score={min_score} (0..1)")
+        files = resolve_model(path)
+        device = device or _default_device()
+        thresholds = dict(mask_threshold=mask_threshold, min_score=min_score, min_mask_area=min_mask_area)
+        if backend != "auto":
+            return cls(load_backend(files, backend, device, threads), files.config, **thresholds)
+        failures = []
+        candidates = _auto_candidates(files)
+        for i, name in enumerate(candidates):
+            try:
+                return cls(load_backend(files, name, device, threads), files.config, **thresholds)
+            except (CheckpointError, BackendUnavailable) as e:
+                failures.append(f"{name}: {e}")
+                if i + 1 < len(candidates):
+                    log.warning("backend %s cannot load %s (%s); falling back to %s", name, path, e, candidates[i + 1])
+        raise CheckpointError(f"{path}: no backend could load the model: " + " | ".join(failures))
+
+    def set_command(self, text: str) -> None:
+        """Encode the command once (tokenizer + text encoder + tagger); ValueError on empty / non-str text."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"command must be a non-empty string, got {text!r}")
+        features = _command_encoder(self.config).encode(text)
+        encoded = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for name, t in zip(TEXT_NAMES, features)}
+        self._text, self.command = encoded, text  # swapped in whole, never seen half-built
+
+    def clear_command(self) -> None:
+        self.command, self._text = None, None
+
+    def remove(self, frame: np.ndarray) -> Removal:
+        """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back unchanged."""
+        start = time.perf_counter()
+        check_frame(frame)
+        text = self._text  # one read: set_command / clear_command may run on another thread (ROS callbacks)
+        if text is None:
+            return self._unchanged(frame, 0.0, start)
+        cleaned, mask = self._backend.run(to_model_input(frame, self.config.image_size), text)
+        found, score, _ = found_decision(mask[0, 0], self.mask_threshold, self.min_score, self.min_mask_area)
+        if not found:
+            return self._unchanged(frame, score, start)
+        image, binary = composite(frame, cleaned[0], mask[0, 0], self.mask_threshold)
+        return Removal(image, binary, score, True, time.perf_counter() - start)
+
+    @staticmethod
+    def _unchanged(frame: np.ndarray, score: float, start: float) -> Removal:
+        empty = np.zeros(frame.shape[:2], np.uint8)
+        return Removal(frame.copy(), empty, score, False, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- `sahm remove`
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
+    parser.add_argument("--model", required=True, help="model dir, .safetensors, .onnx or .engine")
+    # dest must not be "command": the `sahm` parser keeps the subcommand name there
+    parser.add_argument("--command", dest="command_text", required=True, help='what to remove, e.g. "the red cup on the left"')
+    parser.add_argument("--out", required=True, help="folder for NAME.png (cleaned) and NAME_mask.png")
+    parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--mask-threshold", type=float, default=0.5)
+    parser.add_argument("--min-score", type=float, default=0.6)
+    parser.add_argument("--min-mask-area", type=float, default=0.002, help="fraction of the frame")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sahm_core").setLevel(logging.INFO)  # our progress lines, not every library's INFO chatter
+    try:
+        remover = Remover.load(args.model, backend=args.backend, device=args.device, mask_threshold=args.mask_threshold,
+                               min_score=args.min_score, min_mask_area=args.min_mask_area)
+        remover.set_command(args.command_text)
+    except (CheckpointError, BackendUnavailable, ValueError) as e:
+        print(f"sahm remove: {e}")
+        return 1
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"backend {remover.backend}, model {remover.config.name} ({remover.config.image_size}px), command {args.command_text!r}")
+    failed = 0
+    for name in args.images:
+        bgr = cv2.imread(name, cv2.IMREAD_COLOR)
+        if bgr is None:
+            print(f"{name}: cannot read as an image, skipped")
+            failed += 1
+            continue
+        result = remover.remove(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        stem = Path(name).stem
+        cv2.imwrite(str(out / f"{stem}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(out / f"{stem}_mask.png"), result.mask)
+        print(f"{name}: found={result.found} score={result.score:.3f} "
+              f"mask={np.count_nonzero(result.mask) / result.mask.size:.2%} {result.latency_s * 1e3:.1f} ms")
+    return 1 if failed else 0

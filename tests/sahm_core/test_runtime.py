@@ -1,0 +1,308 @@
+"""Remover: pre/post-processing, compositing, found/not-found, backends (torch, onnxruntime), errors and fallback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_weights, save_weights
+from sahm_core.cli import main as sahm_main
+from sahm_core.config import replace
+from sahm_core.export.cache import CACHE_ENV
+from sahm_core.export.onnx_export import PerFrameGraph
+from sahm_core.export.tensorrt_engine import tensorrt_available
+from sahm_core.model import build_model
+from sahm_core.runtime import Remover, composite, exported_onnx, found_decision, to_model_input
+from sahm_core.text import CommandEncoder
+
+COMMAND = "remove the red circle on the left"
+LOOSE = dict(min_score=0.0, min_mask_area=0.0)  # random weights: accept any non-empty mask
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """Same cache root as test_export.py: the nano graph is exported once per session."""
+    root = tmp_path_factory.getbasetemp() / "ros_ror_cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(root))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def removers(nano_model_dir, shared_cache):
+    out = {name: Remover.load(nano_model_dir, backend=name, device="cpu", threads=2, **LOOSE) for name in ("torch", "onnxruntime")}
+    for remover in out.values():
+        remover.set_command(COMMAND)
+    return out
+
+
+@pytest.fixture(scope="module")
+def median_probability(nano_model_dir):
+    """frame -> median mask probability of the random nano model (PyTorch, outside the Remover) for COMMAND.
+
+    Random weights put the probabilities anywhere; a threshold at the median makes about half of the frame "the
+    object", so compositing is exercised on a large mask with a long boundary.
+    """
+    state, cfg = load_weights(nano_model_dir / "model.safetensors")
+    model = build_model(cfg)
+    model.load_state_dict(state)
+    graph = PerFrameGraph(model.eval())
+    text = CommandEncoder.for_config(cfg).encode(COMMAND)
+
+    def median(frame):
+        with torch.no_grad():
+            _, mask = graph(torch.from_numpy(to_model_input(frame, cfg.image_size)), *text)
+        return float(mask.median())
+
+    return median
+
+
+def _set_threshold(removers, threshold):
+    for remover in removers.values():
+        remover.mask_threshold = threshold
+
+
+def _frame(h, w, seed=0):
+    """A smooth synthetic scene (gradient + a disc) rather than noise, so resizing behaves as on a photo."""
+    yy, xx = np.mgrid[:h, :w]
+    frame = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1), (xx + yy) * 127 // max(1, h + w - 2)], -1)
+    frame[(yy - h // 2) ** 2 + (xx - w // 3) ** 2 < (min(h, w) // 5) ** 2] = (220, 30, 30)
+    rng = np.random.default_rng(seed)
+    return np.clip(frame + rng.integers(-8, 9, frame.shape), 0, 255).astype(np.uint8)
+
+
+def test_found_decision_worked_by_hand():
+    prob = np.array([[0.875, 0.75], [0.25, 0.375]], np.float32)  # exact in binary floating point
+    # threshold 0.5 selects 0.875 and 0.75: area 2/4, score mean(0.875, 0.75) = 0.8125
+    found, score, area = found_decision(prob, mask_threshold=0.5, min_score=0.8125, min_mask_area=0.5)
+    assert found and score == 0.8125 and area == 0.5
+    assert not found_decision(prob, 0.5, min_score=0.82, min_mask_area=0.5)[0]  # score just under
+    assert not found_decision(prob, 0.5, min_score=0.8125, min_mask_area=0.51)[0]  # area just under
+    assert found_decision(prob, mask_threshold=0.95, min_score=0.0, min_mask_area=0.0) == (False, 0.0, 0.0)  # empty mask
+
+
+def test_to_model_input_shape_range_and_channel_order():
+    frame = np.zeros((479, 641, 3), np.uint8)
+    frame[..., 0] = 255  # pure red
+    x = to_model_input(frame, 64)
+    assert x.shape == (1, 3, 64, 64) and x.dtype == np.float32
+    assert np.allclose(x[0, 0], 1.0) and np.allclose(x[0, 1:], 0.0)
+
+
+def test_composite_matches_the_blend_formula():
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (479, 641, 3), dtype=np.uint8)
+    cleaned = rng.random((3, 32, 32), dtype=np.float32)
+    prob = np.zeros((32, 32), np.float32)
+    prob[8:20, 5:15] = 0.9
+    image, mask = composite(frame, cleaned, prob, 0.5)
+    # Reference: orig*(1-m) + up(pred)*m in float, m = binarised upsampled probabilities.
+    m = (cv2.resize(prob, (641, 479), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)[..., None]
+    pred = cv2.resize((cleaned.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8), (641, 479), interpolation=cv2.INTER_LINEAR)
+    expected = frame * (1 - m) + pred * m
+    assert image.dtype == np.uint8 and image.shape == frame.shape
+    assert np.array_equal(image, expected.astype(np.uint8))
+    assert set(np.unique(mask)) == {0, 255} and np.array_equal(mask > 0, m[..., 0] > 0)
+
+
+@pytest.mark.parametrize("shape", [(479, 641), (7, 5)])  # odd sizes, shrinking and enlarging
+def test_remove_keeps_size_and_outside_pixels(removers, median_probability, shape):
+    frame = _frame(*shape)
+    _set_threshold(removers, median_probability(frame))
+    for remover in removers.values():
+        result = remover.remove(frame)
+        assert result.image.shape == frame.shape and result.image.dtype == np.uint8
+        assert result.mask.shape == shape and result.mask.dtype == np.uint8
+        assert result.found, f"{remover.backend}: random nano model found nothing (score {result.score}); test precondition"
+        outside = result.mask == 0
+        assert 0 < outside.sum() < outside.size
+        assert np.array_equal(result.image[outside], frame[outside])  # bit-exact outside the mask
+        assert result.latency_s > 0
+
+
+def test_strided_frame_views_are_accepted(removers, median_probability):
+    frame = _frame(50, 70)
+    view = frame[:, ::-1]  # e.g. a BGR->RGB or mirrored view with negative strides
+    _set_threshold(removers, median_probability(view.copy()))
+    result = removers["onnxruntime"].remove(view)
+    assert np.array_equal(result.image[result.mask == 0], view[result.mask == 0])
+    assert np.array_equal(result.image, removers["onnxruntime"].remove(view.copy()).image)
+
+
+def test_torch_and_onnxruntime_agree(removers, median_probability):
+    frame = _frame(479, 641, seed=3)
+    _set_threshold(removers, median_probability(frame))
+    torch_out, ort_out = removers["torch"].remove(frame), removers["onnxruntime"].remove(frame)
+    assert removers["onnxruntime"].backend == "onnxruntime" and removers["torch"].backend == "torch"
+    assert torch_out.found and ort_out.found
+    assert abs(torch_out.score - ort_out.score) < 1e-4
+    differing = np.count_nonzero(torch_out.mask != ort_out.mask)
+    assert differing <= 1e-3 * frame.shape[0] * frame.shape[1]  # only pixels sitting on the threshold may flip
+    both = (torch_out.mask > 0) & (ort_out.mask > 0)
+    diff = np.abs(torch_out.image[both].astype(int) - ort_out.image[both].astype(int))
+    assert diff.max() <= 1  # 1e-6 graph differences may round a uint8 either way
+
+
+def test_no_command_passes_frames_through(nano_model_dir, shared_cache):
+    remover = Remover.load(nano_model_dir, backend="torch", device="cpu", **LOOSE)
+    frame = _frame(48, 64)
+    result = remover.remove(frame)
+    assert not result.found and result.score == 0.0 and remover.command is None
+    assert np.array_equal(result.image, frame) and not result.mask.any()
+    assert result.image is not frame  # a copy: the caller may reuse its buffer
+    remover.set_command(COMMAND)
+    assert remover.command == COMMAND
+    remover.clear_command()
+    assert remover.command is None and not remover.remove(frame).found
+
+
+def test_not_found_returns_frame_unchanged(removers, median_probability):
+    frame = _frame(120, 160)
+    threshold = median_probability(frame)
+    remover = removers["onnxruntime"]
+    remover.mask_threshold, remover.min_score = threshold, 1.0
+    try:
+        result = remover.remove(frame)
+    finally:
+        remover.min_score = LOOSE["min_score"]
+    assert not result.found and threshold < result.score < 1.0  # something was segmented, but not confidently enough
+    assert np.array_equal(result.image, frame) and not result.mask.any()
+    remover.min_mask_area = 0.999  # the same frame, now failing on area instead of score
+    try:
+        result = remover.remove(frame)
+    finally:
+        remover.min_mask_area = LOOSE["min_mask_area"]
+    assert not result.found and np.array_equal(result.image, frame)
+    assert remover.remove(frame).found  # and with the loose thresholds back, it is found
+
+
+def test_empty_command_and_bad_frames_are_value_errors(removers):
+    remover = removers["onnxruntime"]
+    for bad in ("", "   \n", None, 3):
+        with pytest.raises(ValueError, match="command"):
+            remover.set_command(bad)
+    assert remover.command == COMMAND  # a rejected command leaves the active one in place
+    for frame in (np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), np.uint8), np.zeros((4, 4, 4), np.uint8),
+                  np.zeros((0, 4, 3), np.uint8), [[0, 0, 0]]):
+        with pytest.raises(ValueError, match="frame"):
+            remover.remove(frame)
+
+
+def test_thresholds_are_validated(nano_model_dir):
+    with pytest.raises(ValueError, match="mask_threshold"):
+        Remover.load(nano_model_dir, backend="torch", mask_threshold=1.5)
+
+
+def test_missing_and_corrupt_model_files_name_the_file(tmp_path, nano_model_dir):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(CheckpointError, match="nope.safetensors.*not found"):
+        Remover.load(missing)
+    with pytest.raises(CheckpointError, match="holds none of"):
+        Remover.load(tmp_path)
+    corrupt = tmp_path / "model.safetensors"
+    corrupt.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match=f"{corrupt}.*not a readable safetensors"):
+        Remover.load(corrupt, backend="torch")
+    with pytest.raises(CheckpointError, match="unknown model file type"):
+        Remover.load(shutil.copy(nano_model_dir / "model.safetensors", tmp_path / "model.bin"))
+
+
+def test_onnx_is_exported_into_the_cache_not_the_model_dir(tmp_path, nano_model_dir, shared_cache):
+    model_dir = tmp_path / "model"
+    shutil.copytree(nano_model_dir, model_dir)
+    remover = Remover.load(model_dir, backend="onnxruntime", device="cpu")
+    cached = remover._backend.onnx_file
+    assert cached.parent == shared_cache / "onnx" and sorted(p.name for p in model_dir.iterdir()) == ["model.safetensors"]
+    stamp = cached.stat().st_mtime_ns
+    assert Remover.load(model_dir, backend="onnxruntime", device="cpu")._backend.onnx_file == cached
+    assert cached.stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_corrupt_onnx_errors_and_auto_falls_back(tmp_path, nano_model_dir, shared_cache, caplog):
+    model_dir = tmp_path / "model"
+    shutil.copytree(nano_model_dir, model_dir)
+    (model_dir / "model.onnx").write_bytes(b"not a protobuf at all")
+    with pytest.raises(CheckpointError, match="model.onnx.*not a readable ONNX file"):
+        Remover.load(model_dir, backend="onnxruntime", device="cpu")
+    with caplog.at_level(logging.WARNING, logger="sahm_core.runtime"):
+        remover = Remover.load(model_dir, backend="auto", device="cpu")
+    assert remover.backend == "torch"
+    assert any("onnxruntime" in r.message and "model.onnx" in r.message and "falling back to torch" in r.message
+               for r in caplog.records)
+
+
+def test_stale_onnx_is_refused(tmp_path, nano_model_dir, shared_cache):
+    """A model.onnx exported from other weights than the model.safetensors beside it is a mismatch, not a silent mix."""
+    state, cfg = load_weights(nano_model_dir / "model.safetensors")
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(exported_onnx(nano_model_dir / "model.safetensors", cfg), model_dir / "model.onnx")
+    first = next(iter(state))
+    save_weights(model_dir / "model.safetensors", {**state, first: state[first] + 1.0}, cfg)
+    with pytest.raises(CheckpointError, match="model.onnx.*other weights"):
+        Remover.load(model_dir, backend="onnxruntime", device="cpu")
+
+
+def test_onnx_for_another_config_is_refused(tmp_path, nano_model_dir, shared_cache):
+    weights = nano_model_dir / "model.safetensors"
+    cfg = load_weights(weights)[1]
+    model_dir = tmp_path / "model"
+    shutil.copytree(nano_model_dir, model_dir)
+    graph = onnx.load(str(exported_onnx(weights, cfg)))
+    onnx.helper.set_model_props(graph, {CONFIG_KEY: replace(cfg, name="other", image_size=320).to_json()})
+    onnx.save(graph, str(model_dir / "model.onnx"))
+    with pytest.raises(CheckpointError, match="model.onnx: graph was exported for config 'other' \\(320px\\)"):
+        Remover.load(model_dir, backend="onnxruntime", device="cpu")
+
+
+def test_corrupt_engine_auto_falls_back_to_onnxruntime(tmp_path, nano_model_dir, shared_cache, caplog):
+    model_dir = tmp_path / "model"
+    shutil.copytree(nano_model_dir, model_dir)
+    (model_dir / "model.engine").write_bytes(b"\x00" * 64)  # no sidecar metadata, unreadable plan
+    with caplog.at_level(logging.WARNING, logger="sahm_core.runtime"):
+        remover = Remover.load(model_dir, backend="auto", device="cpu")
+    assert remover.backend == "onnxruntime"
+    assert any("tensorrt" in r.message and "model.engine" in r.message and "falling back to onnxruntime" in r.message
+               for r in caplog.records)
+
+
+def test_sahm_remove_cli(tmp_path, nano_model_dir, shared_cache, capsys):
+    # Thresholds at 0: a random model's mask may be anywhere; this checks the file round trip, sizes and errors.
+    images = []
+    for i, shape in enumerate([(61, 83), (32, 32)]):
+        path = tmp_path / f"frame{i}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(_frame(*shape, seed=i), cv2.COLOR_RGB2BGR))
+        images.append(str(path))
+    out = tmp_path / "out"
+    args = ["remove", "--model", str(nano_model_dir), "--command", COMMAND, "--out", str(out), "--backend", "onnxruntime",
+            "--mask-threshold", "0", "--min-score", "0", "--min-mask-area", "0", *images]
+    assert sahm_main(args) == 0
+    for i, shape in enumerate([(61, 83), (32, 32)]):
+        cleaned = cv2.imread(str(out / f"frame{i}.png"))
+        mask = cv2.imread(str(out / f"frame{i}_mask.png"), cv2.IMREAD_GRAYSCALE)
+        assert cleaned.shape == (*shape, 3) and mask.shape == shape
+    (tmp_path / "broken.png").write_bytes(b"png? no")
+    assert sahm_main(args[:-2] + [str(tmp_path / "broken.png")]) == 1
+    assert "broken.png: cannot read" in capsys.readouterr().out
+
+
+def test_bench_reports_every_backend(tmp_path, shared_cache, capsys):
+    """Figures are printed, not asserted: this checks the run completes and reports each backend (or why it is skipped)."""
+    out = tmp_path / "bench.json"
+    assert sahm_main(["bench", "--config", "nano", "--backends", "onnxruntime,tensorrt", "--size", "256", "--iters", "2",
+                      "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    rows = {r["backend"]: r for r in doc["backends"]}
+    assert rows["onnxruntime"]["p50_ms"] > 0 and rows["onnxruntime"]["peak_rss_mb"] > 0
+    assert ("skipped" in rows["tensorrt"]) == (tensorrt_available() is not None)
+    assert doc["prepost"]["frame"] == "640x480"
+    printed = capsys.readouterr().out
+    assert "onnxruntime" in printed and "pre/post-processing at 640x480" in printed
+    assert sahm_main(["bench", "--backends", "onnxruntime,tpu"]) == 1
