@@ -51,7 +51,7 @@ PARAMETERS: dict[str, _Param] = {
     "model_path": _Param("", "model dir, .safetensors, .onnx or TensorRT .engine; empty = bundled models/nano", read_only=True),
     "backend": _Param("auto", f"inference backend: {' | '.join(BACKENDS)}", read_only=True),
     "device": _Param("", "device for the backend, e.g. cpu or cuda:0; empty = the backend's default", read_only=True),
-    "mask_threshold": _Param(0.5, "mask probability above which a pixel is removed; a change reloads the model", float_range=_FRACTION),
+    "mask_threshold": _Param(0.5, "mask probability above which a pixel is removed", float_range=_FRACTION),
     "min_mask_area": _Param(0.002, "masks smaller than this fraction of the frame count as not found", float_range=_FRACTION),
     "min_score": _Param(0.6, "object score below which the command counts as not found", float_range=_FRACTION),
     "enabled": _Param(True, "start enabled; toggle at run time with the ~/set_enabled service", read_only=True),
@@ -65,7 +65,7 @@ PARAMETERS: dict[str, _Param] = {
     "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True, float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
     "warn_throttle": _Param(5.0, "seconds between repeated warnings of one kind", float_range=_SECONDS),
 }
-_RELOAD_ON_CHANGE = ("mask_threshold", "min_mask_area", "min_score")
+_THRESHOLDS = ("mask_threshold", "min_mask_area", "min_score")
 # Drops that are the node working as configured (a busy model, the fps cap, disabled), not bad input.
 _ROUTINE_DROPS = ("stale", "max_fps", "disabled")
 
@@ -181,11 +181,11 @@ class RemoveNode(Node):
         with self._command_lock:
             self._commands.timeout = self._param("command_timeout")
             self._commands.max_chars = self._param("max_command_chars")
-        if names & set(_RELOAD_ON_CHANGE) and self._remover is not None:
-            with self._wake:
-                self._want_reload = True
-                self._wake.notify()
-            self.get_logger().info(f"{', '.join(sorted(names & set(_RELOAD_ON_CHANGE)))} changed: the model reloads before the next frame")
+        remover = self._remover
+        if names & set(_THRESHOLDS) and remover is not None:
+            # Remover reads its thresholds per frame: setting them applies from the next frame, no reload.
+            for name in _THRESHOLDS:
+                setattr(remover, name, self._param(name))
 
     def _model_path(self) -> str:
         return self._param("model_path") or str(bundled_model_dir())
@@ -294,9 +294,7 @@ class RemoveNode(Node):
                 path,
                 backend=self._param("backend"),
                 device=self._param("device") or None,
-                mask_threshold=self._param("mask_threshold"),
-                min_mask_area=self._param("min_mask_area"),
-                min_score=self._param("min_score"),
+                **{name: self._param(name) for name in _THRESHOLDS},
             )
         except Exception as e:  # noqa: BLE001 - a bad model path must not kill the node; report and wait
             self._model_state = "failed"

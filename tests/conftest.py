@@ -31,3 +31,18 @@ def nano_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("nano_model")
     save_weights(out / "model.safetensors", model.state_dict(), cfg)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory):
+    """One cache root for derived model files (ONNX exports, TensorRT plans) for the whole session.
+
+    The slow ONNX export of `nano_model_dir` then runs once for all test modules, and no test
+    writes under the user's ~/.cache.
+    """
+    from sahm_core.export.cache import CACHE_ENV
+
+    root = tmp_path_factory.getbasetemp() / "ros_ror_cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(root))
+        yield root

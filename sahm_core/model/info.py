@@ -13,7 +13,6 @@ import argparse
 import re
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..config import MODEL_CONFIGS, ModelConfig, model_config

@@ -11,21 +11,12 @@ from onnx import TensorProto, helper
 
 from sahm_core.checkpoint import CONFIG_KEY, load_weights
 from sahm_core.cli import main as sahm_main
-from sahm_core.export.cache import CACHE_ENV, file_sha256
+from sahm_core.export.cache import file_sha256
 from sahm_core.export.onnx_export import (INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_SHA_KEY, PerFrameGraph, example_inputs,
                                           export_model)
 from sahm_core.export.trt_ops import graph_ops, supported_ops, tensorrt_problems, unsupported_ops
 from sahm_core.model import build_model
 from sahm_core.runtime import exported_onnx
-
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One cache root for the whole session, so the (slow) export runs once for all test modules."""
-    root = tmp_path_factory.getbasetemp() / "ros_ror_cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")

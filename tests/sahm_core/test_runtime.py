@@ -15,7 +15,6 @@ import torch
 from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_weights, save_weights
 from sahm_core.cli import main as sahm_main
 from sahm_core.config import replace
-from sahm_core.export.cache import CACHE_ENV
 from sahm_core.export.onnx_export import PerFrameGraph
 from sahm_core.export.tensorrt_engine import tensorrt_available
 from sahm_core.model import build_model
@@ -24,15 +23,6 @@ from sahm_core.text import CommandEncoder
 
 COMMAND = "remove the red circle on the left"
 LOOSE = dict(min_score=0.0, min_mask_area=0.0)  # random weights: accept any non-empty mask
-
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """Same cache root as test_export.py: the nano graph is exported once per session."""
-    root = tmp_path_factory.getbasetemp() / "ros_ror_cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(root))
-        yield root
 
 
 @pytest.fixture(scope="module")

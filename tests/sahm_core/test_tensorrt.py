@@ -12,7 +12,6 @@ import pytest
 from sahm_core.checkpoint import CheckpointError, read_config
 from sahm_core.cli import main as sahm_main
 from sahm_core.config import replace
-from sahm_core.export.cache import CACHE_ENV
 from sahm_core.export.tensorrt_engine import (EngineKey, EngineMismatchError, cached_engine_path, check_engine,
                                               read_sidecar, sidecar_path, tensorrt_available, write_sidecar)
 from sahm_core.runtime import BackendUnavailable, Remover, exported_onnx
@@ -22,14 +21,6 @@ needs_trt = pytest.mark.skipif(TRT_MISSING is not None, reason=f"TensorRT cannot
 
 KEY = EngineKey(onnx_sha256="ab" * 32, tensorrt_version="10.15.1", compute_capability="9.0", precision="fp16",
                 input_shape=(1, 3, 256, 256))
-
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "ros_ror_cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(CACHE_ENV, str(root))
-        yield root
 
 
 def _engine(tmp_path, key=KEY, config_json="{}"):
