@@ -20,6 +20,7 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
+        (f"share/{PACKAGE}/models/nano", glob("models/nano/*")),  # the bundled demo model (ros_ror.resources finds it)
     ],
     install_requires=[
         # Regular PyPI torch + torchvision: the CPU-only torch wheel breaks torchvision (DESIGN.md, Facts).

@@ -1,6 +1,7 @@
 """Training losses of SAHM (paper eq. 11-14) and the optional mask expansion loss (arXiv 2403.15849).
 
-Generator:  total = w_seg * L_seg + w_rec * L_rec + w_adv * L_adv + w_exp * L_X   (paper: 1, 5, 20, off)
+Generator:  total = w_seg * L_seg + w_rec * L_rec + w_adv * L_adv + w_dice * L_dice + w_exp * L_X
+            (paper: 1, 5, 20; Dice and expansion off)
   L_seg  eq. 11: BCE of every scale's mask logits against the full-resolution mask. Coarse logits are
          upsampled to the mask (the paper's h1) rather than the mask downsampled, so thin objects and
          one-pixel boundaries stay binary targets at every scale.
@@ -8,6 +9,9 @@ Generator:  total = w_seg * L_seg + w_rec * L_rec + w_adv * L_adv + w_exp * L_X 
          I^l); the target is area-downsampled, i.e. each coarse pixel is the mean of the pixels it covers.
   L_adv  eq. 13 on the final image, in the non-saturating form for the generator: -log D(fake) instead of
          log(1 - D(fake)), which has the same fixed point but does not vanish while D wins early on.
+  L_dice soft Dice of every scale's mask (upsampled as in L_seg), per sample; not in the paper, off by
+         default. BCE alone on masks covering ~3% of the frame first settles on "no object anywhere";
+         Dice is scale-free in the object's area, so short CPU runs (the bundled demo) leave that basin early.
   L_X    mask expansion loss on the final mask: mean over pixels of (phi(p) - alpha) * sigmoid(logit(p)),
          phi the signed distance to the object boundary (negative inside), scaled to [-1, 1] by the
          largest |distance| in the image. Lowering phi by alpha moves its zero level outward, so a mask
@@ -36,6 +40,7 @@ class LossWeights:
     rec: float = 5.0
     adv: float = 20.0
     expansion: float = 0.0  # off by default (not in the SAHM paper)
+    dice: float = 0.0  # off by default (not in the SAHM paper)
     expansion_alpha: float = 0.03  # 2403.15849 Table IV: best alpha on [-1, 1]-scaled distances
 
 
@@ -46,6 +51,19 @@ def segmentation_loss(scale_masks: list[torch.Tensor], mask: torch.Tensor) -> to
         F.binary_cross_entropy_with_logits(F.interpolate(logits, size=size, mode="bilinear", align_corners=False), mask)
         for logits in scale_masks
     )
+
+
+def dice_loss(scale_masks: list[torch.Tensor], mask: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice per sample, summed over scales like eq. 11. An empty mask (a negative) scores
+    1 - smooth / (sum(p) + smooth): its optimum is a mask of zeros, as the not-found rule wants."""
+    size = mask.shape[-2:]
+    target = mask.flatten(1)  # (B,S*S)
+    total = 0.0
+    for logits in scale_masks:
+        prob = torch.sigmoid(F.interpolate(logits, size=size, mode="bilinear", align_corners=False)).flatten(1)  # (B,S*S)
+        dice = (2 * (prob * target).sum(1) + smooth) / (prob.sum(1) + target.sum(1) + smooth)
+        total = total + (1 - dice).mean()
+    return total
 
 
 def reconstruction_loss(scale_images: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
@@ -96,6 +114,7 @@ def generator_loss(
         "seg": (weights.seg, lambda: segmentation_loss(out.scale_masks, mask)),
         "rec": (weights.rec, lambda: reconstruction_loss(out.scale_images, target)),
         "adv": (weights.adv, lambda: generator_adversarial_loss(discriminator(out.image))),
+        "dice": (weights.dice, lambda: dice_loss(out.scale_masks, mask)),
         "expansion": (weights.expansion, lambda: mask_expansion_loss(out.mask_logits, mask, weights.expansion_alpha)),
     }
     total = torch.zeros((), device=target.device)
@@ -132,6 +151,7 @@ __all__ = [
     "LossWeights",
     "segmentation_loss",
     "reconstruction_loss",
+    "dice_loss",
     "signed_distance",
     "mask_expansion_loss",
     "generator_adversarial_loss",

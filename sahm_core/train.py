@@ -67,6 +67,7 @@ class TrainConfig:
     rec_weight: float = 5.0
     adv_weight: float = 20.0
     expansion_weight: float = 0.0  # mask expansion loss (2403.15849), off by default
+    dice_weight: float = 0.0  # soft Dice on every scale's mask (not in the paper), off by default
     expansion_alpha: float = 0.03
     augment: bool = True  # random crop + flip
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
@@ -81,7 +82,8 @@ class TrainConfig:
 
     @property
     def loss_weights(self) -> LossWeights:
-        return LossWeights(self.seg_weight, self.rec_weight, self.adv_weight, self.expansion_weight, self.expansion_alpha)
+        return LossWeights(seg=self.seg_weight, rec=self.rec_weight, adv=self.adv_weight, dice=self.dice_weight,
+                           expansion=self.expansion_weight, expansion_alpha=self.expansion_alpha)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

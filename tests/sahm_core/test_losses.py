@@ -10,6 +10,7 @@ import torch
 
 from sahm_core.losses import (
     LossWeights,
+    dice_loss,
     discriminator_loss,
     generator_loss,
     mask_expansion_loss,
@@ -32,6 +33,20 @@ def test_segmentation_loss_sums_bce_of_every_scale_upsampled_to_the_mask():
     expected_coarse = (2 * bce(0.7, 1) + 2 * bce(0.7, 0)) / 4
     got = segmentation_loss([coarse, fine], mask)
     assert got.item() == pytest.approx(expected_fine + expected_coarse, rel=1e-6)
+
+
+def test_dice_loss_per_sample_and_per_scale_by_hand():
+    # sample 0 holds one object pixel, sample 1 is a negative (empty mask); every probability is
+    # sigmoid(0) = 0.5. Dice (smooth 1): (2*0.5 + 1) / (4*0.5 + 1 + 1) = 1/2 and (0 + 1) / (2 + 0 + 1) = 1/3.
+    mask = torch.zeros(2, 1, 2, 2)
+    mask[0, 0, 0, 0] = 1.0
+    fine, coarse = torch.zeros(2, 1, 2, 2), torch.zeros(2, 1, 1, 1)
+    per_scale = ((1 - 1 / 2) + (1 - 1 / 3)) / 2
+    assert dice_loss([fine], mask).item() == pytest.approx(per_scale, rel=1e-6)
+    assert dice_loss([coarse, fine], mask).item() == pytest.approx(2 * per_scale, rel=1e-6)
+    perfect = torch.full((1, 1, 2, 2), -30.0)
+    perfect[0, 0, 0, 0] = 30.0
+    assert dice_loss([perfect], mask[:1]).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_reconstruction_loss_compares_each_scale_with_the_area_downsampled_target():
