@@ -11,6 +11,15 @@ import json
 from dataclasses import dataclass
 
 
+def dataclass_from_dict(cls, d: dict):
+    """cls(**d), but a typo in a field name is an error that lists the valid names (configs are typed by hand)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shapes of the SAHM network. Every width in the model comes from here."""
@@ -48,11 +57,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":

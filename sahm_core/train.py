@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_weights, read_config, save_weights
-from .config import ModelConfig, model_config
+from .config import ModelConfig, dataclass_from_dict, model_config
 from .data.layout import read_refs
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .text_features import TextFeatures
@@ -87,11 +87,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d)
 
     def with_overrides(self, pairs: list[str]) -> "TrainConfig":
         """Apply `KEY=VALUE` strings (the CLI's --set), typed by the field's default."""
