@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, read_config
 from .config import ModelConfig
 from .runtime import composite, found_decision
-from .train import load_into, text_encoder
+from .train import load_into
 
 PR_THRESHOLDS = (0.5, 0.7, 0.9)
 PSNR_CAP_DB = 100.0  # identical images (e.g. a negative passed through) have infinite PSNR
@@ -269,6 +269,7 @@ def evaluate(
     """Runs the evaluation, writes metrics.json and contact_sheet.png into out_dir, returns the metrics."""
     from .data import RemovalDataset
     from .model import build_model
+    from .text import shared_encoder
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     weights_path = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
@@ -286,7 +287,7 @@ def evaluate(
     model = build_model(cfg)
     load_into(model, weights_path, cfg)
     model = model.to(device).eval()
-    encoder = text_encoder(cfg, str(device))
+    encoder = shared_encoder(cfg, str(device))
 
     scores = {m: {"psnr": [], "ssim": [], "psnr_mask": [], "ssim_mask": [], "lpips": []} for m in METHODS}
     features: dict[str, list[torch.Tensor]] = {m: [] for m in (*METHODS, "target")}

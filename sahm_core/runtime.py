@@ -27,7 +27,6 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -341,14 +340,6 @@ def _auto_candidates(files: ModelFiles) -> list[str]:
     return (["tensorrt"] if files.engine is not None else []) + ["onnxruntime", "torch"]
 
 
-@lru_cache(maxsize=4)
-def _command_encoder(cfg: ModelConfig):
-    """One text encoder per (encoder, text_len): loading MiniLM takes seconds; reuse it across Removers."""
-    from .text import CommandEncoder
-
-    return CommandEncoder.for_config(cfg, device="cpu")
-
-
 # ---------------------------------------------------------------- Remover
 
 class Remover:
@@ -398,7 +389,9 @@ class Remover:
         """Encode the command once (tokenizer + text encoder + tagger); ValueError on empty / non-str text."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"command must be a non-empty string, got {text!r}")
-        features = _command_encoder(self.config).encode(text)
+        from .text import shared_encoder  # transformers loads on the first command, not at import
+
+        features = shared_encoder(self.config, "cpu").encode(text)
         encoded = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for name, t in zip(TEXT_NAMES, features)}
         self._text, self.command = encoded, text  # swapped in whole, never seen half-built
 

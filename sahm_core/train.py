@@ -25,7 +25,6 @@ import os
 import random
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -245,14 +244,6 @@ def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-@lru_cache(maxsize=2)
-def text_encoder(cfg: ModelConfig, device: str):
-    """The frozen CommandEncoder for cfg; loading it takes seconds, so one process loads it once."""
-    from .text import CommandEncoder
-
-    return CommandEncoder.for_config(cfg, device=device)
-
-
 def encode_texts(encoder, texts: list[str]) -> TextFeatures:
     """Batch commands -> TextFeatures usable in a graph that needs gradients.
 
@@ -356,6 +347,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: str | Path, run_di
     """Train (or resume) a run; returns the run directory. Works as one process or under torchrun."""
     from .data import RemovalDataset
     from .model import PatchDiscriminator, build_model
+    from .text import shared_encoder
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     check_dataset(data_dir)
     cfg, state = resolve_run(run_dir, cfg, model_cfg, resume)
@@ -375,7 +367,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: str | Path, run_di
     if ddp.world > 1:
         model = synchronise_batchnorm(model, device)  # same parameters and state_dict keys, global-batch statistics
     disc = PatchDiscriminator(model_cfg).to(device)
-    encoder = text_encoder(model_cfg, str(device))
+    encoder = shared_encoder(model_cfg, str(device))
     weights = cfg.loss_weights
     opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
