@@ -36,7 +36,8 @@ import numpy as np
 from .checkpoint import CONFIG_KEY, CheckpointError, read_config
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
-from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_SHA_KEY, onnx_metadata
+from . import __version__
+from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
 
 log = logging.getLogger(__name__)
 
@@ -295,15 +296,16 @@ class TensorRTBackend:
 
 
 def exported_onnx(weights: Path, cfg: ModelConfig) -> Path:
-    """The per-frame graph of `weights`, exported once into the cache (keyed by the weights' sha256) and reused."""
+    """The per-frame graph of `weights`, exported once into the cache (keyed by the weights' sha256 and this
+    package's version, since the graph is the code's as much as the weights') and reused."""
     from .export.onnx_export import export_checkpoint
 
     sha = file_sha256(weights)
-    target = cache_dir("onnx") / f"sahm-{cfg.name}-{cfg.image_size}-{sha[:16]}.onnx"
+    target = cache_dir("onnx") / f"sahm-{cfg.name}-{cfg.image_size}-{sha[:16]}-v{__version__}.onnx"
     if target.is_file():
         try:
             meta = onnx_metadata(target)
-            if meta.get(WEIGHTS_SHA_KEY) == sha:
+            if meta.get(WEIGHTS_SHA_KEY) == sha and meta.get(VERSION_KEY) == __version__:
                 return target
         except CheckpointError as e:
             log.warning("%s; exporting again", e)

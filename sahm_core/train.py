@@ -69,7 +69,8 @@ class TrainConfig:
     dice_weight: float = 0.0  # soft Dice on every scale's mask (not in the paper), off by default
     expansion_alpha: float = 0.03
     augment: bool = True  # random crop + flip
-    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    bf16: bool = True  # bf16 autocast on CUDA
+    cpu_bf16: bool = False  # bf16 autocast on CPU too: ~1.4x faster on AMX / AVX512-BF16 CPUs, slower without
     seed: int = 0
     num_workers: int = 4
     log_interval: int = 10  # steps between scalar logs
@@ -390,7 +391,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: str | Path, run_di
     unused_branches = min(weights.seg, weights.rec) == 0
     model_ddp = DistributedDataParallel(model, find_unused_parameters=unused_branches) if ddp.world > 1 else model
     disc_ddp = DistributedDataParallel(disc) if ddp.world > 1 else disc
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.bf16 else nullcontext()
+    use_bf16 = cfg.bf16 if device.type == "cuda" else cfg.cpu_bf16
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     writer = bar = None
     if ddp.main:

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from ..checkpoint import CheckpointError
-from .onnx_export import MIN_OPSET, export_checkpoint
+from .onnx_export import DEFAULT_OPSET, MIN_OPSET, export_checkpoint
 from .trt_ops import supported_ops, tensorrt_problems
 
 
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=["onnx"], help="export format")
     parser.add_argument("--checkpoint", required=True, help="model.safetensors (or a model dir holding one)")
     parser.add_argument("--out", required=True, help="output .onnx path")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default %(default)s)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import onnx
 import torch
 from torch import nn
 
+from .. import __version__
 from ..checkpoint import CONFIG_KEY, CheckpointError, load_weights
 from ..config import ModelConfig
 from ..text_features import TextFeatures
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 INPUT_NAMES = ("image", "tokens", "valid", "attribute", "identity")
 OUTPUT_NAMES = ("cleaned", "mask")
 WEIGHTS_SHA_KEY = "sahm_weights_sha256"
-MIN_OPSET = 19  # DeformConv is a native ONNX op from opset 19
+VERSION_KEY = "sahm_core_version"  # the graph's code; a cached export from other code is stale
+DEFAULT_OPSET = 19
+MIN_OPSET = 16  # the deformable alignment samples with GridSample, an ONNX op from opset 16
 
 
 class PerFrameGraph(nn.Module):
@@ -60,28 +63,28 @@ def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
     return image, tokens, valid, attribute, identity
 
 
-def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = MIN_OPSET, weights_sha256: str = "") -> Path:
+def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = DEFAULT_OPSET, weights_sha256: str = "") -> Path:
     """Export an eval-mode SAHM to `out` (written atomically) and run onnx.checker on the result."""
     if opset < MIN_OPSET:
-        raise ValueError(f"opset {opset} is too old: DeformConv needs opset >= {MIN_OPSET}")
+        raise ValueError(f"opset {opset} is too old: GridSample needs opset >= {MIN_OPSET}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     graph = PerFrameGraph(model.eval()).eval()
     tmp = out.with_name(out.name + ".tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the dynamo exporter is chatty about torch internals
-        # dynamo=True: the legacy TorchScript exporter cannot translate torchvision's deform_conv2d.
+        # dynamo=True: torch.export's graph capture, torch's supported exporter (the TorchScript one is deprecated)
         torch.onnx.export(graph, example_inputs(cfg), str(tmp), input_names=list(INPUT_NAMES),
                           output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True, external_data=False, verbose=False)
     proto = onnx.load(str(tmp))
-    onnx.helper.set_model_props(proto, {CONFIG_KEY: cfg.to_json(), WEIGHTS_SHA_KEY: weights_sha256})
+    onnx.helper.set_model_props(proto, {CONFIG_KEY: cfg.to_json(), WEIGHTS_SHA_KEY: weights_sha256, VERSION_KEY: __version__})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(tmp))
     tmp.replace(out)
     return out
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = MIN_OPSET) -> Path:
+def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """Load a .safetensors checkpoint (config from its metadata) and export its per-frame graph."""
     from ..model import build_model
 

@@ -1,10 +1,10 @@
 """`sahm info`: parameters per part and GFLOPs of a model config.
 
 FLOPs are counted with torch.utils.flop_counter.FlopCounterMode on the meta
-device (shapes only: instant even for `tiny`, no memory). FlopCounterMode does
-not know torchvision's deformable convolution, so its FLOPs are added by hand
-(`deform_conv_flops`: the multiply-adds of the equivalent 3x3 convolution; the
-bilinear sampling of the offsets is not counted). One multiply-add = 2 FLOPs.
+device (shapes only: instant even for `tiny`, no memory). The deformable
+alignment counts as its 1x1 convolution over the sampled taps, i.e. the
+multiply-adds of the equivalent 3x3 convolution; the bilinear sampling is not
+counted. One multiply-add = 2 FLOPs.
 """
 
 from __future__ import annotations
@@ -53,13 +53,6 @@ def count_parameters(cfg: ModelConfig) -> dict[str, int]:
     return counts
 
 
-def deform_conv_flops(input_shape, weight_shape, offset_shape, *args, out_shape=None, **kwargs) -> int:
-    """2 * out_channels * H_out * W_out * in_channels * k_h * k_w per image, as FlopCounterMode counts convolutions."""
-    batch = input_shape[0]
-    out_channels, in_per_group, k_h, k_w = weight_shape
-    return 2 * batch * out_channels * offset_shape[2] * offset_shape[3] * in_per_group * k_h * k_w
-
-
 def flops_per_part(per_module: dict[str, int], root: str) -> dict[str, int]:
     """Sum the FLOPs of the outermost called module of each part (its count already includes its children's).
 
@@ -86,8 +79,7 @@ def count_gflops(cfg: ModelConfig) -> dict[str, float]:
         model, discriminator = build_model(cfg).eval(), PatchDiscriminator(cfg)
         image = torch.zeros(1, 3, cfg.image_size, cfg.image_size)
         text = TextFeatures(*(torch.zeros(1, cfg.text_len, cfg.text_dim),) + tuple(torch.zeros(1, cfg.text_len) for _ in range(3)))
-    custom = {torch.ops.torchvision.deform_conv2d.default: deform_conv_flops}
-    counter = FlopCounterMode(display=False, custom_mapping=custom)
+    counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         model(image, text)
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
@@ -109,7 +101,7 @@ def format_table(cfg: ModelConfig) -> str:
     ]
     for part in (*PARTS, GENERATOR, DISCRIMINATOR):
         lines.append(f"{part:<22}{params[part]:>14,}{gflops[part]:>10.3f}")
-    lines.append("GFLOPs: one forward pass, batch 1; DeformConv counted by hand as the equivalent 3x3 convolution.")
+    lines.append("GFLOPs: one forward pass, batch 1; the deformable alignment counts as the equivalent 3x3 convolution.")
     return "\n".join(lines)
 
 

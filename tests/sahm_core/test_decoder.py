@@ -6,15 +6,43 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.ops import deform_conv2d
 
 from sahm_core.config import model_config
 from sahm_core.model import PatchDiscriminator
-from sahm_core.model.alignment import AlignedSegmentationMapping
+from sahm_core.model.alignment import AlignedSegmentationMapping, DeformableConv2d
 from sahm_core.model.backbone import stage_dims, stage_sizes
 from sahm_core.model.decoder import HybridMappingDecoder
 from sahm_core.model.filling import HybridDilatedConv, attention_transfer
 
 torch.set_num_threads(2)
+
+
+@pytest.mark.parametrize("size", [(7, 9), (1, 5)])
+def test_deformable_conv_equals_torchvision_deform_conv2d(size):
+    """Random fractional offsets up to +-4 px (many samples fall off the map and read zero), forward and gradients."""
+    torch.manual_seed(3)
+    module = DeformableConv2d(4, 5, 3).double()
+    x = torch.randn(2, 4, *size, dtype=torch.float64, requires_grad=True)
+    offsets = (4 * (2 * torch.rand(2, 18, *size, dtype=torch.float64) - 1)).requires_grad_()
+    got = module(x, offsets)
+    expected = deform_conv2d(x, offsets, module.weight, module.bias, padding=1)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    grads = torch.autograd.grad(got.square().sum(), (x, offsets, module.weight))
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, offsets, module.weight))
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, rtol=1e-7, atol=1e-7)
+
+
+def test_deformable_conv_counts_the_flops_of_the_plain_3x3_convolution():
+    module = DeformableConv2d(8, 16, 3)
+    x, offsets = torch.zeros(2, 8, 10, 12), torch.zeros(2, 18, 10, 12)
+    with FlopCounterMode(display=False) as deformable:
+        module(x, offsets)
+    with FlopCounterMode(display=False) as plain:
+        F.conv2d(x, module.weight, padding=1)
+    assert deformable.get_total_flops() == plain.get_total_flops()
 
 
 def test_deformable_alignment_with_zero_offsets_is_the_plain_convolution():

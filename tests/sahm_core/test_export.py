@@ -9,10 +9,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+import sahm_core
 from sahm_core.checkpoint import CONFIG_KEY, load_weights
 from sahm_core.cli import main as sahm_main
 from sahm_core.export.cache import file_sha256
-from sahm_core.export.onnx_export import (INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_SHA_KEY, PerFrameGraph, example_inputs,
+from sahm_core.export.onnx_export import (INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, PerFrameGraph, example_inputs,
                                           export_model)
 from sahm_core.export.trt_ops import graph_ops, supported_ops, tensorrt_problems, unsupported_ops
 from sahm_core.model import build_model
@@ -46,6 +47,7 @@ def test_export_passes_checker_with_the_contract_io(nano):
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta[CONFIG_KEY] == cfg.to_json()
     assert meta[WEIGHTS_SHA_KEY] == file_sha256(weights)
+    assert meta[VERSION_KEY] == sahm_core.__version__
 
 
 def test_onnxruntime_matches_torch(nano):
@@ -62,7 +64,7 @@ def test_onnxruntime_matches_torch(nano):
 
 def test_exported_graph_is_tensorrt_ready(nano):
     model = onnx.load(str(nano[3]), load_external_data=False)
-    assert "DeformConv" in graph_ops(model)  # native op (opset 19), no custom domain, no decomposition
+    assert "GridSample" in graph_ops(model)  # the deformable alignment: plain ONNX ops, no custom domain
     assert tensorrt_problems(model) == []
 
 
@@ -70,7 +72,7 @@ def test_supported_ops_file_names_its_source():
     data = supported_ops()
     assert data["source_url"].startswith("https://github.com/onnx/onnx-tensorrt")
     assert data["tensorrt_version"].startswith("10.")
-    assert "DeformConv" in data["supported"] and "Conv" in data["supported"]
+    assert "GridSample" in data["supported"] and "Conv" in data["supported"]
     assert not set(data["supported"]) & set(data["unsupported"])
 
 
@@ -113,10 +115,10 @@ def test_op_check_flags_opset_outside_range():
     assert any("opset 8" in p for p in tensorrt_problems(model))
 
 
-def test_export_refuses_opset_without_deformconv(nano):
+def test_export_refuses_opset_without_gridsample(nano):
     _, cfg, model, _ = nano
-    with pytest.raises(ValueError, match="opset 17"):
-        export_model(model, cfg, "unused.onnx", opset=17)
+    with pytest.raises(ValueError, match="opset 15"):
+        export_model(model, cfg, "unused.onnx", opset=15)
 
 
 def test_export_cli_reports_missing_checkpoint(tmp_path, capsys):

@@ -7,13 +7,11 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from sahm_core import cli
 from sahm_core.config import model_config, replace
 from sahm_core.model import SAHM, SAHMOutput, build_model
 from sahm_core.model.backbone import stage_sizes
-from sahm_core.model.info import deform_conv_flops
 from sahm_core.model.sahm import blend
 from sahm_core.text_features import TextFeatures
 
@@ -148,14 +146,6 @@ def test_bad_configs_are_refused_with_the_reason():
         build_model(replace(NANO, image_size=32))  # stage sides 4, 2, 1, 0
     with pytest.raises(ValueError, match="num_heads"):
         build_model(replace(NANO, num_heads=(3, 2, 4, 8)))
-
-
-def test_deform_conv_flops_equal_those_of_the_same_plain_convolution():
-    x, weight = torch.zeros(2, 8, 10, 12), torch.zeros(16, 8, 3, 3)
-    with FlopCounterMode(display=False) as counter:
-        F.conv2d(x, weight, padding=1)
-    offsets = torch.zeros(2, 18, 10, 12)
-    assert deform_conv_flops(x.shape, weight.shape, offsets.shape) == counter.get_total_flops()
 
 
 def parse_info(text: str) -> dict[str, dict[str, tuple[int, float]]]:

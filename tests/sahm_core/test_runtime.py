@@ -12,10 +12,11 @@ import onnx
 import pytest
 import torch
 
+import sahm_core
 from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_weights, save_weights
 from sahm_core.cli import main as sahm_main
 from sahm_core.config import replace
-from sahm_core.export.onnx_export import PerFrameGraph
+from sahm_core.export.onnx_export import VERSION_KEY, PerFrameGraph, onnx_metadata
 from sahm_core.export.tensorrt_engine import tensorrt_available
 from sahm_core.model import build_model
 from sahm_core.runtime import Remover, composite, exported_onnx, found_decision, to_model_input
@@ -238,6 +239,17 @@ def test_stale_onnx_is_refused(tmp_path, nano_model_dir, shared_cache):
     save_weights(model_dir / "model.safetensors", {**state, first: state[first] + 1.0}, cfg)
     with pytest.raises(CheckpointError, match="model.onnx.*other weights"):
         Remover.load(model_dir, backend="onnxruntime", device="cpu")
+
+
+def test_cached_export_from_another_package_version_is_exported_again(nano_model_dir, shared_cache):
+    """The graph is the code's as much as the weights': an export made by other code must not be reused."""
+    weights = nano_model_dir / "model.safetensors"
+    cached = exported_onnx(weights, load_weights(weights)[1])
+    graph = onnx.load(str(cached))
+    onnx.helper.set_model_props(graph, {**onnx_metadata(cached), VERSION_KEY: "0.0.0"})
+    onnx.save(graph, str(cached))
+    assert exported_onnx(weights, load_weights(weights)[1]) == cached
+    assert onnx_metadata(cached)[VERSION_KEY] == sahm_core.__version__
 
 
 def test_onnx_for_another_config_is_refused(tmp_path, nano_model_dir, shared_cache):
