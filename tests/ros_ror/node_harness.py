@@ -1,0 +1,153 @@
+"""A RemoveNode under real rclpy pub/sub, and the tester node that talks to it (shared by the node tests).
+
+The node runs in the test process on its own executor thread, with real DDS in between.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ros_ror.remove_node import NODE_NAME, RemoveNode
+from ros_ror.result import generated_message_class
+
+MAX_PIXELS = 1_000_000
+FUZZ_DEPTH = 3000
+COMMAND = "remove the red cup on the left"  # as in conftest.py
+
+
+class Harness:
+    """The node under test, a tester node with publishers / subscribers, and an executor spinning both."""
+
+    def __init__(self, model_dir, thresholds: dict, **parameters):
+        """parameters: more node parameters; with compressed_input=True, ~/cleaned_image/compressed stands in for
+        ~/cleaned_image and `exchange` takes sensor_msgs/CompressedImage frames."""
+        from sensor_msgs.msg import CompressedImage, Image
+        from std_msgs.msg import String
+
+        self.context = Context()
+        rclpy.init(context=self.context)
+        image_topic = f"/{NODE_NAME}/image"
+        overrides = [
+            Parameter("model_path", value=str(model_dir)),
+            Parameter("backend", value="onnxruntime"),
+            Parameter("max_frame_pixels", value=MAX_PIXELS),
+            *(Parameter(k, value=v) for k, v in {**thresholds, **parameters}.items()),
+            # Reliable, deep input queue: in this test every published message must reach the node, so drops can be counted.
+            Parameter(f"qos_overrides.{image_topic}.subscription.reliability", value="reliable"),
+            Parameter(f"qos_overrides.{image_topic}.subscription.depth", value=FUZZ_DEPTH),
+            Parameter(f"qos_overrides.{image_topic}/compressed.subscription.reliability", value="reliable"),
+            Parameter(f"qos_overrides.{image_topic}/compressed.subscription.depth", value=FUZZ_DEPTH),
+            Parameter(f"qos_overrides./{NODE_NAME}/command.subscription.depth", value=FUZZ_DEPTH),
+        ]
+        self.node = RemoveNode(context=self.context, parameter_overrides=overrides)
+        self.tester = rclpy.create_node("ros_ror_tester", context=self.context)
+        deep = QoSProfile(depth=FUZZ_DEPTH, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.compressed = bool(parameters.get("compressed_input"))
+        frame_type, cleaned_topic = (CompressedImage, "cleaned_image/compressed") if self.compressed else (Image, "cleaned_image")
+        self.image_pub = self.tester.create_publisher(frame_type, f"{image_topic}/compressed" if self.compressed else image_topic, deep)
+        self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
+        self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}}
+        self.lock = threading.Lock()
+        self.tester.create_subscription(frame_type, f"/{NODE_NAME}/{cleaned_topic}", lambda m: self._store("cleaned", m), 50)
+        self.tester.create_subscription(Image, f"/{NODE_NAME}/mask", lambda m: self._store("mask", m), 50)
+        result_class = generated_message_class() or String
+        self.tester.create_subscription(result_class, f"/{NODE_NAME}/result", lambda m: self._store("result", m), 50)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.image_pub.get_subscription_count() > 0 and self.command_pub.get_subscription_count() > 0
+                 and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0 for t in (cleaned_topic, "mask", "result")))
+        self.sent = 0
+
+    def _store(self, kind, msg):
+        with self.lock:
+            self.received[kind][_stamp_key(msg)] = msg
+
+    def diagnostics(self) -> dict[str, str]:
+        return {kv.key: kv.value for kv in self.node.diagnostics().values}
+
+    def command(self, text: str, expect_active: str) -> None:
+        from std_msgs.msg import String
+
+        self.command_pub.publish(String(data=text))
+        wait_for(lambda: self.diagnostics()["command"] == expect_active)
+
+    def publish(self, msg) -> tuple[int, int]:
+        """Stamp a frame uniquely and publish it; returns its stamp key."""
+        self.sent += 1
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1000 + self.sent, 123
+        msg.header.frame_id = f"camera_{self.sent}"
+        self.image_pub.publish(msg)
+        return _stamp_key(msg)
+
+    def exchange(self, msg, timeout: float = 60.0):
+        """Publish one frame; its cleaned image, mask and result (matched by stamp)."""
+        key = self.publish(msg)
+        wait_for(lambda: all(key in self.received[k] for k in ("cleaned", "mask", "result")), timeout)
+        with self.lock:
+            return tuple(self.received[k].pop(key) for k in ("cleaned", "mask", "result"))
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.tester.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _stamp_key(msg):
+    header = msg.header if hasattr(msg, "header") else None
+    if header is None:  # JSON fallback result
+        stamp = json.loads(msg.data)["header"]["stamp"]
+        return stamp["sec"], stamp["nanosec"]
+    return header.stamp.sec, header.stamp.nanosec
+
+
+def result_dict(msg) -> dict:
+    if hasattr(msg, "data"):
+        return json.loads(msg.data)
+    return {k: getattr(msg, k) for k in ("command", "found", "score", "mask_area", "mask_pixels", "width", "height", "backend")}
+
+
+def wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+
+
+
+def image_msg(rgb: np.ndarray, encoding: str, step_pad: int = 0, alpha: np.ndarray | None = None):
+    """A sensor_msgs/Image built by hand from RGB: channel order per encoding, `step_pad` zero bytes after each row."""
+    from sensor_msgs.msg import Image
+
+    height, width, _ = rgb.shape
+    if encoding == "mono8":
+        pixels = rgb[:, :, :1]
+    else:
+        pixels = rgb[:, :, ::-1] if encoding.startswith("bgr") else rgb
+        if encoding.endswith("a8"):
+            pixels = np.concatenate([pixels, alpha[:, :, None]], axis=2)
+    rows = pixels.reshape(height, -1)
+    padded = np.concatenate([rows, np.zeros((height, step_pad), np.uint8)], axis=1)
+    return Image(height=height, width=width, encoding=encoding, step=padded.shape[1], data=padded.tobytes())
+
+
+def pixels_of(msg) -> np.ndarray:
+    """(H, W, C) view of a tightly packed output image."""
+    channels = msg.step // msg.width
+    assert msg.step == msg.width * channels
+    return np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.width, channels)
+
+
