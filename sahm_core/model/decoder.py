@@ -4,7 +4,8 @@ Bottleneck (coarsest scale): S from Swin V2 blocks, I from residual blocks.
 Every finer scale: S_i by aligned segmentation mapping, I_i by attention-based
 filling inside the hole that S_i's own mask head predicts. Each scale emits mask
 logits (1x1 conv on S_i) and RGB logits (1x1 conv on I_i, eq. 12's h2) for deep
-supervision. A last head lifts the finest map (S/patch) to full resolution with
+supervision. The RGB logits are a residual over the pull-push background prior (see
+`pull_push.py`); their heads start at zero, so an untrained decoder fills with the prior. A last head lifts the finest map (S/patch) to full resolution with
 pixel_shuffle and the input image as a skip.
 """
 
@@ -19,7 +20,7 @@ from ..config import ModelConfig
 from .alignment import AlignedSegmentationMapping
 from .backbone import stage_dims, stage_sizes
 from .filling import FillingMapping
-from .layers import ConvNormAct, ResidualBlock
+from .layers import ConvNormAct, ResidualBlock, zero_conv
 
 ScaleOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # S_i, I_i, mask logits, RGB logits
 
@@ -42,7 +43,7 @@ class Bottleneck(nn.Module):
         )
         self.inpaint_blocks = nn.Sequential(*(ResidualBlock(dim) for _ in range(cfg.bottleneck_res_blocks)))
         self.mask_head = nn.Conv2d(dim, 1, 1)
-        self.rgb_head = nn.Conv2d(dim, 3, 1)
+        self.rgb_head = zero_conv(dim, 3)
 
     def forward(self, top: torch.Tensor) -> ScaleOutput:
         """P_last (B,C_last,h,w) -> S, I (B,D,h,w), mask logits (B,1,h,w), RGB logits (B,3,h,w)"""
@@ -60,7 +61,7 @@ class HybridMapping(nn.Module):
         self.align = AlignedSegmentationMapping(skip_dim, cfg.decoder_dim)
         self.fill = FillingMapping(cfg)
         self.mask_head = nn.Conv2d(cfg.decoder_dim, 1, 1)
-        self.rgb_head = nn.Conv2d(cfg.decoder_dim, 3, 1)
+        self.rgb_head = zero_conv(cfg.decoder_dim, 3)
 
     def forward(self, skip: torch.Tensor, seg: torch.Tensor, inpaint: torch.Tensor) -> ScaleOutput:
         """skip P_i (B,C_i,H,W), S_{i+1}, I_{i+1} (B,D,H/2,W/2) -> S_i, I_i (B,D,H,W), mask (B,1,H,W), RGB (B,3,H,W)"""
@@ -79,7 +80,7 @@ class FullResolutionHead(nn.Module):
         self.expand = nn.Conv2d(2 * cfg.decoder_dim, cfg.head_dim * cfg.patch_size**2, 1)
         self.refine = ConvNormAct(cfg.head_dim + 3, cfg.head_dim)
         self.mask_head = nn.Conv2d(cfg.head_dim, 1, 1)
-        self.rgb_head = nn.Conv2d(cfg.head_dim, 3, 1)
+        self.rgb_head = zero_conv(cfg.head_dim, 3)
 
     def forward(
         self, seg: torch.Tensor, inpaint: torch.Tensor, image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor

@@ -21,6 +21,14 @@ class ConvNormAct(nn.Sequential):
         )
 
 
+def zero_conv(in_dim: int, out_dim: int) -> nn.Conv2d:
+    """A 1x1 convolution whose output starts at zero: a residual head that begins as the identity of what it refines."""
+    conv = nn.Conv2d(in_dim, out_dim, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class ResidualBlock(nn.Module):
     """x + conv(act(norm(conv(x)))): the inpainting bottleneck's unit."""
 

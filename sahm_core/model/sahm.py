@@ -16,6 +16,7 @@ from ..config import ModelConfig
 from ..text_features import TextFeatures
 from .backbone import SwinBackbone, stage_dims, stage_sizes
 from .decoder import HybridMappingDecoder
+from .pull_push import background_prior
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,11 +37,15 @@ def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tens
 
     image (B,3,S,S) in [0,1], mask_logits (B,1,h,w), rgb_logits (B,3,h,w) -> (B,3,h,w) in [0,1].
     Pixels the model calls background stay the input's, so the network spends its
-    capacity on the hole instead of on copying the frame.
+    capacity on the hole instead of on copying the frame. The fill is sigmoid(logit(prior) + rgb_logits):
+    the RGB logits correct the pull-push interpolation of the visible pixels. The prior sees the mask
+    without gradient: the mask is taught by the segmentation terms and the blend, not by moving the prior.
     """
     frame = F.avg_pool2d(image, image.shape[-1] // mask_logits.shape[-1])  # (B,3,h,w)
     mask = torch.sigmoid(mask_logits)
-    return frame * (1.0 - mask) + torch.sigmoid(rgb_logits) * mask
+    prior = background_prior(frame, mask.detach())  # (B,3,h,w) in (0,1)
+    fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
+    return frame * (1.0 - mask) + fill * mask
 
 
 class SAHM(nn.Module):

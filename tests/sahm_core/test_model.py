@@ -12,6 +12,7 @@ from sahm_core import cli
 from sahm_core.config import model_config, replace
 from sahm_core.model import SAHM, SAHMOutput, build_model
 from sahm_core.model.backbone import stage_sizes
+from sahm_core.model.pull_push import background_prior
 from sahm_core.model.sahm import blend
 from sahm_core.text_features import TextFeatures
 
@@ -36,7 +37,7 @@ def make_image(batch: int, cfg=NANO, seed: int = 1) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def trained_step():
     """One forward + backward of nano at 256x256, batch 2, with every zero-initialised weight nudged off zero
-    (language gates, deformable offsets, Swin V2 res-post-norms) so that every parameter must get a non-zero gradient."""
+    (language gates, deformable offsets, RGB heads, Swin V2 res-post-norms) so that every parameter must get a non-zero gradient."""
     torch.manual_seed(0)
     model = build_model(NANO).train()
     with torch.no_grad():
@@ -128,11 +129,28 @@ def test_empty_word_sets_never_give_nan(eval_model):
 
 def test_blend_keeps_the_frame_where_the_mask_is_off_and_the_fill_where_it_is_on():
     image = make_image(1)
+    frame = F.avg_pool2d(image, 4)
     rgb_logits = torch.randn(1, 3, 64, 64)
     background = blend(image, torch.full((1, 1, 64, 64), -40.0), rgb_logits)
-    torch.testing.assert_close(background, F.avg_pool2d(image, 4))
-    foreground = blend(image, torch.full((1, 1, 64, 64), 40.0), rgb_logits)
-    torch.testing.assert_close(foreground, torch.sigmoid(rgb_logits))
+    torch.testing.assert_close(background, frame)
+    hole = torch.zeros(1, 1, 64, 64)
+    hole[..., 20:40, 10:30] = 1.0
+    foreground = blend(image, 80 * hole - 40, rgb_logits)  # mask probabilities 0 / 1
+    prior = background_prior(frame, hole)
+    fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
+    torch.testing.assert_close(foreground, frame * (1 - hole) + fill * hole)
+
+
+def test_an_untrained_model_fills_the_hole_with_the_pull_push_prior():
+    """The RGB heads start at zero: the fill is the prior, sigmoid(logit(prior) + 0)."""
+    torch.manual_seed(0)
+    model = build_model(NANO).eval()
+    image = make_image(1)
+    with torch.no_grad():
+        out = model(image, make_text(1))
+        mask = torch.sigmoid(out.mask_logits)
+        expected = image * (1 - mask) + background_prior(image, mask) * mask
+    torch.testing.assert_close(out.image, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_configs_are_refused_with_the_reason():
