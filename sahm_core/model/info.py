@@ -24,7 +24,7 @@ from .sahm import build_model
 PARTS: dict[str, str] = {
     "backbone": r"^backbone\.(patch_embed|stages)\b",
     "language fusion": r"^backbone\.fusions\b",
-    "heads": r"(^|\.)(mask_head|rgb_head)\b|^decoder\.full_resolution\b",
+    "heads": r"(^|\.)(mask_head|rgb_head)\b|^decoder\.full_resolution\b|^presence\b",
     "decoder/segmentation": r"^decoder\.(bottleneck\.(reduce|seg_blocks)|mappings\.\d+\.align)\b",
     "decoder/filling": r"^decoder\.(bottleneck\.inpaint_blocks|mappings\.\d+\.fill)\b",
 }

@@ -16,6 +16,7 @@ from ..config import ModelConfig
 from ..text_features import TextFeatures
 from .backbone import SwinBackbone, stage_dims, stage_sizes
 from .decoder import HybridMappingDecoder
+from .presence import PresenceHead
 from .pull_push import background_prior
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,13 +50,15 @@ def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tens
 
 
 class SAHM(nn.Module):
-    """Swin V2 backbone with syntax-aware language fusion per stage -> hybrid-mapping decoder (mask + fill per scale)."""
+    """Swin V2 backbone with syntax-aware language fusion per stage -> hybrid-mapping decoder (mask + fill per scale),
+    every mask shifted by one presence logit read from the top multimodal map."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
         self.backbone = SwinBackbone(cfg)
         self.decoder = HybridMappingDecoder(cfg)
+        self.presence = PresenceHead(stage_dims(cfg)[-1])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -68,6 +71,8 @@ class SAHM(nn.Module):
         normalised = (image - self.mean) / self.std
         maps = self.backbone(normalised, text)  # P_i (B, C*2**i, S/(p*2**i), ...)
         masks, rgbs = self.decoder(maps, normalised)
+        presence = self.presence(maps[-1])  # (B,1,1,1): one logit shift for every scale's mask
+        masks = [mask + presence for mask in masks]
         images = [blend(image, mask, rgb) for mask, rgb in zip(masks, rgbs)]
         return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images)
 

@@ -14,6 +14,7 @@ from sahm_core.model import SAHM, SAHMOutput, build_model
 from sahm_core.model.backbone import stage_sizes
 from sahm_core.model.pull_push import background_prior
 from sahm_core.model.sahm import blend
+from sahm_core.runtime import found_decision
 from sahm_core.text_features import TextFeatures
 
 torch.set_num_threads(2)
@@ -151,6 +152,24 @@ def test_an_untrained_model_fills_the_hole_with_the_pull_push_prior():
         mask = torch.sigmoid(out.mask_logits)
         expected = image * (1 - mask) + background_prior(image, mask) * mask
     torch.testing.assert_close(out.image, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_presence_starts_neutral_and_a_negative_presence_empties_every_scale():
+    torch.manual_seed(0)
+    model = build_model(NANO).eval()
+    image, text = make_image(1), make_text(1)
+    with torch.no_grad():
+        maps = model.backbone((image - model.mean) / model.std, text)
+        assert torch.equal(model.presence(maps[-1]), torch.zeros(1, 1, 1, 1))  # untrained: no shift
+        before = model(image, text)
+        model.presence.proj.bias.fill_(-60.0)  # "the object is not here"
+        after = model(image, text)
+    for old, new in zip(before.scale_masks, after.scale_masks):
+        torch.testing.assert_close(new, old - 60.0)
+    mask = torch.sigmoid(after.mask_logits)[0, 0].numpy()
+    assert mask.max() < 1e-6
+    assert found_decision(mask)[0] is False
+    torch.testing.assert_close(after.image, image, rtol=1e-5, atol=1e-5)  # nothing erased
 
 
 def test_bad_configs_are_refused_with_the_reason():
