@@ -41,6 +41,7 @@ class LossWeights:
     adv: float = 20.0
     expansion: float = 0.0  # off by default (not in the SAHM paper)
     dice: float = 0.0  # off by default (not in the SAHM paper)
+    presence: float = 0.0  # BCE on the presence logit, off by default (not in the SAHM paper)
     expansion_alpha: float = 0.03  # 2403.15849 Table IV: best alpha on [-1, 1]-scaled distances
 
 
@@ -97,6 +98,12 @@ def mask_expansion_loss(mask_logits: torch.Tensor, mask: torch.Tensor, alpha: fl
     return ((signed_distance(mask) - alpha) * torch.sigmoid(mask_logits)).mean()
 
 
+def presence_loss(presence_logit: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE of the presence logit (B,1,1,1) against "the ground-truth mask (B,1,S,S) is not empty" (a positive)."""
+    present = (mask.flatten(1).amax(dim=1) > 0.5).to(presence_logit.dtype)  # (B,)
+    return F.binary_cross_entropy_with_logits(presence_logit.flatten(), present)
+
+
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator side of eq. 13: -log D(fake), D's output as logits."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
@@ -115,6 +122,7 @@ def generator_loss(
         "rec": (weights.rec, lambda: reconstruction_loss(out.scale_images, target)),
         "adv": (weights.adv, lambda: generator_adversarial_loss(discriminator(out.image))),
         "dice": (weights.dice, lambda: dice_loss(out.scale_masks, mask)),
+        "presence": (weights.presence, lambda: presence_loss(out.presence_logit, mask)),
         "expansion": (weights.expansion, lambda: mask_expansion_loss(out.mask_logits, mask, weights.expansion_alpha)),
     }
     total = torch.zeros((), device=target.device)

@@ -67,6 +67,7 @@ class TrainConfig:
     adv_weight: float = 20.0
     expansion_weight: float = 0.0  # mask expansion loss (2403.15849), off by default
     dice_weight: float = 0.0  # soft Dice on every scale's mask (not in the paper), off by default
+    presence_weight: float = 0.0  # BCE on the presence logit (not in the paper), off by default
     expansion_alpha: float = 0.03
     augment: bool = True  # random crop + flip
     bf16: bool = True  # bf16 autocast on CUDA
@@ -82,7 +83,7 @@ class TrainConfig:
 
     @property
     def loss_weights(self) -> LossWeights:
-        return LossWeights(seg=self.seg_weight, rec=self.rec_weight, adv=self.adv_weight, dice=self.dice_weight,
+        return LossWeights(seg=self.seg_weight, rec=self.rec_weight, adv=self.adv_weight, dice=self.dice_weight, presence=self.presence_weight,
                            expansion=self.expansion_weight, expansion_alpha=self.expansion_alpha)
 
     @classmethod

@@ -16,7 +16,7 @@ from ..config import ModelConfig
 from ..text_features import TextFeatures
 from .backbone import SwinBackbone, stage_dims, stage_sizes
 from .decoder import HybridMappingDecoder
-from .presence import PresenceHead
+from .presence import PresenceHead, gate_mask
 from .pull_push import background_prior
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,12 +25,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class SAHMOutput(NamedTuple):
     """image (B,3,S,S) background RGB in [0,1]; mask_logits (B,1,S,S);
-    scale_masks / scale_images: per scale, coarse -> fine, the last == mask_logits / image."""
+    scale_masks / scale_images: per scale, coarse -> fine, the last == mask_logits / image;
+    presence_logit (B,1,1,1): whether the referred object is in the frame at all (already applied to the masks)."""
 
     image: torch.Tensor
     mask_logits: torch.Tensor
     scale_masks: list[torch.Tensor]
     scale_images: list[torch.Tensor]
+    presence_logit: torch.Tensor
 
 
 def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor) -> torch.Tensor:
@@ -51,7 +53,7 @@ def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tens
 
 class SAHM(nn.Module):
     """Swin V2 backbone with syntax-aware language fusion per stage -> hybrid-mapping decoder (mask + fill per scale),
-    every mask shifted by one presence logit read from the top multimodal map."""
+    every mask gated by one presence probability read from the top multimodal map."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -71,10 +73,10 @@ class SAHM(nn.Module):
         normalised = (image - self.mean) / self.std
         maps = self.backbone(normalised, text)  # P_i (B, C*2**i, S/(p*2**i), ...)
         masks, rgbs = self.decoder(maps, normalised)
-        presence = self.presence(maps[-1])  # (B,1,1,1): one logit shift for every scale's mask
-        masks = [mask + presence for mask in masks]
+        presence = self.presence(maps[-1])  # (B,1,1,1)
+        masks = [gate_mask(mask, presence) for mask in masks]
         images = [blend(image, mask, rgb) for mask, rgb in zip(masks, rgbs)]
-        return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images)
+        return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images, presence_logit=presence)
 
 
 def check_config(cfg: ModelConfig) -> None:

@@ -14,6 +14,7 @@ from sahm_core.losses import (
     discriminator_loss,
     generator_loss,
     mask_expansion_loss,
+    presence_loss,
     reconstruction_loss,
     segmentation_loss,
     signed_distance,
@@ -106,6 +107,15 @@ def test_discriminator_loss_matches_eq13_for_confident_outputs():
 
     total, _ = discriminator_loss(disc, torch.ones(1, 3, 4, 4), torch.zeros(1, 3, 4, 4))
     assert total.item() == pytest.approx(bce(3.0, 1) + bce(-2.0, 0), rel=1e-6)
+
+
+def test_presence_loss_by_hand():
+    logits = torch.tensor([2.0, -1.0, 0.5]).view(3, 1, 1, 1)
+    mask = torch.zeros(3, 1, 4, 4)
+    mask[0, 0, 1, 2] = 1.0  # one positive pixel is a positive sample
+    mask[2, 0] = 1.0
+    expected = (bce(2.0, 1) + bce(-1.0, 0) + bce(0.5, 1)) / 3
+    assert presence_loss(logits, mask).item() == pytest.approx(expected, rel=1e-6)
 
 
 def fake_output(mask_logits, image):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from sahm_core import cli
 from sahm_core.config import model_config, replace
 from sahm_core.model import SAHM, SAHMOutput, build_model
 from sahm_core.model.backbone import stage_sizes
+from sahm_core.model.presence import INITIAL_LOGIT
 from sahm_core.model.pull_push import background_prior
 from sahm_core.model.sahm import blend
 from sahm_core.runtime import found_decision
@@ -154,18 +156,17 @@ def test_an_untrained_model_fills_the_hole_with_the_pull_push_prior():
     torch.testing.assert_close(out.image, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_presence_starts_neutral_and_a_negative_presence_empties_every_scale():
+def test_presence_starts_almost_neutral_and_a_negative_presence_empties_every_scale():
     torch.manual_seed(0)
     model = build_model(NANO).eval()
     image, text = make_image(1), make_text(1)
     with torch.no_grad():
-        maps = model.backbone((image - model.mean) / model.std, text)
-        assert torch.equal(model.presence(maps[-1]), torch.zeros(1, 1, 1, 1))  # untrained: no shift
         before = model(image, text)
-        model.presence.proj.bias.fill_(-60.0)  # "the object is not here"
+        assert before.presence_logit.item() == INITIAL_LOGIT  # untrained: P(present) = sigmoid(4), shift -0.018
+        model.presence.proj.bias.fill_(-60.0)  # "the object is not here": log sigmoid(-60) = -60
         after = model(image, text)
     for old, new in zip(before.scale_masks, after.scale_masks):
-        torch.testing.assert_close(new, old - 60.0)
+        torch.testing.assert_close(new, old - 60.0 + math.log1p(math.exp(-INITIAL_LOGIT)), rtol=1e-5, atol=1e-4)
     mask = torch.sigmoid(after.mask_logits)[0, 0].numpy()
     assert mask.max() < 1e-6
     assert found_decision(mask)[0] is False
