@@ -46,18 +46,19 @@ def history(run_dir: Path) -> list[dict]:
 def test_training_steps_lower_the_loss_on_a_fixed_batch(data_dir, tmp_path):
     # One batch holds the whole training split and augmentation is off, so every step sees the same data.
     # The adversarial term is off: against a discriminator that learns too, eq. 14 need not fall step by step.
-    cfg = dataclasses.replace(FAST, batch_size=8, steps=6, augment=False, adv_weight=0.0)
+    cfg = dataclasses.replace(FAST, batch_size=8, steps=10, augment=False, adv_weight=0.0)
     run = train(SMALL, cfg, data_dir, tmp_path / "run")
     rows = history(run)
-    assert [r["step"] for r in rows] == list(range(1, 7))
-    for key in ("loss/seg", "loss/rec", "loss/total"):
-        assert rows[-1][key] < 0.85 * rows[0][key], (key, rows[0][key], rows[-1][key])
+    assert [r["step"] for r in rows] == list(range(1, 11))
+    # The pull-push prior starts the fill close to the target, so the reconstruction term has less to lose.
+    for key, factor in (("loss/seg", 0.85), ("loss/rec", 0.9), ("loss/total", 0.85)):
+        assert rows[-1][key] < factor * rows[0][key], (key, rows[0][key], rows[-1][key])
     assert "loss/adv" not in rows[0] and "loss/disc" not in rows[0]  # zero weight: never computed
     # run directory layout
     assert read_config(run / "model.safetensors") == SMALL
     assert TrainConfig.from_dict(json.loads((run / "train_config.json").read_text())) == cfg
     state = torch.load(run / "state.pt", weights_only=True)
-    assert state["step"] == 6
+    assert state["step"] == 10
     assert set(weights(run, "discriminator.safetensors"))
     assert (run / "training_curve.png").stat().st_size > 0
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
