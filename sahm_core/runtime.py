@@ -33,10 +33,10 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from . import __version__
 from .checkpoint import CONFIG_KEY, CheckpointError, read_config
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
-from . import __version__
 from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
 
 log = logging.getLogger(__name__)

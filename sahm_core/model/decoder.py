@@ -5,8 +5,9 @@ Every finer scale: S_i by aligned segmentation mapping, I_i by attention-based
 filling inside the hole that S_i's own mask head predicts. Each scale emits mask
 logits (1x1 conv on S_i) and RGB logits (1x1 conv on I_i, eq. 12's h2) for deep
 supervision. The RGB logits are a residual over the pull-push background prior (see
-`pull_push.py`); their heads start at zero, so an untrained decoder fills with the prior. A last head lifts the finest map (S/patch) to full resolution with
-pixel_shuffle and the input image as a skip.
+`pull_push.py`); their heads start at zero, so an untrained decoder fills with the prior.
+A last head lifts the finest map (S/patch) to full resolution with pixel_shuffle and
+the input image as a skip.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from node_harness import COMMAND, Harness, pixels_of, result_dict, wait_for
+from node_harness import COMMAND, Harness, image_msg, pixels_of, result_dict, wait_for
 from rclpy.parameter import Parameter
 
 
@@ -107,7 +107,6 @@ def test_max_fps_caps_the_frames_processed(compressed, scene):
 def test_command_timeout_runs_on_sim_time_from_clock(sim_time, scene):
     """With use_sim_time, a 5 s command lives 5 s of /clock time, however long the wall clock takes."""
     from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
 
     clock_pub = sim_time.tester.create_publisher(Clock, "/clock", 10)
 
@@ -117,19 +116,15 @@ def test_command_timeout_runs_on_sim_time_from_clock(sim_time, scene):
         clock_pub.publish(clock)
         wait_for(lambda: sim_time.node.get_clock().now().nanoseconds == seconds * 10**9)
 
-    def frame():
-        rgb = np.ascontiguousarray(scene(seed=7))
-        return Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3, data=rgb.tobytes())
-
     wait_for(lambda: clock_pub.get_subscription_count() > 0)
     set_clock(100)
     sim_time.command(COMMAND, expect_active=COMMAND)
     set_clock(104)
-    assert result_dict(sim_time.exchange(frame())[2])["command"] == COMMAND  # 4 s of 5: still active
+    assert result_dict(sim_time.exchange(image_msg(scene(seed=7), "rgb8"))[2])["command"] == COMMAND  # 4 s of 5: still active
     wall = time.monotonic()
     set_clock(106)
     assert sim_time.diagnostics()["command"] == ""  # expired by the clock message, not by waiting
-    cleaned, mask, result = sim_time.exchange(frame())
+    cleaned, mask, result = sim_time.exchange(image_msg(scene(seed=7), "rgb8"))
     fields = result_dict(result)
     assert fields["command"] == "" and fields["found"] is False and not np.any(pixels_of(mask))
     assert time.monotonic() - wall < 5.0

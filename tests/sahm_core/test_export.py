@@ -13,8 +13,15 @@ import sahm_core
 from sahm_core.checkpoint import CONFIG_KEY, load_weights
 from sahm_core.cli import main as sahm_main
 from sahm_core.export.cache import file_sha256
-from sahm_core.export.onnx_export import (INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, PerFrameGraph, example_inputs,
-                                          export_model)
+from sahm_core.export.onnx_export import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    VERSION_KEY,
+    WEIGHTS_SHA_KEY,
+    PerFrameGraph,
+    example_inputs,
+    export_model,
+)
 from sahm_core.export.trt_ops import graph_ops, supported_ops, tensorrt_problems, unsupported_ops
 from sahm_core.model import build_model
 from sahm_core.runtime import exported_onnx
