@@ -59,6 +59,7 @@ class TrainConfig:
     lr: float = 6e-4  # generator and discriminator (paper: 6e-4)
     lr_decay_per_epoch: float = 0.95  # exponential decay, applied smoothly per step; 0.95**76 ~ 0.02
     warmup_steps: int = 0  # linear warm-up before the decay (0: none, as in the paper)
+    anneal_steps: int = 0  # then a linear ramp of the lr to zero over the run's last N steps (0: none; not in the paper)
     betas: tuple[float, float] = (0.85, 0.91)
     weight_decay: float = 0.005
     grad_clip: float = 1.0  # max global grad norm per optimiser (0: no clipping)
@@ -255,9 +256,11 @@ def encode_texts(encoder, texts: list[str]) -> TextFeatures:
         return TextFeatures(*(t.clone() for t in encoder.encode_batch(list(texts))))
 
 
-def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
+    """cfg.lr's multiplier at `step`: linear warm-up, the paper's per-epoch exponential decay, optional final anneal."""
     warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-    return warmup * cfg.lr_decay_per_epoch ** (step / steps_per_epoch)
+    anneal = min(1.0, (total_steps - step) / cfg.anneal_steps) if cfg.anneal_steps else 1.0
+    return warmup * cfg.lr_decay_per_epoch ** (step / steps_per_epoch) * anneal
 
 
 def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume: bool) -> tuple[TrainConfig, dict | None]:
@@ -373,17 +376,20 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: str | Path, run_di
     weights = cfg.loss_weights
     opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    schedule = lambda step: lr_factor(step, cfg, steps_per_epoch)  # noqa: E731
+    schedule = lambda step: lr_factor(step, cfg, steps_per_epoch, total_steps)  # noqa: E731
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
     step = 0
     if state is not None:
         load_into(model, run_dir / MODEL_FILE, model_cfg)
         load_into(disc, run_dir / DISC_FILE, model_cfg)
-        opt_g.load_state_dict(state["optimizer_g"])
-        opt_d.load_state_dict(state["optimizer_d"])
-        sched_g.load_state_dict(state["scheduler_g"])
-        sched_d.load_state_dict(state["scheduler_d"])
+        for opt, sched, part in ((opt_g, sched_g, "g"), (opt_d, sched_d, "d")):
+            opt.load_state_dict(state[f"optimizer_{part}"])
+            sched.load_state_dict(state[f"scheduler_{part}"])
+            # The saved lrs would override a resumed run's new --set lr / lr_decay_per_epoch / anneal_steps.
+            sched.base_lrs = [cfg.lr] * len(sched.base_lrs)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * schedule(sched.last_epoch)
         torch.set_rng_state(state["rng_cpu"])
         if torch.cuda.is_available() and state["rng_cuda"]:
             torch.cuda.set_rng_state_all(state["rng_cuda"])

@@ -18,7 +18,7 @@ from sahm_core import cli
 from sahm_core.checkpoint import CheckpointError, read_config, save_weights
 from sahm_core.config import model_config, replace
 from sahm_core.data.synthetic import make_dataset
-from sahm_core.train import TrainConfig, train
+from sahm_core.train import TrainConfig, lr_factor, train
 
 SIZE = 64
 # nano's structure at a quarter of its size and half its widths: every part runs, in a fraction of the time
@@ -79,11 +79,30 @@ def test_resume_continues_exactly(data_dir, tmp_path):
     assert history(split)[-1]["loss/total"] == pytest.approx(history(once)[-1]["loss/total"], rel=1e-4)
 
 
+def test_lr_schedule_worked_by_hand():
+    # 2 steps an epoch, 10 in all: warm-up over steps 0-1, halving every epoch, linear ramp to zero over steps 6-9
+    cfg = TrainConfig(lr_decay_per_epoch=0.5, warmup_steps=2, anneal_steps=4)
+    expected = {0: 0.5, 1: 0.5**0.5, 2: 0.5, 5: 0.5**2.5, 6: 0.125, 8: 0.0625 * 0.5, 9: 0.5**4.5 * 0.25}
+    for step, factor in expected.items():
+        assert lr_factor(step, cfg, steps_per_epoch=2, total_steps=10) == pytest.approx(factor), step
+
+
+def test_resume_applies_a_changed_learning_rate_schedule(data_dir, tmp_path):
+    run = train(SMALL, dataclasses.replace(FAST, steps=2), data_dir, tmp_path / "run")
+    train(SMALL, dataclasses.replace(FAST, steps=4, lr=1e-3, anneal_steps=2), data_dir, run, resume=True)
+    # Each logged lr is the one the next step uses: lr * 0.95**(step / 2 steps an epoch) * anneal.
+    lrs = {r["step"]: r["lr"] for r in history(run)}
+    assert lrs[2] == pytest.approx(6e-4 * 0.95)
+    assert lrs[3] == pytest.approx(1e-3 * 0.95**1.5 * 0.5)
+    assert lrs[4] == 0.0
+    assert json.loads((run / "train_config.json").read_text())["anneal_steps"] == 2
+
+
 DDP_SCRIPT = """
 import dataclasses, sys, torch
 torch.set_num_threads(1)
 from sahm_core.config import model_config, replace
-from sahm_core.train import TrainConfig, train
+from sahm_core.train import TrainConfig, lr_factor, train
 cfg = TrainConfig(batch_size=4, steps=2, log_interval=1, image_interval=1000, ckpt_interval=1000, num_workers=0)
 train(replace(model_config("nano"), image_size={size}, embed_dim=16, decoder_dim=16, disc_dim=8), cfg, sys.argv[1], sys.argv[2])
 """
