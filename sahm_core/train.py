@@ -335,14 +335,17 @@ def plot_history(run_dir: Path) -> None:
     rows = [json.loads(line) for line in (run_dir / HISTORY_FILE).read_text().splitlines() if line.strip()]
     if not rows:
         return
-    keys = sorted({k for r in rows for k in r if k.startswith("loss/")})
+    keys = sorted({k for r in rows for k in r if k.startswith("loss/")}) + ["lr"]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        points = [(r["step"], r[key]) for r in rows if key in r]
-        ax.plot(*zip(*points))
+        steps, values = np.array([(r["step"], r[key]) for r in rows if key in r], dtype=np.float64).T
+        ax.plot(steps, values, alpha=0.3, linewidth=0.5)  # each point is one logged batch: noisy
+        window = len(values) // 50  # a running mean over 2% of the run shows the trend
+        if window > 1:
+            ax.plot(steps[window - 1:], np.convolve(values, np.ones(window) / window, mode="valid"), color="C0")
         ax.set_title(key.removeprefix("loss/"))
         ax.set_xlabel("step")
-        ax.set_yscale("log" if all(v > 0 for _, v in points) else "linear")
+        ax.set_yscale("log" if (values > 0).all() else "linear")
     fig.tight_layout()
     fig.savefig(run_dir / CURVE_FILE, dpi=100)
     plt.close(fig)
