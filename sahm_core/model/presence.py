@@ -4,9 +4,9 @@ A command can name an object the frame does not hold ("the purple star" beside a
 pixel by pixel needs every pixel of every look-alike to say no; one logit z read from the whole
 language-fused top map can say it once. Every scale's mask logits get log sigmoid(z) added, i.e. each
 pixel's odds are multiplied by P(present): no effect while the head is sure the object is there; a faint
-pixel fades as soon as the head doubts, a confident one (odds e^5) only when the head is as sure it is not. The training loss can supervise z directly
-(`losses.presence_loss`, against "the ground-truth mask is not empty"), and the per-frame graph keeps its
-outputs: the found rule simply sees an empty mask.
+pixel fades as soon as the head doubts, a confident one (odds e^5) only when the head is as sure it is
+not. The training loss can supervise z directly (`losses.presence_loss`, against "the ground-truth mask
+is not empty"), and the per-frame graph keeps its outputs: the found rule simply sees an empty mask.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ DDP_SCRIPT = """
 import dataclasses, sys, torch
 torch.set_num_threads(1)
 from sahm_core.config import model_config, replace
-from sahm_core.train import TrainConfig, lr_factor, train
+from sahm_core.train import TrainConfig, train
 cfg = TrainConfig(batch_size=4, steps=2, log_interval=1, image_interval=1000, ckpt_interval=1000, num_workers=0)
 train(replace(model_config("nano"), image_size={size}, embed_dim=16, decoder_dim=16, disc_dim=8), cfg, sys.argv[1], sys.argv[2])
 """
