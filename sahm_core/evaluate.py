@@ -2,15 +2,16 @@
 
 Removal (paper 5.2), on positives: PSNR and SSIM on the whole image and inside the ground-truth mask, for SAHM and for
 three baselines in the same table: no removal (input as output), OpenCV Telea inpainting with the
-ground-truth mask (an oracle two-stage pipeline) and Telea with SAHM's own predicted mask. LPIPS and FID
+ground-truth mask (an oracle two-stage pipeline) and Telea with SAHM's own mask (the region SAHM erases and
+publishes: the segmentation grown by the removal margin). LPIPS and FID
 only with the user's local backbone weights; otherwise reported as unavailable, never as a number.
 Segmentation: mean / overall IoU and Pr@0.5/0.7/0.9 on positives; not-found accuracy on negatives and the
 false-negative rate on positives, with the runtime's found / not-found rule.
 Cost: parameters, GFLOPs and FPS of the per-frame forward at the config's resolution.
 
 Everything runs at the model resolution S. SAHM's output is what the runtime publishes: the input with
-the predicted background composited under the thresholded mask, quantised to uint8, or the unchanged
-input when nothing was found: `sahm_core.runtime.composite` and `found_decision`, the runtime's own. SSIM is scikit-image's (Gaussian window, sigma 1.5, as Wang et al. 2004);
+the predicted background composited under the thresholded mask grown by the removal margin, quantised to
+uint8, or the unchanged input when nothing was found (IoU is scored on the segmentation itself): `sahm_core.runtime.composite` and `found_decision`, the runtime's own. SSIM is scikit-image's (Gaussian window, sigma 1.5, as Wang et al. 2004);
 its full SSIM map is averaged over the whole image or over the mask.
 """
 
@@ -303,13 +304,14 @@ def evaluate(
                 gt = batch["mask"][k, 0].numpy() > 0.5
                 mask_prob = prob[k, 0].numpy()
                 found, _, _ = found_decision(mask_prob, mask_threshold, min_score, min_mask_area)
-                removed, pred = composite(image_u8, out.image[k].float().cpu().numpy(), mask_prob, mask_threshold)
-                pred = pred > 0
+                removed, erased = composite(image_u8, out.image[k].float().cpu().numpy(), mask_prob, mask_threshold,
+                                            cfg.removal_margin)
+                pred = mask_prob > mask_threshold  # the segmentation; `erased` adds the removal margin
                 sahm = removed if found else image_u8  # the runtime passes the frame through when nothing is found
                 outputs = {
                     "no removal": image_u8,
                     "Telea + GT mask (oracle)": telea(image_u8, gt),
-                    "Telea + SAHM mask": telea(image_u8, pred) if found else image_u8,
+                    "Telea + SAHM mask": telea(image_u8, erased > 0) if found else image_u8,  # the mask SAHM publishes
                     "SAHM": sahm,
                 }
                 target = target_u8.astype(np.float64) / 255

@@ -101,15 +101,20 @@ def to_model_input(frame: np.ndarray, size: int) -> np.ndarray:
     return (small.transpose(2, 0, 1)[None].astype(np.float32)) * np.float32(1 / 255)  # (1,3,S,S)
 
 
-def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mask_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """orig*(1-m) + up(cleaned)*m at the frame's resolution, m = up(mask_prob) > threshold.
+def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mask_threshold: float,
+              margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """orig*(1-m) + up(cleaned)*m at the frame's resolution, m = up(grow(mask_prob)) > threshold.
 
     frame HxWx3 uint8, cleaned (3,S,S) float [0,1], mask_prob (S,S) float -> (image HxWx3 uint8, mask HxW uint8 {0,255}).
-    Only pixels inside the mask's bounding box are touched and only masked ones are written: outside the mask the
-    output is the input, bit for bit.
+    grow is a (2*margin+1)^2 max filter at model resolution, the network's own removal margin
+    (ModelConfig.removal_margin), so the frame takes the fill exactly where the network blended it in.
+    Only pixels inside the mask's bounding box are touched and only masked ones are written: outside the returned
+    mask the output is the input, bit for bit.
     """
     h, w = frame.shape[:2]
     frame = np.ascontiguousarray(frame)
+    if margin:
+        mask_prob = cv2.dilate(mask_prob, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))  # grey dilation = max filter
     mask = cv2.resize(mask_prob, (w, h), interpolation=cv2.INTER_LINEAR) > mask_threshold  # (H,W) bool
     out = frame.copy()
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -411,7 +416,7 @@ class Remover:
         found, score, _ = found_decision(mask[0, 0], self.mask_threshold, self.min_score, self.min_mask_area)
         if not found:
             return self._unchanged(frame, score, start)
-        image, binary = composite(frame, cleaned[0], mask[0, 0], self.mask_threshold)
+        image, binary = composite(frame, cleaned[0], mask[0, 0], self.mask_threshold, self.config.removal_margin)
         return Removal(image, binary, score, True, time.perf_counter() - start)
 
     @staticmethod

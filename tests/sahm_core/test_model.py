@@ -144,14 +144,36 @@ def test_blend_keeps_the_frame_where_the_mask_is_off_and_the_fill_where_it_is_on
     torch.testing.assert_close(foreground, frame * (1 - hole) + fill * hole)
 
 
+def test_blend_margin_fills_exactly_the_pixels_within_margin_of_the_mask():
+    """A single-pixel hole with margin 2 erases the 5x5 square around it (hand-worked); the rest stays the frame's."""
+    image = make_image(1)
+    frame = F.avg_pool2d(image, 4)  # (1,3,64,64)
+    rgb_logits = torch.randn(1, 3, 64, 64)
+    hole = torch.zeros(1, 1, 64, 64)
+    hole[..., 30, 0] = 1.0  # at the border: the square is clipped to 5x3
+    out = blend(image, 80 * hole - 40, rgb_logits, margin=2)
+    grown = torch.zeros_like(hole)
+    grown[..., 28:33, 0:3] = 1.0
+    prior = background_prior(frame, grown)
+    fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
+    torch.testing.assert_close(out, frame * (1 - grown) + fill * grown)
+
+
+def test_only_the_full_resolution_scale_gets_the_removal_margin():
+    model = build_model(NANO)
+    sides = [NANO.image_size // (NANO.patch_size * 2**i) for i in reversed(range(len(NANO.depths)))] + [NANO.image_size]
+    assert [model.margin_at(side) for side in sides] == [0, 0, 0, 0, NANO.removal_margin]
+
+
 def test_an_untrained_model_fills_the_hole_with_the_pull_push_prior():
-    """The RGB heads start at zero: the fill is the prior, sigmoid(logit(prior) + 0)."""
+    """The RGB heads start at zero: the fill is the prior, sigmoid(logit(prior) + 0), under the grown mask."""
     torch.manual_seed(0)
     model = build_model(NANO).eval()
     image = make_image(1)
+    margin = NANO.removal_margin
     with torch.no_grad():
         out = model(image, make_text(1))
-        mask = torch.sigmoid(out.mask_logits)
+        mask = F.max_pool2d(torch.sigmoid(out.mask_logits), 2 * margin + 1, stride=1, padding=margin)
         expected = image * (1 - mask) + background_prior(image, mask) * mask
     torch.testing.assert_close(out.image, expected, rtol=1e-4, atol=1e-4)
 

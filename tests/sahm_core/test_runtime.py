@@ -103,6 +103,25 @@ def test_composite_matches_the_blend_formula():
     assert set(np.unique(mask)) == {0, 255} and np.array_equal(mask > 0, m[..., 0] > 0)
 
 
+def test_composite_margin_writes_the_grown_mask_and_nothing_else():
+    """margin 2 at model resolution: the written region is the brute-force 5x5 max filter of the probabilities,
+    thresholded after the same upsampling; outside it the frame is bit-exact."""
+    rng = np.random.default_rng(2)
+    frame = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    cleaned = rng.random((3, 32, 32), dtype=np.float32)
+    prob = np.zeros((32, 32), np.float32)
+    prob[10:14, 0:6] = 0.9  # touches the left border
+    prob[25, 25] = 0.7
+    padded = np.pad(prob, 2, constant_values=-np.inf)
+    grown = np.max([padded[dy:dy + 32, dx:dx + 32] for dy in range(5) for dx in range(5)], axis=0)
+    assert grown[8:16, 0:8].min() == np.float32(0.9) and grown[23:28, 23:28].min() == np.float32(0.7)
+    image, mask = composite(frame, cleaned, prob, 0.5, margin=2)
+    expected_image, expected_mask = composite(frame, cleaned, grown, 0.5)
+    assert np.array_equal(mask, expected_mask) and np.array_equal(image, expected_image)
+    assert (mask > 0).sum() > (composite(frame, cleaned, prob, 0.5)[1] > 0).sum()
+    assert np.array_equal(image[mask == 0], frame[mask == 0])
+
+
 @pytest.mark.parametrize("shape", [(479, 641), (7, 5)])  # odd sizes, shrinking and enlarging
 def test_remove_keeps_size_and_outside_pixels(removers, median_probability, shape):
     frame = _frame(*shape)
