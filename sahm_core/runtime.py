@@ -11,9 +11,10 @@ pre-processing, the per-frame graph and compositing (`remove`):
 - Graph: image + the four text tensors -> cleaned image, mask probabilities.
 - Post: `found_decision` (the one definition of found / not-found, shared with
   the evaluator) looks at the mask at model resolution. When found, the mask
-  probabilities are upsampled to the frame and binarised (m), and the frame is
+  probabilities are grown by the model's removal margin (the same max filter the
+  network blends with), upsampled to the frame and binarised (m), and the frame is
   composited as orig*(1-m) + up(pred)*m, done as a copy of the frame with only
-  the masked pixels replaced, so every pixel outside the mask is bit-exact.
+  the masked pixels replaced, so every pixel outside the published mask is bit-exact.
 
 Backends: "tensorrt" (an engine + a CUDA GPU), "onnxruntime" (CUDA provider
 when present, CPU otherwise; a model dir without model.onnx gets one exported
