@@ -41,11 +41,16 @@ def pull_push(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     return fill
 
 
+def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """mask (B,1,h,w) probabilities -> (B,1,h,w): each pixel the max over the (2*pixels+1)^2 square around it."""
+    return F.max_pool2d(mask, 2 * pixels + 1, stride=1, padding=pixels)
+
+
 def background_prior(frame: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """frame (B,3,h,w) in [0,1], mask (B,1,h,w) probabilities -> pull-push fill (B,3,h,w) in [PRIOR_CLAMP, 1 - PRIOR_CLAMP].
 
     The mask is dilated by one pixel first: an object's anti-aliased rim carries its colour and must not
     leak into the fill.
     """
-    rim = F.max_pool2d(mask, 3, stride=1, padding=1)  # (B,1,h,w)
+    rim = grow_mask(mask, 1)  # (B,1,h,w)
     return pull_push(frame, 1 - rim).clamp(PRIOR_CLAMP, 1 - PRIOR_CLAMP)

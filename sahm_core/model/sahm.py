@@ -17,7 +17,7 @@ from ..text_features import TextFeatures
 from .backbone import SwinBackbone, stage_dims, stage_sizes
 from .decoder import HybridMappingDecoder
 from .presence import PresenceHead, gate_mask
-from .pull_push import background_prior
+from .pull_push import background_prior, grow_mask
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,7 +48,7 @@ def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tens
     frame = F.avg_pool2d(image, image.shape[-1] // mask_logits.shape[-1])  # (B,3,h,w)
     mask = torch.sigmoid(mask_logits)
     if margin:
-        mask = F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)  # (B,1,h,w)
+        mask = grow_mask(mask, margin)  # (B,1,h,w)
     prior = background_prior(frame, mask.detach())  # (B,3,h,w) in (0,1)
     fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
     return frame * (1.0 - mask) + fill * mask
