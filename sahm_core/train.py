@@ -1,4 +1,7 @@
-"""Train SAHM: `sahm train --config nano --data DIR --out RUN_DIR`, or the same under `torchrun --nproc_per_node N`.
+"""Train SAHM: `sahm train --config nano --data DIR [DIR ...] --out RUN_DIR`, or the same under `torchrun`.
+
+Several data folders train as one set (their 'train' splits concatenated, in the order given), e.g. your
+own recordings plus synthetic scenes, or a folder of extra negatives beside the original data.
 
 The whole loop is in `train()`: per step, the frozen text encoder encodes the batch's commands (no grad),
 the generator step (SAHM forward, eq. 14 loss, AdamW) and the discriminator step (eq. 13, its own AdamW).
@@ -32,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_weights, read_config, save_weights
@@ -351,22 +354,27 @@ def plot_history(run_dir: Path) -> None:
     plt.close(fig)
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: str | Path, run_dir: str | Path, resume: bool = False) -> Path:
-    """Train (or resume) a run; returns the run directory. Works as one process or under torchrun."""
+def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str | Path], run_dir: str | Path,
+          resume: bool = False) -> Path:
+    """Train (or resume) a run on one data folder or several; returns the run directory. One process or torchrun."""
     from .data import RemovalDataset
     from .model import PatchDiscriminator, build_model
     from .text import shared_encoder
-    data_dir, run_dir = Path(data_dir), Path(run_dir)
-    check_dataset(data_dir)
+    data_dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+    run_dir = Path(run_dir)
+    for folder in data_dirs:
+        check_dataset(folder)
     cfg, state = resolve_run(run_dir, cfg, model_cfg, resume)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    dataset = SeededSamples(RemovalDataset(data_dir, "train", model_cfg.image_size, augment=cfg.augment), cfg.seed)
+    folders = [RemovalDataset(folder, "train", model_cfg.image_size, augment=cfg.augment) for folder in data_dirs]
+    dataset = SeededSamples(ConcatDataset(folders), cfg.seed)
     per_rank = cfg.batch_size // world
     steps_per_epoch = math.ceil(len(dataset) / world) // per_rank  # == len(DistributedSampler) // per_rank
     if steps_per_epoch == 0:
-        raise ValueError(f"{data_dir}: {len(dataset)} training samples, fewer than one batch of {cfg.batch_size}")
+        names = ", ".join(map(str, data_dirs))
+        raise ValueError(f"{names}: {len(dataset)} training samples, fewer than one batch of {cfg.batch_size}")
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
     ddp, device = init_distributed()
 
@@ -487,7 +495,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data_dir: str | Path, run_di
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="nano", help="model config preset (nano, tiny)")
-    parser.add_argument("--data", required=True, help="removal dataset folder (refs.jsonl + images/ targets/ masks/)")
+    parser.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                        help="removal dataset folder(s) (refs.jsonl + images/ targets/ masks/); several train as one set")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, tensorboard, curves)")
     parser.add_argument("--steps", type=int, help="train this many steps in total instead of the config's epochs")
     parser.add_argument("--batch-size", type=int, help="global batch size over all processes (default 32)")

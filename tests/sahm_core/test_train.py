@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,40 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(data_dir, tmp_path):
     assert set(weights(run, "discriminator.safetensors"))
     assert (run / "training_curve.png").stat().st_size > 0
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+
+
+def merged_copy(folders: list[Path], out: Path) -> Path:
+    """One folder holding the 'train' samples of `folders`, in order, under new ids (a by-hand concatenation)."""
+    lines = []
+    for k, folder in enumerate(folders):
+        for line in (folder / "refs.jsonl").read_text().splitlines():
+            ref = json.loads(line)
+            if ref["split"] != "train":
+                continue
+            ref["id"] = f"f{k}_{ref['id']}"
+            for kind in ("image", "target", "mask"):
+                moved = Path(kind + "s") / f"{ref['id']}.png"
+                (out / moved).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / ref[kind], out / moved)
+                ref[kind] = str(moved)
+            lines.append(json.dumps(ref))
+    (out / "refs.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+def test_several_data_folders_train_as_their_concatenation(data_dir, tmp_path, capsys):
+    second = tmp_path / "second"
+    make_dataset(second, n=8, seed=8, size=SIZE, workers=1, negative_fraction=0.5, val_fraction=0.0, test_fraction=0.0)
+    # 16 samples, batch 4: the shuffled order mixes the folders, and 6 steps cross an epoch boundary
+    cfg = dataclasses.replace(FAST, steps=6)
+    both = train(SMALL, cfg, [data_dir, second], tmp_path / "both")
+    merged = train(SMALL, cfg, merged_copy([data_dir, second], tmp_path / "merged"), tmp_path / "one")
+    a, b = weights(both), weights(merged)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    code, text = run_cli("--data", str(data_dir), str(tmp_path / "missing"), "--out", str(tmp_path / "x"),
+                         capsys=capsys)
+    assert code == 2 and f"data folder {tmp_path / 'missing'} does not exist" in text
 
 
 def test_resume_continues_exactly(data_dir, tmp_path):
