@@ -368,8 +368,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    folders = [RemovalDataset(folder, "train", model_cfg.image_size, augment=cfg.augment) for folder in data_dirs]
-    dataset = SeededSamples(ConcatDataset(folders), cfg.seed)
+    parts = [RemovalDataset(folder, "train", model_cfg.image_size, augment=cfg.augment) for folder in data_dirs]
+    dataset = SeededSamples(ConcatDataset(parts), cfg.seed)
     per_rank = cfg.batch_size // world
     steps_per_epoch = math.ceil(len(dataset) / world) // per_rank  # == len(DistributedSampler) // per_rank
     if steps_per_epoch == 0:

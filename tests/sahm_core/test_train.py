@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from sahm_core import cli
 from sahm_core.checkpoint import CheckpointError, read_config, save_weights
 from sahm_core.config import model_config, replace
+from sahm_core.data.layout import make_folders, read_mask, read_refs, read_rgb, write_example, write_refs
 from sahm_core.data.synthetic import make_dataset
 from sahm_core.train import TrainConfig, lr_factor, train
 
@@ -67,20 +68,15 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(data_dir, tmp_path):
 
 def merged_copy(folders: list[Path], out: Path) -> Path:
     """One folder holding the 'train' samples of `folders`, in order, under new ids (a by-hand concatenation)."""
-    lines = []
+    make_folders(out)
+    refs = []
     for k, folder in enumerate(folders):
-        for line in (folder / "refs.jsonl").read_text().splitlines():
-            ref = json.loads(line)
-            if ref["split"] != "train":
-                continue
-            ref["id"] = f"f{k}_{ref['id']}"
-            for kind in ("image", "target", "mask"):
-                moved = Path(kind + "s") / f"{ref['id']}.png"
-                (out / moved).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(folder / ref[kind], out / moved)
-                ref[kind] = str(moved)
-            lines.append(json.dumps(ref))
-    (out / "refs.jsonl").write_text("\n".join(lines) + "\n")
+        for ref in read_refs(folder, "train"):
+            stem = f"f{k}_{ref['id']}"
+            mask = read_mask(folder / ref["mask"]).astype(np.uint8) * 255  # the reader sees the same bool mask
+            pixels = (read_rgb(folder / ref["image"]), read_rgb(folder / ref["target"]), mask)
+            refs.append({**ref, "id": stem, **write_example(out, stem, *pixels)})  # PNG: lossless
+    write_refs(out, refs)
     return out
 
 
