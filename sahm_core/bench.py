@@ -110,13 +110,12 @@ def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) ->
     """A model dir to benchmark: the checkpoint's, or a random-init model of the named config at `size`."""
     import torch
 
-    from .checkpoint import read_config, save_weights
+    from .checkpoint import read_config, save_weights, weights_file
     from .config import model_config, replace
     from .model import build_model
 
     if checkpoint:
-        path = Path(checkpoint)
-        weights = path / "model.safetensors" if path.is_dir() else path
+        weights = weights_file(checkpoint)
         cfg = read_config(weights)
         if cfg.image_size != size:
             raise ValueError(f"{weights}: checkpoint is {cfg.image_size}px, --size asks for {size}")

@@ -18,6 +18,7 @@ from .config import ModelConfig
 CONFIG_KEY = "sahm_model_config"
 FORMAT_KEY = "sahm_format"
 FORMAT = "sahm-weights-v1"
+WEIGHTS_FILE = "model.safetensors"  # the weights inside a model directory or a training run directory
 
 
 class CheckpointError(RuntimeError):
@@ -32,6 +33,12 @@ def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], cfg: Mod
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)  # never leave a half-written weights file under the real name
+
+
+def weights_file(path: str | Path) -> Path:
+    """A weights file as given, or the WEIGHTS_FILE inside a model / run directory."""
+    path = Path(path)
+    return path / WEIGHTS_FILE if path.is_dir() else path
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""`sahm` command: train, eval, export, build-engine, remove, make-data, bench, info, train-tagger.
+"""`sahm` command: train, average, eval, export, build-engine, remove, make-data, bench, info, train-tagger.
 
 Each subcommand lives in the module that does the work; that module exposes
 `add_arguments(parser)` and `main(args) -> int`. Modules are imported only when
@@ -15,6 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("sahm_core.model.info", "parameters per part and GFLOPs of a model config"),
     "train": ("sahm_core.train", "train SAHM on a removal dataset (torchrun for several GPUs)"),
+    "average": ("sahm_core.average", "average checkpoints of one config (SWA) and re-measure BatchNorm statistics"),
     "eval": ("sahm_core.evaluate", "evaluate a checkpoint: removal, segmentation, not-found, cost, baselines"),
     "export": ("sahm_core.export.cli", "export the per-frame graph (onnx)"),
     "build-engine": ("sahm_core.export.tensorrt_engine", "build a TensorRT engine from an ONNX file"),

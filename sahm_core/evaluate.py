@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, read_config
+from .checkpoint import CheckpointError, read_config, weights_file
 from .config import ModelConfig
 from .runtime import composite, found_decision
 from .train import load_into
@@ -273,7 +273,7 @@ def evaluate(
     from .text import shared_encoder
 
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    weights_path = checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint
+    weights_path = weights_file(checkpoint)
     cfg = read_config(weights_path)
     reasons = unavailable_reasons(lpips_weights, lpips_backbone, fid_weights)
     lpips = LPIPS(lpips_weights, lpips_backbone) if "lpips" not in reasons else None

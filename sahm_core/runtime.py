@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .checkpoint import CONFIG_KEY, CheckpointError, read_config
+from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, read_config
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
 from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 TEXT_NAMES = INPUT_NAMES[1:]  # tokens, valid, attribute, identity
-WEIGHTS_FILE, ONNX_FILE, ENGINE_FILE = "model.safetensors", "model.onnx", "model.engine"
+ONNX_FILE, ENGINE_FILE = "model.onnx", "model.engine"
 
 
 class Removal(NamedTuple):

@@ -38,14 +38,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_weights, read_config, save_weights
+from .checkpoint import WEIGHTS_FILE, CheckpointError, load_weights, read_config, save_weights
 from .config import ModelConfig, dataclass_from_dict, model_config
 from .data.layout import read_refs
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .text_features import TextFeatures
 
 TRAIN_CONFIG_FILE = "train_config.json"
-MODEL_FILE = "model.safetensors"
 DISC_FILE = "discriminator.safetensors"
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.jsonl"
@@ -274,15 +273,15 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
     """
     state_path = run_dir / STATE_FILE
     if not resume:
-        if (run_dir / MODEL_FILE).exists() or state_path.exists():
+        if (run_dir / WEIGHTS_FILE).exists() or state_path.exists():
             raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new --out")
         return cfg, None
-    if not state_path.is_file() or not (run_dir / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"--resume: {run_dir} has no {STATE_FILE} and {MODEL_FILE} to resume from")
-    saved_cfg = read_config(run_dir / MODEL_FILE)
+    if not state_path.is_file() or not (run_dir / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"--resume: {run_dir} has no {STATE_FILE} and {WEIGHTS_FILE} to resume from")
+    saved_cfg = read_config(run_dir / WEIGHTS_FILE)
     if saved_cfg != model_cfg:
         raise CheckpointError(
-            f"--resume: {run_dir / MODEL_FILE} was trained with model config {saved_cfg.name!r} ({saved_cfg}), "
+            f"--resume: {run_dir / WEIGHTS_FILE} was trained with model config {saved_cfg.name!r} ({saved_cfg}), "
             f"not the requested {model_cfg.name!r} ({model_cfg})"
         )
     state = torch.load(state_path, map_location="cpu", weights_only=True)
@@ -301,7 +300,7 @@ def load_into(module: nn.Module, path: Path, cfg: ModelConfig | None = None) -> 
 
 
 def save_checkpoint(run_dir: Path, model, disc, opt_g, opt_d, sched_g, sched_d, step: int, cfg: TrainConfig, model_cfg: ModelConfig):
-    save_weights(run_dir / MODEL_FILE, model.state_dict(), model_cfg, extra={"step": str(step)})
+    save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), model_cfg, extra={"step": str(step)})
     save_weights(run_dir / DISC_FILE, disc.state_dict(), model_cfg, extra={"sahm_part": "discriminator", "step": str(step)})
     state = {
         "step": step,
@@ -392,7 +391,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
     step = 0
     if state is not None:
-        load_into(model, run_dir / MODEL_FILE, model_cfg)
+        load_into(model, run_dir / WEIGHTS_FILE, model_cfg)
         load_into(disc, run_dir / DISC_FILE, model_cfg)
         for opt, sched, part in ((opt_g, sched_g, "g"), (opt_d, sched_d, "d")):
             opt.load_state_dict(state[f"optimizer_{part}"])
@@ -517,5 +516,5 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as e:
         print(f"sahm train: error: {e}")
         return 2
-    print(f"trained model: {run_dir / MODEL_FILE}")
+    print(f"trained model: {run_dir / WEIGHTS_FILE}")
     return 0

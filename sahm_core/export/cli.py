@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, weights_file
 from .onnx_export import DEFAULT_OPSET, MIN_OPSET, export_checkpoint
 from .trt_ops import supported_ops, tensorrt_problems
 
@@ -18,15 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sahm_core").setLevel(logging.INFO)  # our progress lines, not every library's INFO chatter
-    checkpoint = Path(args.checkpoint)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / "model.safetensors"
     try:
-        out = export_checkpoint(checkpoint, args.out, opset=args.opset)
+        out = export_checkpoint(weights_file(args.checkpoint), args.out, opset=args.opset)
     except (CheckpointError, ValueError) as e:
         print(f"sahm export: {e}")
         return 1

@@ -1,0 +1,121 @@
+"""Average checkpoints: `sahm average CKPT CKPT [...] --data DIR [DIR ...] --out FILE`.
+
+Weights from the ends of one run's lr cycles lie in one basin, and their mean usually lies nearer its
+centre than any of them: stochastic weight averaging (Izmailov et al. 2018, "Averaging Weights Leads to
+Wider Optima and Better Generalization"). Every checkpoint must have the same ModelConfig.
+
+BatchNorm's running statistics of the mean weights are not the mean of the checkpoints' statistics: the
+layers see different inputs once the weights before them change. So they are measured again, as SWA
+does: running statistics reset, then forward passes in train mode over training samples, each layer's
+statistics the plain average over those batches (momentum None). Nothing else is trained. (torch's
+`swa_utils.update_bn` does the same for one-input models; SAHM's forward also needs the encoded commands.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader
+
+from .checkpoint import CheckpointError, load_weights, save_weights, weights_file
+from .config import ModelConfig
+
+
+def average_weights(paths: list[Path]) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """Element-wise mean of every floating-point tensor; integer buffers (BatchNorm's batch counters) from the first."""
+    if not paths:
+        raise ValueError("give at least one checkpoint to average")
+    first, cfg = load_weights(paths[0])
+    states = [first]
+    for path in paths[1:]:
+        state, _ = load_weights(path, expect=cfg)  # a checkpoint of another config is a CheckpointError
+        if state.keys() != first.keys():
+            raise CheckpointError(f"{path}: its tensors are not those of {paths[0]} (weights from another code version?)")
+        states.append(state)
+    mean = {}
+    for key, tensor in first.items():
+        if tensor.is_floating_point():
+            mean[key] = torch.stack([s[key].double() for s in states]).mean(dim=0).to(tensor.dtype)
+        else:
+            mean[key] = tensor
+    return mean, cfg
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict], encoder) -> int:
+    """Re-measure every BatchNorm layer's running mean / variance as the average over `batches`.
+
+    batches: dicts with "image" (B,3,S,S) and "text" (B commands), as RemovalDataset batches.
+    Returns the number of BatchNorm layers; the model is left in eval mode.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average: every batch counts the same
+    model.train()
+    with torch.no_grad():
+        for batch in batches:
+            model(batch["image"], encoder.encode_batch(list(batch["text"])))
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    model.eval()
+    return len(layers)
+
+
+def sample_batches(data_dirs: list[Path], size: int, batches: int, batch_size: int, seed: int) -> DataLoader:
+    """`batches` batches of distinct training samples (no augmentation), drawn at random from the folders' train splits."""
+    from .data import RemovalDataset
+    from .train import check_dataset
+
+    for folder in data_dirs:
+        check_dataset(folder)
+    dataset = ConcatDataset([RemovalDataset(folder, "train", size) for folder in data_dirs])
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    chosen = order[: batches * batch_size].tolist()
+    if len(chosen) < batch_size:
+        raise ValueError(f"{len(dataset)} training samples, fewer than one batch of {batch_size}")
+    return DataLoader(dataset, batch_size=batch_size, sampler=chosen, drop_last=True)
+
+
+def average(paths: list[str | Path], data_dirs: list[str | Path], out: str | Path, batches: int = 60,
+            batch_size: int = 16, seed: int = 0) -> Path:
+    """Write the averaged, BatchNorm-recalibrated model to `out`; returns `out`."""
+    from .model import build_model
+    from .text import shared_encoder
+
+    if batches < 1 or batch_size < 1:
+        raise ValueError(f"batches ({batches}) and batch_size ({batch_size}) must be at least 1")
+    files = [weights_file(p) for p in paths]
+    state, cfg = average_weights(files)
+    loader = sample_batches([Path(d) for d in data_dirs], cfg.image_size, batches, batch_size, seed)
+    model = build_model(cfg)
+    model.load_state_dict(state)
+    recalibrate_batchnorm(model, loader, shared_encoder(cfg, "cpu"))
+    out = Path(out)
+    save_weights(out, model.state_dict(), cfg, extra={"averaged_from": json.dumps([str(f) for f in files])})
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="weights files or run directories, same config")
+    parser.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                        help="dataset folder(s) whose train split re-measures the BatchNorm statistics")
+    parser.add_argument("--out", required=True, help="the averaged weights file (.safetensors)")
+    parser.add_argument("--batches", type=int, default=60, help="batches for the BatchNorm statistics (default 60)")
+    parser.add_argument("--batch-size", type=int, default=16, help="samples per batch (default 16)")
+    parser.add_argument("--seed", type=int, default=0, help="which training samples are drawn")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        out = average(args.checkpoints, args.data, args.out, args.batches, args.batch_size, args.seed)
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        print(f"sahm average: error: {e}")
+        return 2
+    print(f"averaged {len(args.checkpoints)} checkpoints: {out}")
+    return 0
