@@ -69,12 +69,9 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict], encoder) ->
 
 def sample_batches(data_dirs: list[Path], size: int, batches: int, batch_size: int, seed: int) -> DataLoader:
     """`batches` batches of distinct training samples (no augmentation), drawn at random from the folders' train splits."""
-    from .data import RemovalDataset
-    from .train import check_dataset
+    from .train import open_train_splits
 
-    for folder in data_dirs:
-        check_dataset(folder)
-    dataset = ConcatDataset([RemovalDataset(folder, "train", size) for folder in data_dirs])
+    dataset = ConcatDataset(open_train_splits(data_dirs, size, augment=False))
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
     chosen = order[: batches * batch_size].tolist()
     if len(chosen) < batch_size:

@@ -40,7 +40,6 @@ from tqdm import tqdm
 
 from .checkpoint import WEIGHTS_FILE, CheckpointError, load_weights, read_config, save_weights
 from .config import ModelConfig, dataclass_from_dict, model_config
-from .data.layout import read_refs
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .text_features import TextFeatures
 
@@ -174,12 +173,15 @@ def init_distributed() -> tuple[Dist, torch.device]:
     return ddp, device
 
 
-def check_dataset(data: Path) -> None:
-    """Fail before any training on a folder that is missing, empty, malformed or has no training samples."""
-    if not data.is_dir():
-        raise FileNotFoundError(f"data folder {data} does not exist")
-    if not read_refs(data, "train"):  # raises on a missing refs.jsonl, a bad line or a missing image
-        raise ValueError(f"data folder {data} has no samples in split 'train'")
+def open_train_splits(data_dirs: list[Path], size: int, augment: bool) -> list[Dataset]:
+    """Each folder's 'train' split; fails before any training on a folder that is missing, empty, malformed
+    or has no training samples (RemovalDataset checks every ref and referenced file as it opens)."""
+    from .data import RemovalDataset
+
+    for folder in data_dirs:
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data folder {folder} does not exist")
+    return [RemovalDataset(folder, "train", size, augment=augment) for folder in data_dirs]
 
 
 def epoch_loader(data: SeededSamples, cfg: TrainConfig, ddp: Dist, epoch: int, first_batch: int, pin: bool) -> DataLoader:
@@ -356,18 +358,15 @@ def plot_history(run_dir: Path) -> None:
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str | Path], run_dir: str | Path,
           resume: bool = False) -> Path:
     """Train (or resume) a run on one data folder or several; returns the run directory. One process or torchrun."""
-    from .data import RemovalDataset
     from .model import PatchDiscriminator, build_model
     from .text import shared_encoder
     data_dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
     run_dir = Path(run_dir)
-    for folder in data_dirs:
-        check_dataset(folder)
     cfg, state = resolve_run(run_dir, cfg, model_cfg, resume)
+    parts = open_train_splits(data_dirs, model_cfg.image_size, augment=cfg.augment)  # the resumed run's augment
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    parts = [RemovalDataset(folder, "train", model_cfg.image_size, augment=cfg.augment) for folder in data_dirs]
     dataset = SeededSamples(ConcatDataset(parts), cfg.seed)
     per_rank = cfg.batch_size // world
     steps_per_epoch = math.ceil(len(dataset) / world) // per_rank  # == len(DistributedSampler) // per_rank
