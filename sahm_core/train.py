@@ -26,6 +26,7 @@ import json
 import math
 import os
 import random
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,11 +268,13 @@ def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: in
     return warmup * cfg.lr_decay_per_epoch ** (step / steps_per_epoch) * anneal
 
 
-def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume: bool) -> tuple[TrainConfig, dict | None]:
+def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume: bool,
+                overrides: Iterable[str] | None = None) -> tuple[TrainConfig, dict | None]:
     """Checks a run directory and returns the TrainConfig to use and the saved state (None for a fresh run).
 
-    A resumed run keeps its saved TrainConfig except the fields the caller changed from the defaults
-    (e.g. more --steps); its weights must have been made for `model_cfg`.
+    A resumed run keeps its saved TrainConfig except the fields named in `overrides` (the CLI's --set keys
+    and flags; e.g. more --steps), which take cfg's values even where those equal the defaults. Without
+    `overrides`, the fields where cfg differs from the defaults. Its weights must have been made for `model_cfg`.
     """
     state_path = run_dir / STATE_FILE
     if not resume:
@@ -287,7 +290,10 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
             f"not the requested {model_cfg.name!r} ({model_cfg})"
         )
     state = torch.load(state_path, map_location="cpu", weights_only=True)
-    changed = {k: v for k, v in dataclasses.asdict(cfg).items() if v != getattr(TrainConfig(), k)}
+    fields = dataclasses.asdict(cfg)
+    if overrides is None:
+        overrides = [k for k, v in fields.items() if v != getattr(TrainConfig(), k)]
+    changed = {k: fields[k] for k in overrides}
     return dataclasses.replace(TrainConfig.from_dict(state["train_config"]), **changed), state
 
 
@@ -356,13 +362,15 @@ def plot_history(run_dir: Path) -> None:
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str | Path], run_dir: str | Path,
-          resume: bool = False) -> Path:
-    """Train (or resume) a run on one data folder or several; returns the run directory. One process or torchrun."""
+          resume: bool = False, overrides: Iterable[str] | None = None) -> Path:
+    """Train (or resume) a run on one data folder or several; returns the run directory. One process or torchrun.
+
+    overrides: on --resume, the TrainConfig fields that replace the saved ones (see `resolve_run`)."""
     from .model import PatchDiscriminator, build_model
     from .text import shared_encoder
     data_dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
     run_dir = Path(run_dir)
-    cfg, state = resolve_run(run_dir, cfg, model_cfg, resume)
+    cfg, state = resolve_run(run_dir, cfg, model_cfg, resume, overrides)
     parts = open_train_splits(data_dirs, model_cfg.image_size, augment=cfg.augment)  # the resumed run's augment
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
@@ -510,8 +518,10 @@ def main(args: argparse.Namespace) -> int:
         model_cfg = model_config(args.config)
         cfg = TrainConfig().with_overrides(args.set)
         flags = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers}
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
-        run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume)
+        flags = {k: v for k, v in flags.items() if v is not None}
+        cfg = dataclasses.replace(cfg, **flags)
+        named = {pair.partition("=")[0] for pair in args.set} | flags.keys()  # what the user asked for, default or not
+        run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume, overrides=named)
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as e:
         print(f"sahm train: error: {e}")
         return 2

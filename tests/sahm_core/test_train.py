@@ -129,6 +129,21 @@ def test_resume_applies_a_changed_learning_rate_schedule(data_dir, tmp_path):
     assert json.loads((run / "train_config.json").read_text())["anneal_steps"] == 2
 
 
+def test_resume_applies_a_set_value_equal_to_the_default(data_dir, tmp_path, capsys):
+    # The run starts at lr 1e-3; `--set lr=6e-4` on resume must apply though 6e-4 is TrainConfig's default.
+    run = tmp_path / "run"
+    args = ["--config", "nano", "--data", str(data_dir), "--out", str(run), "--batch-size", "4", "--num-workers", "0",
+            "--set", "ckpt_interval=1000", "--set", "image_interval=1000"]
+    code, text = run_cli(*args, "--steps", "1", "--set", "lr=1e-3", capsys=capsys)
+    assert code == 0, text
+    code, text = run_cli(*args, "--resume", "--steps", "2", "--set", "lr=6e-4", capsys=capsys)
+    assert code == 0, text
+    assert TrainConfig().lr == 6e-4
+    assert json.loads((run / "train_config.json").read_text())["lr"] == 6e-4
+    lrs = {r["step"]: r["lr"] for r in history(run)}  # the lr the next step uses; 2 steps an epoch
+    assert lrs[1] == pytest.approx(1e-3 * 0.95 ** (1 / 2)) and lrs[2] == pytest.approx(6e-4 * 0.95)
+
+
 DDP_SCRIPT = """
 import dataclasses, sys, torch
 torch.set_num_threads(1)
