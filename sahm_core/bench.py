@@ -110,7 +110,7 @@ def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) ->
     """A model dir to benchmark: the checkpoint's, or a random-init model of the named config at `size`."""
     import torch
 
-    from .checkpoint import read_config, save_weights, weights_file
+    from .checkpoint import WEIGHTS_FILE, read_config, save_weights, weights_file
     from .config import model_config, replace
     from .model import build_model
 
@@ -124,7 +124,7 @@ def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) ->
     if cfg.image_size != size:
         cfg = replace(cfg, image_size=size)
     torch.manual_seed(0)
-    save_weights(workdir / "model.safetensors", build_model(cfg).state_dict(), cfg)
+    save_weights(workdir / WEIGHTS_FILE, build_model(cfg).state_dict(), cfg)
     return workdir
 
 

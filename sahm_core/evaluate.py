@@ -272,7 +272,7 @@ def evaluate(
     from .model import build_model
     from .text import shared_encoder
 
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    out_dir = Path(out_dir)
     weights_path = weights_file(checkpoint)
     cfg = read_config(weights_path)
     reasons = unavailable_reasons(lpips_weights, lpips_backbone, fid_weights)

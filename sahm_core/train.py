@@ -93,8 +93,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         return dataclass_from_dict(cls, d)
 
-    def with_overrides(self, pairs: list[str]) -> "TrainConfig":
-        """Apply `KEY=VALUE` strings (the CLI's --set), typed by the field's default."""
+    def parse_overrides(self, pairs: list[str]) -> dict:
+        """`KEY=VALUE` strings (the CLI's --set) -> {field: value}, each typed like this config's value."""
         changes = {}
         for pair in pairs:
             key, sep, text = pair.partition("=")
@@ -103,7 +103,7 @@ class TrainConfig:
             if key not in {f.name for f in dataclasses.fields(self)}:
                 self.from_dict({key: None})  # raises the unknown-field error with the list of fields
             changes[key] = parse_value(text, getattr(self, key), key)
-        return dataclasses.replace(self, **changes)
+        return changes
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -516,12 +516,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         model_cfg = model_config(args.config)
-        cfg = TrainConfig().with_overrides(args.set)
         flags = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers}
-        flags = {k: v for k, v in flags.items() if v is not None}
-        cfg = dataclasses.replace(cfg, **flags)
-        named = {pair.partition("=")[0] for pair in args.set} | flags.keys()  # what the user asked for, default or not
-        run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume, overrides=named)
+        # what the user asked for, default or not; a flag wins over a --set of the same field
+        named = {**TrainConfig().parse_overrides(args.set), **{k: v for k, v in flags.items() if v is not None}}
+        cfg = dataclasses.replace(TrainConfig(), **named)
+        run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume, overrides=named.keys())
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as e:
         print(f"sahm train: error: {e}")
         return 2
