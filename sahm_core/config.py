@@ -49,6 +49,8 @@ class ModelConfig:
     # Pixels (at model resolution) the erased region reaches past the predicted mask: an object's anti-aliased
     # rim carries its colour, and a fill that stops at the mask's edge leaves that outline in the frame.
     removal_margin: int = 2
+    # Jacobi sweeps per pyramid level that relax the pull-push background prior towards the harmonic fill.
+    prior_sweeps: int = 8
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.

@@ -11,6 +11,15 @@ W_l = avgpool(W_{l-1}), with S_0 = image * known, W_0 = known. Push: from the pe
 back up, fill_l = S_l + (1 - W_l) * up(fill_{l+1}): a level keeps its own (weighted) colour where its
 pixels were visible and takes the coarser estimate where they were not. Average pooling, bilinear
 upsampling and arithmetic only, so the prior exports to ONNX / TensorRT with the rest of the graph.
+
+Relaxation: plain pull-push is continuous with the visible pixels only as far as bilinear upsampling of
+a block average is; across a hole it is flat where the background is a gradient. After each push step,
+`sweeps` Jacobi iterations fill_l = S_l + (1 - W_l) * mean4(fill_l) (mean4: the mean of the 4 neighbours
+inside the image) move it towards the harmonic fill (Laplace's equation in the hole, the visible
+pixels as boundary values), which reproduces any linear gradient exactly. Each level starts from the
+coarser level's solution, so a few sweeps per level do what thousands would at full resolution alone
+(a multigrid cascade). On the synthetic validation split, under the ground-truth mask grown by the
+removal margin, PSNR in the object's region: pull-push 28.75 dB, 8 sweeps 30.73, OpenCV Telea 29.63.
 """
 
 from __future__ import annotations
@@ -20,13 +29,23 @@ import torch.nn.functional as F
 
 EPS = 1e-6
 PRIOR_CLAMP = 1e-3  # keeps logit(prior) finite
+FOUR_NEIGHBOURS = ((0.0, 1.0, 0.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0))
 
 
-def pull_push(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+def neighbour_mean(x: torch.Tensor) -> torch.Tensor:
+    """x (B,C,h,w) -> (B,C,h,w): each pixel's mean over its 4-neighbours that lie inside the image."""
+    kernel = x.new_tensor(FOUR_NEIGHBOURS).expand(x.shape[1], 1, 3, 3)  # (C,1,3,3) depthwise
+    sums = F.conv2d(x, kernel, padding=1, groups=x.shape[1])  # (B,C,h,w)
+    counts = F.conv2d(torch.ones_like(x[:, :1]), kernel[:1], padding=1)  # (B,1,h,w): 4 inside, 3 on edges, 2 in corners
+    return sums / counts
+
+
+def pull_push(image: torch.Tensor, known: torch.Tensor, sweeps: int = 0) -> torch.Tensor:
     """image (B,C,H,W), known (B,1,H,W) in [0,1] (1 = visible) -> fill (B,C,H,W).
 
     Equals `image` where known == 1. Sizes need not be powers of two: the pyramid stops at the first
-    odd side. An image with no visible pixel at all fills with zeros.
+    odd side. An image with no visible pixel at all fills with zeros. `sweeps` relaxation steps per
+    level (module docstring); 0 is plain pull-push.
     """
     sums, weights = [image * known], [known]
     while all(side > 1 and side % 2 == 0 for side in sums[-1].shape[-2:]):  # static shapes: export-safe
@@ -38,6 +57,8 @@ def pull_push(image: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
     for colour, weight in zip(reversed(sums[:-1]), reversed(weights[:-1])):
         coarse = F.interpolate(fill, size=colour.shape[-2:], mode="bilinear", align_corners=False)
         fill = colour + (1 - weight) * coarse
+        for _ in range(sweeps):
+            fill = colour + (1 - weight) * neighbour_mean(fill)
     return fill
 
 
@@ -46,11 +67,12 @@ def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return F.max_pool2d(mask, 2 * pixels + 1, stride=1, padding=pixels)
 
 
-def background_prior(frame: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """frame (B,3,h,w) in [0,1], mask (B,1,h,w) probabilities -> pull-push fill (B,3,h,w) in [PRIOR_CLAMP, 1 - PRIOR_CLAMP].
+def background_prior(frame: torch.Tensor, mask: torch.Tensor, sweeps: int) -> torch.Tensor:
+    """frame (B,3,h,w) in [0,1], mask (B,1,h,w) probabilities -> pull-push fill (B,3,h,w) in [PRIOR_CLAMP, 1 - PRIOR_CLAMP],
+    relaxed by `sweeps` Jacobi steps per pyramid level.
 
     The mask is dilated by one pixel first: an object's anti-aliased rim carries its colour and must not
     leak into the fill.
     """
     rim = grow_mask(mask, 1)  # (B,1,h,w)
-    return pull_push(frame, 1 - rim).clamp(PRIOR_CLAMP, 1 - PRIOR_CLAMP)
+    return pull_push(frame, 1 - rim, sweeps).clamp(PRIOR_CLAMP, 1 - PRIOR_CLAMP)

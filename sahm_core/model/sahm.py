@@ -35,13 +35,13 @@ class SAHMOutput(NamedTuple):
     presence_logit: torch.Tensor
 
 
-def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor, margin: int = 0) -> torch.Tensor:
+def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor, margin: int = 0, sweeps: int = 0) -> torch.Tensor:
     """The frame at the scale's size with the predicted fill under the predicted (soft) mask, grown by `margin` px.
 
     image (B,3,S,S) in [0,1], mask_logits (B,1,h,w), rgb_logits (B,3,h,w) -> (B,3,h,w) in [0,1].
     Pixels the model calls background stay the input's, so the network spends its
     capacity on the hole instead of on copying the frame. The fill is sigmoid(logit(prior) + rgb_logits):
-    the RGB logits correct the pull-push interpolation of the visible pixels. The prior sees the mask
+    the RGB logits correct the pull-push interpolation of the visible pixels (relaxed by `sweeps`). The prior sees the mask
     without gradient: the mask is taught by the segmentation terms and the blend, not by moving the prior.
     The margin (a max-pool of the probabilities) also fills the object's rim, which the segmentation leaves out.
     """
@@ -49,7 +49,7 @@ def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tens
     mask = torch.sigmoid(mask_logits)
     if margin:
         mask = grow_mask(mask, margin)  # (B,1,h,w)
-    prior = background_prior(frame, mask.detach())  # (B,3,h,w) in (0,1)
+    prior = background_prior(frame, mask.detach(), sweeps)  # (B,3,h,w) in (0,1)
     fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
     return frame * (1.0 - mask) + fill * mask
 
@@ -82,7 +82,8 @@ class SAHM(nn.Module):
         masks, rgbs = self.decoder(maps, normalised)
         presence = self.presence(maps[-1])  # (B,1,1,1)
         masks = [gate_mask(mask, presence) for mask in masks]
-        images = [blend(image, mask, rgb, self.margin_at(mask.shape[-1])) for mask, rgb in zip(masks, rgbs)]
+        sweeps = self.config.prior_sweeps
+        images = [blend(image, mask, rgb, self.margin_at(mask.shape[-1]), sweeps) for mask, rgb in zip(masks, rgbs)]
         return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images, presence_logit=presence)
 
 

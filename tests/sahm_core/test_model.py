@@ -138,8 +138,8 @@ def test_blend_keeps_the_frame_where_the_mask_is_off_and_the_fill_where_it_is_on
     torch.testing.assert_close(background, frame)
     hole = torch.zeros(1, 1, 64, 64)
     hole[..., 20:40, 10:30] = 1.0
-    foreground = blend(image, 80 * hole - 40, rgb_logits)  # mask probabilities 0 / 1
-    prior = background_prior(frame, hole)
+    foreground = blend(image, 80 * hole - 40, rgb_logits, sweeps=3)  # mask probabilities 0 / 1
+    prior = background_prior(frame, hole, 3)
     fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
     torch.testing.assert_close(foreground, frame * (1 - hole) + fill * hole)
 
@@ -151,10 +151,10 @@ def test_blend_margin_fills_exactly_the_pixels_within_margin_of_the_mask():
     rgb_logits = torch.randn(1, 3, 64, 64)
     hole = torch.zeros(1, 1, 64, 64)
     hole[..., 30, 0] = 1.0  # at the border: the square is clipped to 5x3
-    out = blend(image, 80 * hole - 40, rgb_logits, margin=2)
+    out = blend(image, 80 * hole - 40, rgb_logits, margin=2, sweeps=3)
     grown = torch.zeros_like(hole)
     grown[..., 28:33, 0:3] = 1.0
-    prior = background_prior(frame, grown)
+    prior = background_prior(frame, grown, 3)
     fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
     torch.testing.assert_close(out, frame * (1 - grown) + fill * grown)
 
@@ -174,7 +174,7 @@ def test_an_untrained_model_fills_the_hole_with_the_pull_push_prior():
     with torch.no_grad():
         out = model(image, make_text(1))
         mask = F.max_pool2d(torch.sigmoid(out.mask_logits), 2 * margin + 1, stride=1, padding=margin)
-        expected = image * (1 - mask) + background_prior(image, mask) * mask
+        expected = image * (1 - mask) + background_prior(image, mask, NANO.prior_sweeps) * mask
     torch.testing.assert_close(out.image, expected, rtol=1e-4, atol=1e-4)
 
 
