@@ -15,7 +15,7 @@ upsampling and arithmetic only, so the prior exports to ONNX / TensorRT with the
 Relaxation: plain pull-push is continuous with the visible pixels only as far as bilinear upsampling of
 a block average is; across a hole it is flat where the background is a gradient. After each push step,
 `sweeps` Jacobi iterations fill_l = S_l + (1 - W_l) * mean4(fill_l) (mean4: the mean of the 4 neighbours
-inside the image) move it towards the harmonic fill (Laplace's equation in the hole, the visible
+inside the image; shifted slices, not a depthwise convolution, which is 5x slower on CPU) move it towards the harmonic fill (Laplace's equation in the hole, the visible
 pixels as boundary values), which reproduces any linear gradient exactly. Each level starts from the
 coarser level's solution, so a few sweeps per level do what thousands would at full resolution alone
 (a multigrid cascade). On the synthetic validation split, under the ground-truth mask grown by the
@@ -29,15 +29,12 @@ import torch.nn.functional as F
 
 EPS = 1e-6
 PRIOR_CLAMP = 1e-3  # keeps logit(prior) finite
-FOUR_NEIGHBOURS = ((0.0, 1.0, 0.0), (1.0, 0.0, 1.0), (0.0, 1.0, 0.0))
 
 
-def neighbour_mean(x: torch.Tensor) -> torch.Tensor:
-    """x (B,C,h,w) -> (B,C,h,w): each pixel's mean over its 4-neighbours that lie inside the image."""
-    kernel = x.new_tensor(FOUR_NEIGHBOURS).expand(x.shape[1], 1, 3, 3)  # (C,1,3,3) depthwise
-    sums = F.conv2d(x, kernel, padding=1, groups=x.shape[1])  # (B,C,h,w)
-    counts = F.conv2d(torch.ones_like(x[:, :1]), kernel[:1], padding=1)  # (B,1,h,w): 4 inside, 3 on edges, 2 in corners
-    return sums / counts
+def neighbour_sum(x: torch.Tensor) -> torch.Tensor:
+    """x (B,C,h,w) -> (B,C,h,w): each pixel's sum over its 4-neighbours that lie inside the image."""
+    padded = F.pad(x, (1, 1, 1, 1))  # (B,C,h+2,w+2), zeros outside
+    return padded[..., :-2, 1:-1] + padded[..., 2:, 1:-1] + padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:]
 
 
 def pull_push(image: torch.Tensor, known: torch.Tensor, sweeps: int = 0) -> torch.Tensor:
@@ -57,8 +54,9 @@ def pull_push(image: torch.Tensor, known: torch.Tensor, sweeps: int = 0) -> torc
     for colour, weight in zip(reversed(sums[:-1]), reversed(weights[:-1])):
         coarse = F.interpolate(fill, size=colour.shape[-2:], mode="bilinear", align_corners=False)
         fill = colour + (1 - weight) * coarse
+        gain = (1 - weight) / neighbour_sum(torch.ones_like(weight))  # (B,1,h,w): (1 - W) / neighbour count
         for _ in range(sweeps):
-            fill = colour + (1 - weight) * neighbour_mean(fill)
+            fill = colour + gain * neighbour_sum(fill)
     return fill
 
 
