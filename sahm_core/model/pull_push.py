@@ -14,12 +14,13 @@ upsampling and arithmetic only, so the prior exports to ONNX / TensorRT with the
 
 Relaxation: plain pull-push is continuous with the visible pixels only as far as bilinear upsampling of
 a block average is; across a hole it is flat where the background is a gradient. After each push step,
-`sweeps` Jacobi iterations fill_l = S_l + (1 - W_l) * mean4(fill_l) (mean4: the mean of the 4 neighbours
-inside the image; shifted slices, not a depthwise convolution, which is 5x slower on CPU) move it towards the harmonic fill (Laplace's equation in the hole, the visible
-pixels as boundary values), which reproduces any linear gradient exactly. Each level starts from the
-coarser level's solution, so a few sweeps per level do what thousands would at full resolution alone
-(a multigrid cascade). On the synthetic validation split, under the ground-truth mask grown by the
-removal margin, PSNR in the object's region: pull-push 28.75 dB, 8 sweeps 30.73, OpenCV Telea 29.63.
+`sweeps` Jacobi iterations fill_l = S_l + (1 - W_l) * mean4(fill_l) (mean4: the mean of the in-image
+4-neighbours, by shifted slices: a depthwise convolution is 5x slower on CPU) move it towards the
+harmonic fill (Laplace's equation in the hole, the visible pixels as boundary values), which reproduces
+any linear gradient exactly. Each level starts from the coarser level's solution, so a few sweeps per
+level do what thousands would at full resolution alone (a multigrid cascade). On 253 synthetic
+validation objects, under the ground-truth mask grown by the removal margin, PSNR in the object's
+region: pull-push 28.75 dB, 8 sweeps per level 30.73, OpenCV Telea 29.63.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tens
     image (B,3,S,S) in [0,1], mask_logits (B,1,h,w), rgb_logits (B,3,h,w) -> (B,3,h,w) in [0,1].
     Pixels the model calls background stay the input's, so the network spends its
     capacity on the hole instead of on copying the frame. The fill is sigmoid(logit(prior) + rgb_logits):
-    the RGB logits correct the pull-push interpolation of the visible pixels (relaxed by `sweeps`). The prior sees the mask
-    without gradient: the mask is taught by the segmentation terms and the blend, not by moving the prior.
+    the RGB logits correct the (relaxed, `sweeps`) pull-push interpolation of the visible pixels. The prior
+    sees the mask without gradient: the mask is taught by the segmentation terms and the blend, not by moving the prior.
     The margin (a max-pool of the probabilities) also fills the object's rim, which the segmentation leaves out.
     """
     frame = F.avg_pool2d(image, image.shape[-1] // mask_logits.shape[-1])  # (B,3,h,w)
