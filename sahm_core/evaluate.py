@@ -95,12 +95,12 @@ def model_cost(model, text, cfg: ModelConfig, device: torch.device, frames: int 
     text = text.to(device)
     with torch.no_grad():
         for _ in range(3):  # warm-up: allocator, cuDNN autotuning
-            model(image, text)
+            model.remove(image, text)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
         for _ in range(frames):
-            model(image, text)
+            model.remove(image, text)
         sync()
         elapsed = time.perf_counter() - start
     return {
@@ -297,14 +297,14 @@ def evaluate(
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"eval {split}", unit="batch"):
             text = encoder.encode_batch(list(batch["text"])).to(device)
-            out = model(batch["image"].to(device), text)
-            prob = torch.sigmoid(out.mask_logits.float()).cpu()
+            cleaned, mask_logits = model.remove(batch["image"].to(device), text)
+            prob = torch.sigmoid(mask_logits.float()).cpu()
             for k in range(prob.shape[0]):
                 image_u8, target_u8 = to_uint8(batch["image"][k]), to_uint8(batch["target"][k])
                 gt = batch["mask"][k, 0].numpy() > 0.5
                 mask_prob = prob[k, 0].numpy()
                 found, _, _ = found_decision(mask_prob, mask_threshold, min_score, min_mask_area)
-                removed, erased = composite(image_u8, out.image[k].float().cpu().numpy(), mask_prob, mask_threshold,
+                removed, erased = composite(image_u8, cleaned[k].float().cpu().numpy(), mask_prob, mask_threshold,
                                             cfg.removal_margin)
                 pred = mask_prob > mask_threshold  # the segmentation; `erased` adds the removal margin
                 sahm = removed if found else image_u8  # the runtime passes the frame through when nothing is found

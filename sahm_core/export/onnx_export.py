@@ -44,8 +44,8 @@ class PerFrameGraph(nn.Module):
 
     def forward(self, image, tokens, valid, attribute, identity):
         """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T) -> cleaned (B,3,S,S), mask (B,1,S,S) in [0,1]."""
-        out = self.model(image, TextFeatures(tokens, valid, attribute, identity))
-        return out.image, torch.sigmoid(out.mask_logits)
+        cleaned, mask_logits = self.model.remove(image, TextFeatures(tokens, valid, attribute, identity))
+        return cleaned, torch.sigmoid(mask_logits)
 
 
 def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -77,14 +77,27 @@ class SAHM(nn.Module):
         Returns SAHMOutput: image (B,3,S,S), mask_logits (B,1,S,S); scale_masks (B,1,h,w) and
         scale_images (B,3,h,w) for h = S/(patch*2**(stages-1)), ..., S/patch, S.
         """
+        masks, rgbs, presence = self.predict(image, text)
+        images = [self.blend_scale(image, mask, rgb) for mask, rgb in zip(masks, rgbs)]
+        return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images, presence_logit=presence)
+
+    def remove(self, image: torch.Tensor, text: TextFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-frame path: forward's image (B,3,S,S) and mask_logits (B,1,S,S), without blending the coarse
+        scales, which exist for deep supervision (their background priors are a third of the CPU time)."""
+        masks, rgbs, _ = self.predict(image, text)
+        return self.blend_scale(image, masks[-1], rgbs[-1]), masks[-1]
+
+    def predict(self, image: torch.Tensor, text: TextFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Per scale, coarse -> fine: presence-gated mask logits (B,1,h,w) and RGB logits (B,3,h,w); presence (B,1,1,1)."""
         normalised = (image - self.mean) / self.std
         maps = self.backbone(normalised, text)  # P_i (B, C*2**i, S/(p*2**i), ...)
         masks, rgbs = self.decoder(maps, normalised)
         presence = self.presence(maps[-1])  # (B,1,1,1)
-        masks = [gate_mask(mask, presence) for mask in masks]
-        sweeps = self.config.prior_sweeps
-        images = [blend(image, mask, rgb, self.margin_at(mask.shape[-1]), sweeps) for mask, rgb in zip(masks, rgbs)]
-        return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images, presence_logit=presence)
+        return [gate_mask(mask, presence) for mask in masks], rgbs, presence
+
+    def blend_scale(self, image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor) -> torch.Tensor:
+        """`blend` with this scale's removal margin and the config's prior sweeps."""
+        return blend(image, mask_logits, rgb_logits, self.margin_at(mask_logits.shape[-1]), self.config.prior_sweeps)
 
 
 def check_config(cfg: ModelConfig) -> None:
