@@ -55,9 +55,10 @@ def pull_push(image: torch.Tensor, known: torch.Tensor, sweeps: int = 0) -> torc
     for colour, weight in zip(reversed(sums[:-1]), reversed(weights[:-1])):
         coarse = F.interpolate(fill, size=colour.shape[-2:], mode="bilinear", align_corners=False)
         fill = colour + (1 - weight) * coarse
-        gain = (1 - weight) / neighbour_sum(torch.ones_like(weight))  # (B,1,h,w): (1 - W) / neighbour count
-        for _ in range(sweeps):
-            fill = colour + gain * neighbour_sum(fill)
+        if sweeps:  # a config int, not a tensor value: the graph stays static
+            gain = (1 - weight) / neighbour_sum(torch.ones_like(weight))  # (B,1,h,w): (1 - W) / neighbour count
+            for _ in range(sweeps):
+                fill = colour + gain * neighbour_sum(fill)
     return fill
 
 

@@ -37,15 +37,21 @@ def make_image(batch: int, cfg=NANO, seed: int = 1) -> torch.Tensor:
     return torch.rand(batch, 3, cfg.image_size, cfg.image_size, generator=torch.Generator().manual_seed(seed))
 
 
+def nudge_off_zero(model: torch.nn.Module) -> None:
+    """Every weight moved a little, so zero-initialised ones (language gates, deformable offsets, RGB heads,
+    Swin V2 res-post-norms) no longer vanish from the output or the gradient."""
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+
+
 @pytest.fixture(scope="module")
 def trained_step():
     """One forward + backward of nano at 256x256, batch 2, with every zero-initialised weight nudged off zero
     (language gates, deformable offsets, RGB heads, Swin V2 res-post-norms) so that every parameter must get a non-zero gradient."""
     torch.manual_seed(0)
     model = build_model(NANO).train()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.01 * torch.randn_like(param))
+    nudge_off_zero(model)
     out = model(make_image(2), make_text(2))
     # every scale of both outputs feeds the loss, as deep supervision does
     loss = sum(m.mean() for m in out.scale_masks) + sum((i - 0.5).square().mean() for i in out.scale_images)
@@ -182,9 +188,8 @@ def test_the_per_frame_path_is_forward_at_full_resolution_bit_for_bit():
     """remove() (what the ONNX graph and the runtime compute) skips the coarse scales' blends only."""
     torch.manual_seed(0)
     model = build_model(NANO).eval()
+    nudge_off_zero(model)  # RGB heads and gates off zero, so the fill is not just the prior
     with torch.no_grad():
-        for param in model.parameters():  # RGB heads and gates off zero, so the fill is not just the prior
-            param.add_(0.01 * torch.randn_like(param))
         image, text = make_image(2), make_text(2)
         out = model(image, text)
         cleaned, mask_logits = model.remove(image, text)

@@ -10,13 +10,18 @@ import torch
 from sahm_core.model.pull_push import PRIOR_CLAMP, background_prior, pull_push
 
 
+def in_image_neighbours(y: int, x: int, h: int, w: int) -> list[tuple[int, int]]:
+    """The 4-neighbours of pixel (y, x) that lie inside an h x w image."""
+    return [(v, u) for v, u in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)) if 0 <= v < h and 0 <= u < w]
+
+
 def relax_loops(fill: np.ndarray, colour: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """One Jacobi sweep pixel by pixel: fill (C,h,w) <- colour + (1 - weight) * mean of the in-image 4-neighbours."""
     h, w = weight.shape
     out = np.empty_like(fill)
     for y in range(h):
         for x in range(w):
-            neighbours = [fill[:, v, u] for v, u in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)) if 0 <= v < h and 0 <= u < w]
+            neighbours = [fill[:, v, u] for v, u in in_image_neighbours(y, x, h, w)]
             out[:, y, x] = colour[:, y, x] + (1 - weight[y, x]) * np.mean(neighbours, axis=0)
     return out
 
@@ -63,7 +68,7 @@ def harmonic_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     index = {p: i for i, p in enumerate(hole)}
     a, b = np.zeros((len(hole), len(hole))), np.zeros(len(hole))
     for i, (y, x) in enumerate(hole):
-        neighbours = [(v, u) for v, u in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)) if 0 <= v < h and 0 <= u < w]
+        neighbours = in_image_neighbours(y, x, h, w)
         a[i, i] = len(neighbours)
         for p in neighbours:
             if p in index:
