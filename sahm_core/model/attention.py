@@ -15,26 +15,27 @@ The 1x1 projections of the paper are `nn.Linear` on channel-last tokens.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..text_features import TextFeatures
+from .numerics import EPS, l2_normalize
 
 # Score given to excluded tokens before the softmax. Finite and inside the fp16
 # range, so an all-excluded row never computes inf - inf (NaN) in a TensorRT fp16 engine.
 MASKED_SCORE = -1.0e4
-# Floor of a vector norm in cosine similarities: F.normalize's default 1e-12 is 0 in fp16, and 0/0 is NaN.
-NORM_EPS = 1.0e-4
 
 
 def masked_softmax(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Softmax over the last axis restricted to `keep` entries; an all-excluded row gives zeros.
 
     scores: (B, N, T); keep: (B, 1, T) or (B, N, T), 0/1 float.
+    A row with a kept entry sums to >= 1 (its largest kept weight is exp(0) once a kept score beats
+    MASKED_SCORE), so the EPS floor only acts on an all-excluded row (a command with no attribute word),
+    whose 0 / EPS is 0 in fp16 too.
     """
     filled = scores.masked_fill(keep <= 0, MASKED_SCORE)
     weights = torch.exp(filled - filled.amax(dim=-1, keepdim=True)) * keep
-    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+    return weights / weights.sum(dim=-1, keepdim=True).clamp_min(EPS)
 
 
 class SentenceGuidedHead(nn.Module):
@@ -49,8 +50,8 @@ class SentenceGuidedHead(nn.Module):
 
     def forward(self, visual: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """visual (B,N,C), tokens (B,T,C_L), keep (B,T) -> (B,N,C)"""
-        query = F.normalize(self.query(visual), dim=-1, eps=NORM_EPS)  # (B,N,C)
-        key = F.normalize(self.key(tokens), dim=-1, eps=NORM_EPS)  # (B,T,C)
+        query = l2_normalize(self.query(visual))  # (B,N,C)
+        key = l2_normalize(self.key(tokens))  # (B,T,C)
         # gamma is learnable; keeping it away from zero keeps the scores finite
         scores = query @ key.transpose(1, 2) / self.gamma.clamp_min(1e-2)  # (B,N,T)
         language = masked_softmax(scores, keep.unsqueeze(1)) @ self.value(tokens)  # (B,N,C)

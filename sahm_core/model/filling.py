@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import NORM_EPS, masked_softmax
+from .attention import masked_softmax
 from .layers import ConvNormAct
+from .numerics import l2_normalize
 
 
 def attention_transfer(coarse: torch.Tensor, fine: torch.Tensor, hole: torch.Tensor, patch: int, scale: float) -> torch.Tensor:
@@ -31,7 +32,7 @@ def attention_transfer(coarse: torch.Tensor, fine: torch.Tensor, hole: torch.Ten
     batch, dim, height, width = fine.shape
     rows, cols = height // patch, width // patch
     keys = F.pixel_unshuffle(coarse, patch // 2).flatten(2).transpose(1, 2)  # (B,N,D*(p/2)^2), N=rows*cols
-    keys = F.normalize(keys, dim=-1, eps=NORM_EPS)
+    keys = l2_normalize(keys)
     values = F.pixel_unshuffle(fine, patch).flatten(2).transpose(1, 2)  # (B,N,D*p^2)
     patch_hole = F.max_pool2d(hole, patch)  # (B,1,rows,cols) 1 where the patch touches the hole
     outside = 1.0 - patch_hole.flatten(2)  # (B,1,N) the only patches a hole may copy from

@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-EPS = 1e-6
+from .numerics import EPS
+
 PRIOR_CLAMP = 1e-3  # keeps logit(prior) finite
 
 
@@ -42,8 +43,9 @@ def pull_push(image: torch.Tensor, known: torch.Tensor, sweeps: int = 0) -> torc
     """image (B,C,H,W), known (B,1,H,W) in [0,1] (1 = visible) -> fill (B,C,H,W).
 
     Equals `image` where known == 1. Sizes need not be powers of two: the pyramid stops at the first
-    odd side. An image with no visible pixel at all fills with zeros. `sweeps` relaxation steps per
-    level (module docstring); 0 is plain pull-push.
+    odd side. An image with no visible pixel at all fills with zeros, and one visible over less than EPS of
+    its area fades towards zero (the floor is a normal fp16 number, see `numerics`). `sweeps` relaxation
+    steps per level (module docstring); 0 is plain pull-push.
     """
     sums, weights = [image * known], [known]
     while all(side > 1 and side % 2 == 0 for side in sums[-1].shape[-2:]):  # static shapes: export-safe
