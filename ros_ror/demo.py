@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .replay import ReplayError, replay
+from .replay import ReplayError, bag_writer, replay
 from .resources import bundled_model_dir
 
 IMAGE_TOPIC = "/camera/image_raw"
@@ -46,7 +46,6 @@ def camera_frames(scene: np.ndarray, count: int, width: int, height: int) -> lis
 def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float = 30.0, width: int = 320, height: int = 240,
                      command_at: float = 0.7, stop_at: float = 2.3, storage: str = "sqlite3") -> str:
     """Write the demo camera + speech bag; returns the spoken command."""
-    from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
     from sahm_core.data.synthetic import render_sample
@@ -57,8 +56,7 @@ def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float
     typestore = get_typestore(Stores.ROS2_KILTED)
     Image, String = typestore.types["sensor_msgs/msg/Image"], typestore.types["std_msgs/msg/String"]
     Header, Time = typestore.types["std_msgs/msg/Header"], typestore.types["builtin_interfaces/msg/Time"]
-    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
-    with writer:
+    with bag_writer(path, storage) as writer:
         image_conn = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=typestore)
         command_conn = writer.add_connection(COMMAND_TOPIC, "std_msgs/msg/String", typestore=typestore)
         spoken = [(command_at, sample.text), (stop_at, STOP_TEXT)]

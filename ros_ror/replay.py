@@ -7,8 +7,9 @@ after it (bag receive time), and every frame is processed: no DDS, nothing is
 lost to transport. The output holds every input topic plus, under
 `--namespace` (default /ros_ror_remove, the node's topics): cleaned_image,
 mask and result (RemovalResult, registered from msg/), all at the input
-frame's timestamp and with its header. The bag is written to a hidden
-sibling folder and renamed into place only when complete.
+frame's timestamp and with its header. The bag is laid out as rosbag2 lays
+it out (metadata.yaml and OUT_BAG_0.db3 / .mcap) and appears under its name
+only when complete (`bag_writer`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import sqlite3
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,60 +87,70 @@ def replay(
     progress: bool = True,
 ) -> ReplaySummary:
     """Replay `in_bag` through `remover` (a sahm_core.runtime.Remover) into `out_bag`; `storage` None = the input's."""
-    from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+    from rosbags.rosbag2 import Reader, ReaderError, WriterError
 
     in_bag, out_bag = Path(in_bag), Path(out_bag)
     if not in_bag.exists():
         raise ReplayError(f"input bag {in_bag} does not exist")
-    if out_bag.exists():
-        raise ReplayError(f"output bag {out_bag} already exists; not overwriting it")
-    if storage is not None and storage not in STORAGES:
-        raise ReplayError(f"unknown storage {storage!r}; choose {' or '.join(STORAGES)}")
-    partial = out_bag.parent / f".{out_bag.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)  # left by a replay that was killed
     summary = ReplaySummary(out_bag=out_bag)
     try:
-        with Reader(in_bag) as reader:
+        with bag_writer(out_bag, storage or _storage_of(in_bag)) as writer, Reader(in_bag) as reader:
             image_conn = _only_connection(reader, image_topic, IMAGE_TYPES, "image")
             command_conn = _only_connection(reader, command_topic, (COMMAND_TYPE,), "command")
             typestore = replay_typestore()
-            storage = storage or _storage_of(in_bag)
-            writer = Writer(partial, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
-            writer.open()
-            try:
-                copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
-                outputs = {
-                    "cleaned": writer.add_connection(f"{namespace}/cleaned_image", image_conn.msgtype, typestore=typestore),
-                    "mask": writer.add_connection(f"{namespace}/mask", "sensor_msgs/msg/Image", typestore=typestore),
-                    "result": writer.add_connection(f"{namespace}/result", MSG_TYPE, typestore=typestore),
-                }
-                tracker = CommandTracker(timeout=command_timeout)
-                bar = tqdm(total=reader.message_count, unit="msg", desc="replay", disable=not progress)
-                for conn, timestamp, raw in reader.messages():
-                    bar.update(1)
-                    if copies[conn.id] is not None:
-                        writer.write(copies[conn.id], timestamp, raw)
-                    now = timestamp * 1e-9
-                    if conn.id == command_conn.id:
-                        _apply_command(tracker, typestore, raw, now, summary)
-                    elif conn.id == image_conn.id:
-                        summary.frames += 1
-                        command, rejected = sync_command(remover, tracker, now)
-                        if rejected is not None:
-                            summary.rejected_commands["encoder"] += 1
-                        _process_frame(remover, command, typestore, conn.msgtype, raw, timestamp, writer, outputs, pass_through, summary)
-                bar.close()
-                summary.written.update({c.topic: writer.counts[c.id] for c in writer.connections})
-            finally:
-                writer.close()
+            copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
+            outputs = {
+                "cleaned": writer.add_connection(f"{namespace}/cleaned_image", image_conn.msgtype, typestore=typestore),
+                "mask": writer.add_connection(f"{namespace}/mask", "sensor_msgs/msg/Image", typestore=typestore),
+                "result": writer.add_connection(f"{namespace}/result", MSG_TYPE, typestore=typestore),
+            }
+            tracker = CommandTracker(timeout=command_timeout)
+            bar = tqdm(total=reader.message_count, unit="msg", desc="replay", disable=not progress)
+            for conn, timestamp, raw in reader.messages():
+                bar.update(1)
+                writer.write(copies[conn.id], timestamp, raw)
+                now = timestamp * 1e-9
+                if conn.id == command_conn.id:
+                    _apply_command(tracker, typestore, raw, now, summary)
+                elif conn.id == image_conn.id:
+                    summary.frames += 1
+                    command, rejected = sync_command(remover, tracker, now)
+                    if rejected is not None:
+                        summary.rejected_commands["encoder"] += 1
+                    _process_frame(remover, command, typestore, conn.msgtype, raw, timestamp, writer, outputs,
+                                   pass_through, summary)
+            bar.close()
+            summary.written.update({c.topic: writer.counts[c.id] for c in writer.connections})
     except (ReaderError, WriterError, FileNotFoundError, sqlite3.DatabaseError) as e:
-        shutil.rmtree(partial, ignore_errors=True)
         raise ReplayError(f"cannot replay {in_bag}: {e}") from e
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    partial.rename(out_bag)
     return summary
+
+
+@contextmanager
+def bag_writer(path: str | Path, storage: str):
+    """A rosbags Writer (rosbag2 version 9) for a new bag at `path` that appears there only once closed after success.
+
+    rosbag2 names the storage file `<bag folder name>_0.db3` / `.mcap`; rosbags names it after the writer's folder. So
+    the writer works in `.<name>.partial/<name>_0/` next to `path`, and that folder, whose file and metadata.yaml
+    already carry the final names, is renamed to `path` when complete. A failed or killed write never leaves anything
+    under `path`; only the hidden folder, which the next write to `path` clears.
+    """
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    path = Path(path)
+    if path.exists():
+        raise ReplayError(f"output bag {path} already exists; not overwriting it")
+    if storage not in STORAGES:
+        raise ReplayError(f"unknown storage {storage!r}; choose {' or '.join(STORAGES)}")
+    staging = path.parent / f".{path.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a write that was killed
+    finished = staging / f"{path.name}_0"
+    try:
+        with Writer(finished, version=9, storage_plugin=StoragePlugin[storage.upper()]) as writer:
+            yield writer
+        finished.rename(path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def replay_typestore():

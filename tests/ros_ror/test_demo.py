@@ -15,6 +15,9 @@ def test_demo_writes_bags_sheet_and_summary(tmp_path, onnx_model_dir, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "frames            15" in printed and "commands          2 (1 stop)" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["output.bag", "sample.bag", "sheet.png"]
+    for bag in ("output.bag", "sample.bag"):  # as rosbag2 names a bag's files
+        assert sorted(p.name for p in (out / bag).iterdir()) == ["metadata.yaml", f"{bag}_0.mcap"]
     frames = read_outputs(out / "output.bag")
     assert len(frames) == 15
     assert all(f["input"].shape == (48, 64, 3) and f["cleaned"].shape == (48, 64, 3) for f in frames)

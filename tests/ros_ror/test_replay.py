@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -110,6 +113,98 @@ def small_bag(tmp_path_factory, scene):
     path = tmp_path_factory.mktemp("bags") / "small"
     write_bag(path, [scene(height=8, width=8)] * len(FRAME_TIMES), StoragePlugin.SQLITE3)
     return path
+
+
+class WatchingRemover:
+    """A remover that, at every frame it is asked to clean (mid-replay), notes what `folder` holds."""
+
+    def __init__(self, remover, folder: Path, interrupt_at: int | None = None):
+        self.remover, self.folder, self.interrupt_at = remover, folder, interrupt_at
+        self.seen: list[list[str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.remover, name)
+
+    def remove(self, rgb):
+        self.seen.append(sorted(p.name for p in self.folder.iterdir()))
+        if len(self.seen) == self.interrupt_at:
+            raise KeyboardInterrupt  # as Ctrl-C mid-replay
+        return self.remover.remove(rgb)
+
+
+@pytest.mark.parametrize("storage, suffix", [("sqlite3", ".db3"), ("mcap", ".mcap")])
+def test_output_is_laid_out_as_rosbag2_lays_it_out_and_appears_only_when_complete(tmp_path, small_bag, replay_remover,
+                                                                                   storage, suffix):
+    out = tmp_path / "run.bag"
+    stale = tmp_path / ".run.bag.partial" / "run.bag_0"  # what a killed replay leaves
+    stale.mkdir(parents=True)
+    (stale / "run.bag_0.db3").write_bytes(b"half a bag")
+    watcher = WatchingRemover(replay_remover, tmp_path)
+    summary = replay(small_bag, out, IMAGE, COMMAND, watcher, storage=storage, progress=False)
+
+    assert len(watcher.seen) == len(WITH_COMMAND) and all(names == [".run.bag.partial"] for names in watcher.seen)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.bag"]  # no hidden or partial folder left
+    data_file = "run.bag_0" + suffix  # rosbag2: <bag folder name>_<split index>.<storage extension>
+    assert sorted(p.name for p in out.iterdir()) == sorted(["metadata.yaml", data_file])
+    info = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["storage_identifier"] == storage
+    assert info["relative_file_paths"] == [data_file] and [f["path"] for f in info["files"]] == [data_file]
+    with Reader(out) as reader:
+        read = Counter(conn.topic for conn, _, _ in reader.messages())
+    assert read == summary.written and sum(read.values()) == info["message_count"] == len(SPOKEN) + 4 * len(FRAME_TIMES)
+
+
+def test_interrupted_replay_leaves_nothing_behind(tmp_path, small_bag, replay_remover):
+    interrupted = WatchingRemover(replay_remover, tmp_path, interrupt_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        replay(small_bag, tmp_path / "out", IMAGE, COMMAND, interrupted, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def assert_same_fields(reference, decoded, where: str) -> None:
+    """`reference` (a rosbags message) and `decoded` (an mcap_ros2 one) hold equal values in all fields, recursively."""
+    for f in dataclasses.fields(reference):
+        if f.name == "__msgtype__":  # rosbags' type tag, not a message field
+            continue
+        expected, got = getattr(reference, f.name), getattr(decoded, f.name)
+        if dataclasses.is_dataclass(expected):
+            assert_same_fields(expected, got, f"{where}.{f.name}")
+        elif isinstance(expected, np.ndarray):
+            got = np.frombuffer(got, expected.dtype) if isinstance(got, bytes) else np.asarray(got)
+            np.testing.assert_array_equal(got, expected, err_msg=f"{where}.{f.name}")
+        else:
+            assert got == expected, f"{where}.{f.name}: {got!r} != {expected!r}"
+
+
+@pytest.mark.parametrize("input_storage", [StoragePlugin.SQLITE3, StoragePlugin.MCAP], ids=["sqlite3_in", "mcap_in"])
+def test_mcap_output_decodes_with_the_official_mcap_ros2_reader(tmp_path, scene, replay_remover, input_storage):
+    """How Foxglove reads a bag: every message of every topic decodes with mcap_ros2, to what rosbags reads."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    from ros_ror.replay import replay_typestore
+    from ros_ror.result import MSG_TYPE
+
+    frames = [scene(height=12, width=16, seed=i % 3) for i in range(len(FRAME_TIMES))]
+    write_bag(tmp_path / "in", frames, input_storage, bad_frame=7)
+    replay(tmp_path / "in", tmp_path / "out", IMAGE, COMMAND, replay_remover, storage="mcap", progress=False)
+
+    typestore = replay_typestore()
+    reference = {(topic, t): msg for topic, msgs in read_bag(tmp_path / "out", typestore).items() for t, msg in msgs}
+    with (tmp_path / "out" / "out_0.mcap").open("rb") as stream:
+        reader = make_reader(stream, validate_crcs=True, decoder_factories=[DecoderFactory()])
+        assert reader.get_header().profile == "ros2"
+        decoded = {}
+        for schema, channel, message, msg in reader.iter_decoded_messages(log_time_order=True):
+            assert channel.message_encoding == "cdr" and schema.encoding == "ros2msg"
+            decoded[channel.topic, message.log_time] = (schema.name, msg)
+    assert decoded.keys() == reference.keys()
+    assert len(decoded) == len(SPOKEN) + len(FRAME_TIMES) + 3 * (len(FRAME_TIMES) - 1)  # frame 7 is unusable
+    assert {name for name, _ in decoded.values()} == {"sensor_msgs/msg/Image", "std_msgs/msg/String", MSG_TYPE}
+    for key, (_, msg) in decoded.items():
+        assert_same_fields(reference[key], msg, f"{key[0]}@{key[1]}")
+    results = [reference[key] for key in reference if key[0].endswith("/result")]
+    assert any(r.found or r.command for r in results)  # the RemovalResults compared include commanded frames
 
 
 def test_missing_input_and_existing_output_are_refused(tmp_path, small_bag, replay_remover):
