@@ -1,4 +1,4 @@
-"""`sahm` command: train, average, eval, export, build-engine, remove, make-data, bench, info, train-tagger.
+"""`sahm` command: train, average, eval, export, build-engine, remove, make-data, bench, gpu-check, info, train-tagger.
 
 Each subcommand lives in the module that does the work; that module exposes
 `add_arguments(parser)` and `main(args) -> int`. Modules are imported only when
@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "remove": ("sahm_core.runtime", "remove the named object from image files"),
     "make-data": ("sahm_core.data.cli", "write a removal dataset (synthetic scenes or ComCOCO)"),
     "bench": ("sahm_core.bench", "per-frame latency / FPS / memory of each backend"),
+    "gpu-check": ("sahm_core.gpu_check", "one-shot GPU check: parity, precision, training, DDP, timings -> report"),
     "train-tagger": ("sahm_core.syntax", "train the BiLSTM-CRF syntax tagger on the template corpus"),
 }
 
