@@ -160,17 +160,42 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed() -> tuple[Dist, torch.device]:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on GPUs, gloo on CPUs. Plain runs: one process."""
+def resolve_device(name: str | None) -> torch.device:
+    """`--device`: "cpu", "cuda" or "cuda:N"; None picks CUDA when torch sees a GPU, else the CPU."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ValueError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
+def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; plain runs are one process. `device` from `resolve_device`.
+
+    On CUDA each torchrun process takes GPU LOCAL_RANK and the group talks NCCL; on the CPU it talks gloo and
+    never touches a GPU, so CPU training (and its tests) runs the same on a machine that has one.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
     if world == 1:
-        return Dist(), torch.device("cuda" if cuda else "cpu")
+        if device.type == "cuda" and device.index is not None:  # cuda:N; plain "cuda" is the current GPU
+            torch.cuda.set_device(device)
+        return Dist(), device
     ddp = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    device = torch.device("cuda", ddp.local_rank) if cuda else torch.device("cpu")
-    if cuda:
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ValueError(f"--device {device}: under torchrun each process takes cuda:LOCAL_RANK; "
+                             "pass --device cuda")
+        device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ddp, device
 
 
@@ -362,14 +387,17 @@ def plot_history(run_dir: Path) -> None:
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str | Path], run_dir: str | Path,
-          resume: bool = False, overrides: Iterable[str] | None = None) -> Path:
+          resume: bool = False, overrides: Iterable[str] | None = None, device: str | None = None) -> Path:
     """Train (or resume) a run on one data folder or several; returns the run directory. One process or torchrun.
 
-    overrides: on --resume, the TrainConfig fields that replace the saved ones (see `resolve_run`)."""
+    overrides: on --resume, the TrainConfig fields that replace the saved ones (see `resolve_run`).
+    device: "cpu", "cuda" or "cuda:N" (None: CUDA when there is a GPU). A machine setting, not saved with the run:
+    a run may resume on another device. bf16 autocast runs on CUDA (cfg.bf16), on the CPU only with cfg.cpu_bf16."""
     from .model import PatchDiscriminator, build_model
     from .text import shared_encoder
     data_dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
     run_dir = Path(run_dir)
+    requested_device = resolve_device(device)  # a bad --device fails before anything is read
     cfg, state = resolve_run(run_dir, cfg, model_cfg, resume, overrides)
     parts = open_train_splits(data_dirs, model_cfg.image_size, augment=cfg.augment)  # the resumed run's augment
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -382,7 +410,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
         names = ", ".join(map(str, data_dirs))
         raise ValueError(f"{names}: {len(dataset)} training samples, fewer than one batch of {cfg.batch_size}")
     total_steps = cfg.steps or cfg.epochs * steps_per_epoch
-    ddp, device = init_distributed()
+    ddp, device = init_distributed(requested_device)
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
@@ -509,6 +537,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="initial learning rate (default 6e-4)")
     parser.add_argument("--num-workers", type=int, help="DataLoader worker processes per training process")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu); "
+                                         "under torchrun, cuda means each process's cuda:LOCAL_RANK")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="set any TrainConfig field, e.g. --set adv_weight=0 --set expansion_weight=1")
 
@@ -520,7 +550,8 @@ def main(args: argparse.Namespace) -> int:
         # what the user asked for, default or not; a flag wins over a --set of the same field
         named = {**TrainConfig().parse_overrides(args.set), **{k: v for k, v in flags.items() if v is not None}}
         cfg = dataclasses.replace(TrainConfig(), **named)
-        run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume, overrides=named.keys())
+        run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume, overrides=named.keys(),
+                        device=args.device)
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as e:
         print(f"sahm train: error: {e}")
         return 2

@@ -27,6 +27,10 @@ SIZE = 64
 SMALL = replace(model_config("nano"), image_size=SIZE, embed_dim=16, decoder_dim=16, disc_dim=8)
 # Every step logged, no periodic checkpoints except the last, no DataLoader workers (2 shared cores).
 FAST = TrainConfig(batch_size=4, steps=2, log_interval=1, image_interval=2, ckpt_interval=1000, num_workers=0)
+# Every run here is on the CPU, named so even where torch sees a GPU: the bitwise and 1e-5 comparisons below are the
+# CPU's reproducibility guarantee. On CUDA, bilinear and grid_sample backward add with atomics in no fixed order
+# (torch.use_deterministic_algorithms refuses them), so CUDA runs are compared with a tolerance instead (last test).
+DEVICE = "cpu"
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,7 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(data_dir, tmp_path):
     # One batch holds the whole training split and augmentation is off, so every step sees the same data.
     # The adversarial term is off: against a discriminator that learns too, eq. 14 need not fall step by step.
     cfg = dataclasses.replace(FAST, batch_size=8, steps=10, augment=False, adv_weight=0.0)
-    run = train(SMALL, cfg, data_dir, tmp_path / "run")
+    run = train(SMALL, cfg, data_dir, tmp_path / "run", device=DEVICE)
     rows = history(run)
     assert [r["step"] for r in rows] == list(range(1, 11))
     # The pull-push prior starts the fill close to the target, so the reconstruction term has less to lose.
@@ -85,8 +89,8 @@ def test_several_data_folders_train_as_their_concatenation(data_dir, tmp_path, c
     make_dataset(second, n=8, seed=8, size=SIZE, workers=1, negative_fraction=0.5, val_fraction=0.0, test_fraction=0.0)
     # 16 samples, batch 4: the shuffled order mixes the folders, and 6 steps cross an epoch boundary
     cfg = dataclasses.replace(FAST, steps=6)
-    both = train(SMALL, cfg, [data_dir, second], tmp_path / "both")
-    merged = train(SMALL, cfg, merged_copy([data_dir, second], tmp_path / "merged"), tmp_path / "one")
+    both = train(SMALL, cfg, [data_dir, second], tmp_path / "both", device=DEVICE)
+    merged = train(SMALL, cfg, merged_copy([data_dir, second], tmp_path / "merged"), tmp_path / "one", device=DEVICE)
     a, b = weights(both), weights(merged)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -97,9 +101,9 @@ def test_several_data_folders_train_as_their_concatenation(data_dir, tmp_path, c
 
 def test_resume_continues_exactly(data_dir, tmp_path):
     # 8 samples / batch 2 = 4 steps an epoch: stopping after 2 resumes in the middle of epoch 0, with augmentation on.
-    once = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=4), data_dir, tmp_path / "once")
-    split = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=2), data_dir, tmp_path / "split")
-    train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=4), data_dir, split, resume=True)
+    once = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=4), data_dir, tmp_path / "once", device=DEVICE)
+    split = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=2), data_dir, tmp_path / "split", device=DEVICE)
+    train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=4), data_dir, split, resume=True, device=DEVICE)
     for name in ("model.safetensors", "discriminator.safetensors"):
         a, b = weights(once, name), weights(split, name)
         assert a.keys() == b.keys()
@@ -119,8 +123,8 @@ def test_lr_schedule_worked_by_hand():
 
 
 def test_resume_applies_a_changed_learning_rate_schedule(data_dir, tmp_path):
-    run = train(SMALL, dataclasses.replace(FAST, steps=2), data_dir, tmp_path / "run")
-    train(SMALL, dataclasses.replace(FAST, steps=4, lr=1e-3, anneal_steps=2), data_dir, run, resume=True)
+    run = train(SMALL, dataclasses.replace(FAST, steps=2), data_dir, tmp_path / "run", device=DEVICE)
+    train(SMALL, dataclasses.replace(FAST, steps=4, lr=1e-3, anneal_steps=2), data_dir, run, resume=True, device=DEVICE)
     # Each logged lr is the one the next step uses: lr * 0.95**(step / 2 steps an epoch) * anneal.
     lrs = {r["step"]: r["lr"] for r in history(run)}
     assert lrs[2] == pytest.approx(6e-4 * 0.95)
@@ -133,7 +137,7 @@ def test_resume_applies_a_set_value_equal_to_the_default(data_dir, tmp_path, cap
     # The run starts at lr 1e-3; `--set lr=6e-4` on resume must apply though 6e-4 is TrainConfig's default.
     run = tmp_path / "run"
     args = ["--config", "nano", "--data", str(data_dir), "--out", str(run), "--batch-size", "4", "--num-workers", "0",
-            "--set", "ckpt_interval=1000", "--set", "image_interval=1000"]
+            "--device", DEVICE, "--set", "ckpt_interval=1000", "--set", "image_interval=1000"]
     code, text = run_cli(*args, "--steps", "1", "--set", "lr=1e-3", capsys=capsys)
     assert code == 0, text
     code, text = run_cli(*args, "--resume", "--steps", "2", "--set", "lr=6e-4", capsys=capsys)
@@ -150,8 +154,9 @@ torch.set_num_threads(1)
 from sahm_core.config import model_config, replace
 from sahm_core.train import TrainConfig, train
 cfg = TrainConfig(batch_size=4, steps=2, log_interval=1, image_interval=1000, ckpt_interval=1000, num_workers=0)
+# gloo on the CPU, named: on a one-GPU machine the default would send rank 1 to a cuda:1 that does not exist
 train(replace(model_config("nano"), image_size={size}, embed_dim=16, decoder_dim=16, disc_dim=8, removal_margin=0), cfg,
-      sys.argv[1], sys.argv[2])
+      sys.argv[1], sys.argv[2], device="cpu")
 """
 
 
@@ -169,7 +174,7 @@ def test_two_gloo_processes_match_one_process_with_the_whole_batch(data_dir, tmp
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     single = train(replace(SMALL, removal_margin=0), dataclasses.replace(FAST, steps=2, image_interval=1000), data_dir,
-                   tmp_path / "single")
+                   tmp_path / "single", device=DEVICE)
     a, b = weights(tmp_path / "ddp"), weights(single)
     assert a.keys() == b.keys()
     diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
@@ -200,6 +205,11 @@ def test_bad_input_fails_before_training_with_a_clear_error(data_dir, tmp_path, 
     assert code == 2 and "unknown TrainConfig field(s): lr_decay" in text
     code, text = run_cli("--data", str(data_dir), "--out", out, "--set", "augment=maybe", capsys=capsys)
     assert code == 2 and "augment" in text
+    code, text = run_cli("--data", str(data_dir), "--out", out, "--device", "tpu", capsys=capsys)
+    assert code == 2 and "--device 'tpu': expected cpu, cuda or cuda:N" in text
+    # no such GPU: on a CPU-only machine because there is no GPU, elsewhere because there are fewer than 100
+    code, text = run_cli("--data", str(data_dir), "--out", out, "--device", "cuda:99", capsys=capsys)
+    assert code == 2 and "--device cuda:99: " in text and ("no CUDA GPU" in text or "only" in text)
     assert not Path(out).exists()  # nothing was started
 
     # a run directory made for another config: refused on --resume, and a fresh run never overwrites it
@@ -207,7 +217,7 @@ def test_bad_input_fails_before_training_with_a_clear_error(data_dir, tmp_path, 
     save_weights(other / "model.safetensors", {"w": torch.zeros(1)}, model_config("tiny"))
     torch.save({"step": 1}, other / "state.pt")
     with pytest.raises(CheckpointError, match="'tiny'.*requested 'nano'"):
-        train(model_config("nano"), FAST, data_dir, other, resume=True)
+        train(model_config("nano"), FAST, data_dir, other, resume=True, device=DEVICE)
     code, text = run_cli("--data", str(data_dir), "--out", str(other), capsys=capsys)
     assert code == 2 and "--resume" in text
     code, text = run_cli("--data", str(data_dir), "--out", out, "--resume", capsys=capsys)
@@ -217,7 +227,7 @@ def test_bad_input_fails_before_training_with_a_clear_error(data_dir, tmp_path, 
 def test_cli_trains_the_nano_config_end_to_end(data_dir, tmp_path, capsys):
     out = tmp_path / "cli_run"
     code, text = run_cli("--config", "nano", "--data", str(data_dir), "--out", str(out), "--steps", "1",
-                         "--batch-size", "2", "--num-workers", "0", capsys=capsys)
+                         "--batch-size", "2", "--num-workers", "0", "--device", DEVICE, capsys=capsys)
     assert code == 0, text
     assert read_config(out / "model.safetensors") == model_config("nano")
     saved = json.loads((out / "train_config.json").read_text())
@@ -251,3 +261,31 @@ def test_cross_process_batchnorm_matches_batchnorm_in_one_process():
             torch.testing.assert_close(synced.state_dict()[name], buffer, rtol=1e-5, atol=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+def test_device_option_defaults_to_cuda_only_where_torch_sees_a_gpu(monkeypatch):
+    from sahm_core.train import Dist, init_distributed, resolve_device
+
+    assert resolve_device(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed(resolve_device("cpu")) == (Dist(), torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; the CPU runs above are exact")
+def test_resume_on_cuda_with_bf16_matches_within_the_gpus_nondeterminism(data_dir, tmp_path):
+    """The exact-resume test on CUDA under bf16 autocast, with a tolerance instead of 1e-5.
+
+    CUDA's bilinear and grid_sample backward sum with atomics in no fixed order, so even two identical CUDA runs
+    differ in the last bits of some gradients. AdamW's first steps move each weight by about lr * sign(gradient):
+    only a weight whose gradient is ~0 can flip its sign, and it moves at most 2 * lr per step. A broken resume
+    (wrong batches, lost optimiser or RNG state) changes the update of a large share of all weights instead.
+    """
+    cuda, steps = "cuda", 4
+    once = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=steps), data_dir, tmp_path / "once", device=cuda)
+    split = train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=2), data_dir, tmp_path / "split", device=cuda)
+    train(SMALL, dataclasses.replace(FAST, batch_size=2, steps=steps), data_dir, split, resume=True, device=cuda)
+    a, b = weights(once), weights(split)
+    assert a.keys() == b.keys()
+    diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
+    assert diff.max() <= 2 * FAST.lr * steps
+    assert (diff > 0.1 * FAST.lr).double().mean() < 0.05
