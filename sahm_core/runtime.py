@@ -16,15 +16,27 @@ pre-processing, the per-frame graph and compositing (`remove`):
   composited as orig*(1-m) + up(pred)*m, done as a copy of the frame with only
   the masked pixels replaced, so every pixel outside the published mask is bit-exact.
 
-Backends: "tensorrt" (an engine + a CUDA GPU), "onnxruntime" (CUDA provider
-when present, CPU otherwise; a model dir without model.onnx gets one exported
-into the cache, keyed by the weights' sha256) and "torch" (the reference).
-"auto" tries them in that order and logs a warning for each one it skips.
+Backends: "tensorrt" (an engine + a CUDA GPU), "onnxruntime" (CUDA provider for
+device cuda, verified active, else an error; CPU provider for device cpu; a model
+dir without model.onnx gets one exported into the cache, keyed by the weights'
+sha256) and "torch" (the reference; fp32, or fp16 / bf16 under autocast).
+"auto" tries, on a CUDA device: the TensorRT engine (when the model has one),
+torch in fp16, ONNX Runtime on CUDA, ONNX Runtime on the CPU, torch on the CPU;
+on the CPU: the engine (it says why it cannot run), ONNX Runtime (about 1.5x
+faster than torch there for nano), torch. Any error of one candidate is logged
+with its type and message and the next one is tried; only when all fail does
+load raise, listing every reason.
+
+Lifecycle: `Remover.close()` frees the backend (TensorRT buffers, stream and CUDA
+context; the ONNX Runtime session; the torch module and PyTorch's cached CUDA
+blocks) and is idempotent; remove() after close raises. A Remover is also a
+context manager.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import time
 from dataclasses import dataclass
@@ -43,6 +55,10 @@ from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_
 log = logging.getLogger(__name__)
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
+TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # fp16 / bf16: autocast, which keeps norms, softmax and sums in fp32
+# Which onnxruntime-gpu fits which CUDA (PyPI wheels; their [cuda,cudnn] extras pull the matching nvidia-* wheels).
+ORT_CUDA_PAIRING = ("onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (torch +cu13x wheels); "
+                    "1.19-1.26 need CUDA 12 + cuDNN 9 (torch +cu12x wheels)")
 TEXT_NAMES = INPUT_NAMES[1:]  # tokens, valid, attribute, identity
 ONNX_FILE, ENGINE_FILE = "model.onnx", "model.engine"
 
@@ -188,18 +204,24 @@ def _check_onnx_matches(onnx_file: Path, files: ModelFiles) -> None:
 
 # ---------------------------------------------------------------- backends
 
+def check_torch_precision(precision: str) -> None:
+    if precision not in TORCH_PRECISIONS:
+        raise ValueError(f"torch precision must be one of {TORCH_PRECISIONS}, got {precision!r}")
+
+
 class TorchBackend:
-    """The PyTorch reference: SAHM in eval mode under inference_mode."""
+    """The PyTorch reference: SAHM in eval mode under inference_mode; fp16 / bf16 run under autocast."""
 
     name = "torch"
 
-    def __init__(self, files: ModelFiles, device: str):
+    def __init__(self, files: ModelFiles, device: str, precision: str = "fp32"):
         import torch
 
         from .checkpoint import load_weights
         from .export.onnx_export import PerFrameGraph
         from .model import build_model
 
+        check_torch_precision(precision)
         if files.weights is None:
             raise CheckpointError(f"{files.source}: the torch backend needs {WEIGHTS_FILE}, and there is none")
         state, cfg = load_weights(files.weights, expect=files.config)
@@ -210,18 +232,42 @@ class TorchBackend:
             raise CheckpointError(f"{files.weights}: weights do not fit a {cfg.name!r} SAHM ({e})") from e
         self._torch = torch
         self.device = torch.device(device)
-        self.graph = PerFrameGraph(model).to(self.device).eval()
+        self.precision = precision
+        self._autocast = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        try:
+            self.graph = PerFrameGraph(model).to(self.device).eval()
+        except BaseException:
+            self.graph = None
+            self.close()  # a half-moved model (CUDA out of memory) must not keep its blocks cached
+            raise
 
     def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         torch = self._torch
-        with torch.inference_mode():
+        autocast = torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None)
+        with torch.inference_mode(), autocast:
             inputs = [torch.from_numpy(image)] + [torch.from_numpy(text[n]) for n in TEXT_NAMES]
             cleaned, mask = self.graph(*(t.to(self.device) for t in inputs))
             return cleaned.float().cpu().numpy(), mask.float().cpu().numpy()
 
+    def close(self) -> None:
+        self.graph = None
+        if self.device.type == "cuda":
+            self._torch.cuda.empty_cache()  # hand PyTorch's cached blocks back to the driver
+
+
+def onnxruntime_install() -> str:
+    """Which distribution(s) provide the importable `onnxruntime` module, with versions, e.g. 'onnxruntime 1.32.0'."""
+    names = importlib.metadata.packages_distributions().get("onnxruntime", [])
+    found = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in sorted(set(names)))
+    found = found or "no onnxruntime distribution"
+    if len(set(names)) > 1:  # both write the same onnxruntime/ folder: whichever was installed last half-wins
+        found += " (more than one: they share one module and break each other; uninstall all, install one)"
+    return found
+
 
 class OnnxRuntimeBackend:
-    """An ONNX Runtime session on the per-frame graph: CUDA provider when asked and present, else CPU."""
+    """An ONNX Runtime session on the per-frame graph: the CPU provider for device cpu; for device cuda the CUDA
+    provider, checked active after the session is made (ONNX Runtime falls back to the CPU with only a warning)."""
 
     name = "onnxruntime"
 
@@ -229,7 +275,7 @@ class OnnxRuntimeBackend:
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise BackendUnavailable(f"onnxruntime is not importable ({e})") from e
+            raise BackendUnavailable(f"onnxruntime is not importable ({e}); pip install '.[cpu]' or '.[gpu]'") from e
         if files.onnx is not None:
             _check_onnx_matches(files.onnx, files)
             onnx_file = files.onnx
@@ -238,7 +284,10 @@ class OnnxRuntimeBackend:
         else:
             raise CheckpointError(f"{files.source}: the onnxruntime backend needs {ONNX_FILE} or {WEIGHTS_FILE}")
         providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        wants_cuda = device.startswith("cuda")
+        if wants_cuda:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailable(self._no_cuda_reason(ort, "has no CUDAExecutionProvider"))
             index = int(device.split(":")[1]) if ":" in device else 0
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
         options = ort.SessionOptions()
@@ -252,16 +301,30 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
         except Exception as e:  # ORT raises its own Fail / InvalidGraph / RuntimeException types
             raise CheckpointError(f"{onnx_file}: ONNX Runtime cannot load the graph ({type(e).__name__}: {e})") from e
+        self.providers = self.session.get_providers()
+        if wants_cuda and "CUDAExecutionProvider" not in self.providers:
+            self.close()
+            failed = "the CUDA provider failed to start; see ONNX Runtime's log"
+            raise BackendUnavailable(self._no_cuda_reason(ort, f"made a session on {self.providers} only ({failed})"))
         names = [i.name for i in self.session.get_inputs()]
         if names != list(INPUT_NAMES) or [o.name for o in self.session.get_outputs()] != list(OUTPUT_NAMES):
             raise CheckpointError(f"{onnx_file}: graph inputs/outputs are {names} -> "
                                   f"{[o.name for o in self.session.get_outputs()]}, expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
         self.onnx_file = onnx_file
-        self.providers = self.session.get_providers()
+        self.device = device if wants_cuda else "cpu"
+
+    @staticmethod
+    def _no_cuda_reason(ort, what: str) -> str:
+        return (f"ONNX Runtime asked for CUDA {what}; installed: {onnxruntime_install()}, providers "
+                f"{ort.get_available_providers()}. The CPU wheel `onnxruntime` has no CUDA provider: replace it with "
+                f"onnxruntime-gpu (pip uninstall onnxruntime; pip install '.[gpu]'); {ORT_CUDA_PAIRING}")
 
     def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         cleaned, mask = self.session.run(list(OUTPUT_NAMES), {"image": image, **text})
         return cleaned, mask
+
+    def close(self) -> None:
+        self.session = None  # ORT releases the session (and its CUDA memory arena) with the last reference
 
 
 class TensorRTBackend:
@@ -273,7 +336,7 @@ class TensorRTBackend:
     def __init__(self, files: ModelFiles, device: str):
         from .export.tensorrt_engine import TensorRTRunner, ensure_engine, read_sidecar, tensorrt_available
 
-        precision = "fp16"  # a cache build is fp16; a given engine keeps the precision it was built with
+        precision = None  # a cache build takes default_precision; a given engine keeps the precision it was built with
         if files.engine is not None:
             key, config_json = read_sidecar(files.engine)  # metadata first: no GPU needed to refuse a wrong file
             cfg, precision = _config_from_json(config_json, files.engine), key.precision
@@ -295,10 +358,14 @@ class TensorRTBackend:
         else:  # a bare .engine: usable only if it was built for this TensorRT version and GPU (checked by the runner)
             self.runner = TensorRTRunner(files.engine, device_index=index)
         self.engine_file = self.runner.engine_path
+        self.device = f"cuda:{index}"
 
     def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         out = self.runner.run({"image": image, **text})
         return out["cleaned"], out["mask"]
+
+    def close(self) -> None:
+        self.runner.close()
 
 
 def exported_onnx(weights: Path, cfg: ModelConfig) -> Path:
@@ -333,19 +400,41 @@ def _default_device() -> str:
         return "cpu"
 
 
-def load_backend(files: ModelFiles, backend: str, device: str, threads: int | None = None):
+def load_backend(files: ModelFiles, backend: str, device: str, threads: int | None = None,
+                 precision: str | None = None):
+    """One backend on one device. precision is the torch backend's (TORCH_PRECISIONS, default fp32); TensorRT takes its
+    plan's and ONNX Runtime its graph's, so a precision given to either is a ValueError rather than silently ignored."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+    if precision is not None and backend != "torch":
+        raise ValueError(f"precision={precision!r} applies to the torch backend only, not {backend}")
     if backend == "torch":
-        return TorchBackend(files, device)
+        return TorchBackend(files, device, precision or "fp32")
     if backend == "onnxruntime":
         return OnnxRuntimeBackend(files, device, threads)
-    if backend == "tensorrt":
-        return TensorRTBackend(files, device)
-    raise ValueError(f"unknown backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
+    return TensorRTBackend(files, device)
 
 
-def _auto_candidates(files: ModelFiles) -> list[str]:
-    """Backends auto tries, best first: TensorRT only where an engine file was given (building one is an explicit act)."""
-    return (["tensorrt"] if files.engine is not None else []) + ["onnxruntime", "torch"]
+class Candidate(NamedTuple):
+    """One thing `auto` tries: a backend on a device (precision: the torch backend's, None for the others)."""
+
+    backend: str
+    device: str
+    precision: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.backend} on {self.device}" + (f" ({self.precision})" if self.precision else "")
+
+
+def auto_candidates(files: ModelFiles, device: str, precision: str | None = None) -> list[Candidate]:
+    """What auto tries, best first (module docstring). TensorRT only where the model has an engine file: building one
+    takes minutes and is an explicit act. precision: the torch candidate's on CUDA (default fp16; fp32 on the CPU,
+    where autocast is slower than fp32)."""
+    engine = [Candidate("tensorrt", device)] if files.engine is not None else []
+    cpu = [Candidate("onnxruntime", "cpu"), Candidate("torch", "cpu")]  # ORT first: ~1.5x faster for nano on a CPU
+    if not device.startswith("cuda"):
+        return engine + cpu
+    return engine + [Candidate("torch", device, precision or "fp16"), Candidate("onnxruntime", device)] + cpu
 
 
 # ---------------------------------------------------------------- Remover
@@ -354,13 +443,14 @@ class Remover:
     """Encode a command once, then remove the referred object from every frame. See the module docstring.
 
     mask_threshold, min_score and min_mask_area are plain attributes: a caller (e.g. a ROS parameter callback) may
-    change them between frames without reloading the model.
+    change them between frames without reloading the model. `backend` and `device` say what runs the graph.
     """
 
     def __init__(self, backend, config: ModelConfig, mask_threshold: float = 0.5, min_score: float = 0.6,
                  min_mask_area: float = 0.002):
         self._backend = backend
         self.backend: str = backend.name
+        self.device: str = str(backend.device)
         self.config = config
         self.mask_threshold, self.min_score, self.min_mask_area = mask_threshold, min_score, min_mask_area
         self.command: str | None = None
@@ -368,30 +458,58 @@ class Remover:
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | None = None, mask_threshold: float = 0.5,
-             min_mask_area: float = 0.002, min_score: float = 0.6, threads: int | None = None) -> "Remover":
+             min_mask_area: float = 0.002, min_score: float = 0.6, threads: int | None = None,
+             precision: str | None = None) -> "Remover":
         """Load a model dir / .safetensors / .onnx / .engine on one backend.
 
-        A named backend that cannot load raises (CheckpointError naming the file and reason, BackendUnavailable);
-        "auto" logs a warning for each backend it skips and raises only when none loads.
+        A named backend that cannot load raises (CheckpointError naming the file and reason, BackendUnavailable, or
+        what the backend raised). "auto" tries `auto_candidates` in order, logs a warning with the reason for each one
+        it skips, and raises CheckpointError listing every reason only when none loads. device None: cuda when PyTorch
+        sees a GPU, else cpu. precision: the torch backend's (fp32 / fp16 / bf16); None = fp32 for backend="torch",
+        fp16 for auto's torch-on-CUDA candidate.
         """
         if not 0.0 <= mask_threshold < 1.0 or not 0.0 <= min_mask_area <= 1.0 or not 0.0 <= min_score <= 1.0:
             raise ValueError(f"thresholds out of range: mask_threshold={mask_threshold} (0..1), "
                              f"min_mask_area={min_mask_area} (0..1), min_score={min_score} (0..1)")
+        if precision is not None:
+            check_torch_precision(precision)  # here, not only in the torch candidate: auto would just skip it
         files = resolve_model(path)
         device = device or _default_device()
         thresholds = dict(mask_threshold=mask_threshold, min_score=min_score, min_mask_area=min_mask_area)
         if backend != "auto":
-            return cls(load_backend(files, backend, device, threads), files.config, **thresholds)
+            return cls(load_backend(files, backend, device, threads, precision), files.config, **thresholds)
         failures = []
-        candidates = _auto_candidates(files)
-        for i, name in enumerate(candidates):
+        candidates = auto_candidates(files, device, precision)
+        for i, candidate in enumerate(candidates):
             try:
-                return cls(load_backend(files, name, device, threads), files.config, **thresholds)
-            except (CheckpointError, BackendUnavailable) as e:
-                failures.append(f"{name}: {e}")
+                loaded = load_backend(files, candidate.backend, candidate.device, threads, candidate.precision)
+            except Exception as e:  # noqa: BLE001 - any backend's failure (TensorRT, CUDA, pycuda, a bug) means: next
+                reason = f"{type(e).__name__}: {e}"  # the type keeps programming errors recognisable in the log
+                failures.append(f"{candidate}: {reason}")
                 if i + 1 < len(candidates):
-                    log.warning("backend %s cannot load %s (%s); falling back to %s", name, path, e, candidates[i + 1])
+                    log.warning("backend %s cannot load %s (%s); falling back to %s", candidate, path, reason,
+                                candidates[i + 1])
+                continue
+            if failures:
+                log.info("loaded %s on backend %s after %d fallback(s)", path, candidate, len(failures))
+            return cls(loaded, files.config, **thresholds)
         raise CheckpointError(f"{path}: no backend could load the model: " + " | ".join(failures))
+
+    def close(self) -> None:
+        """Free the backend and every GPU resource it holds; idempotent. remove() afterwards raises RuntimeError."""
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._backend is None
+
+    def __enter__(self) -> "Remover":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def set_command(self, text: str) -> None:
         """Encode the command once (tokenizer + text encoder + tagger); ValueError on empty / non-str text."""
@@ -410,10 +528,12 @@ class Remover:
         """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back unchanged."""
         start = time.perf_counter()
         check_frame(frame)
-        text = self._text  # one read: set_command / clear_command may run on another thread (ROS callbacks)
+        backend, text = self._backend, self._text  # one read each: other threads may set commands or close
+        if backend is None:
+            raise RuntimeError(f"this Remover ({self.backend} on {self.device}) is closed; load a new one")
         if text is None:
             return self._unchanged(frame, 0.0, start)
-        cleaned, mask = self._backend.run(to_model_input(frame, self.config.image_size), text)
+        cleaned, mask = backend.run(to_model_input(frame, self.config.image_size), text)
         found, score, _ = found_decision(mask[0, 0], self.mask_threshold, self.min_score, self.min_mask_area)
         if not found:
             return self._unchanged(frame, score, start)
@@ -436,6 +556,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for NAME.png (cleaned) and NAME_mask.png")
     parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    parser.add_argument("--precision", default=None, choices=TORCH_PRECISIONS,
+                        help="torch backend's precision (default: fp32; auto's torch on CUDA: fp16)")
     parser.add_argument("--mask-threshold", type=float, default=0.5)
     parser.add_argument("--min-score", type=float, default=0.6)
     parser.add_argument("--min-mask-area", type=float, default=0.002, help="fraction of the frame")
@@ -446,14 +568,20 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("sahm_core").setLevel(logging.INFO)  # our progress lines, not every library's INFO chatter
     try:
         remover = Remover.load(args.model, backend=args.backend, device=args.device, mask_threshold=args.mask_threshold,
-                               min_score=args.min_score, min_mask_area=args.min_mask_area)
+                               min_score=args.min_score, min_mask_area=args.min_mask_area, precision=args.precision)
         remover.set_command(args.command_text)
-    except (CheckpointError, BackendUnavailable, ValueError) as e:
+    except (CheckpointError, RuntimeError, ValueError) as e:  # RuntimeError: BackendUnavailable, TensorRT build errors
         print(f"sahm remove: {e}")
         return 1
+    with remover:
+        return _remove_files(remover, args)
+
+
+def _remove_files(remover: Remover, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"backend {remover.backend}, model {remover.config.name} ({remover.config.image_size}px), command {args.command_text!r}")
+    print(f"backend {remover.backend} on {remover.device}, model {remover.config.name} "
+          f"({remover.config.image_size}px), command {args.command_text!r}")
     failed = 0
     for name in args.images:
         bgr = cv2.imread(name, cv2.IMREAD_COLOR)

@@ -3,6 +3,24 @@
 Written to NVIDIA's documented TensorRT 10 Python API (tensorrt.Builder, OnnxParser,
 IBuilderConfig, IProgressMonitor, IExecutionContext.execute_async_v3) and pycuda.
 
+Precision. An fp16 plan is a weakly typed build with BuilderFlag.FP16 (deprecated since
+TensorRT 10.12, removed in 11, where every network is strongly typed and fp16 has to
+come from an fp16 ONNX graph, which this project does not export). So the `[tensorrt]`
+extra pins tensorrt<11, and on a TensorRT 11 found anyway an fp16 build is refused with
+that reason (the runtime's cache build uses fp32 there). An fp32 plan clears
+BuilderFlag.TF32 (on by default): TF32 matmuls and convolutions keep a 10-bit mantissa,
+enough to flip the model's hard `mask_logits > 0` hole on pixels near the boundary, and
+an fp32 plan is meant to match ONNX Runtime.
+
+CUDA context. Each runner (and each build) makes a pycuda context of its own
+(Device.make_context) instead of retaining the device's primary context: pycuda's
+detach() of a retained primary context releases it but leaves it on the thread's
+context stack (cuDevicePrimaryCtxRelease never pops), so every load/close cycle would
+leave one more entry behind. An own context is destroyed and popped by detach() while
+it is current. The context is pushed around every call that touches the GPU and popped
+after, in the calling thread, so a runner may be loaded in one thread and run and closed
+in another (the ROS node runs inference in a worker thread).
+
 A serialized plan only runs on the TensorRT version and GPU architecture it was
 built for, and it silently encodes one ONNX graph, precision and input shape. So
 every plan has a sidecar JSON with its EngineKey (ONNX sha256, TensorRT version,
@@ -122,8 +140,42 @@ def _import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise TensorRTUnavailable(f"the tensorrt Python package is not importable ({e}); install NVIDIA TensorRT 10") from e
+        raise TensorRTUnavailable(f"the tensorrt Python package is not importable ({e}); "
+                                  "install NVIDIA TensorRT 10 (pip install '.[tensorrt]')") from e
     return trt
+
+
+def has_weakly_typed_fp16(trt) -> bool:
+    """Whether this TensorRT can build fp16 from an fp32 graph (BuilderFlag.FP16: TensorRT 10, gone in 11)."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
+def default_precision(trt) -> str:
+    """The precision a cache build uses: fp16 where this TensorRT can build it from our fp32 graph, else fp32."""
+    if has_weakly_typed_fp16(trt):
+        return "fp16"
+    log.warning("TensorRT %s has no BuilderFlag.FP16 (strongly typed only); building the engine in fp32",
+                trt.__version__)
+    return "fp32"
+
+
+def precision_flags(trt, precision: str) -> tuple[list, list]:
+    """(BuilderFlags to set, BuilderFlags to clear) on an IBuilderConfig for `precision`, for the `trt` module given.
+
+    fp16: set FP16 (fp16 kernels where faster; I/O tensors stay fp32 as in the graph); TF32 left at its default.
+    fp32: clear TF32, so the plan computes in IEEE fp32 like ONNX Runtime (see the module docstring).
+    TensorRTUnavailable for fp16 on a TensorRT without weakly typed fp16 (11 and later), naming the way out.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return [], [trt.BuilderFlag.TF32]
+    if not has_weakly_typed_fp16(trt):
+        raise TensorRTUnavailable(
+            f"TensorRT {trt.__version__} has no BuilderFlag.FP16: from TensorRT 11 every network is strongly typed and "
+            "fp16 must come from an fp16 ONNX graph, which sahm does not export. Build an fp32 engine (no --fp16) "
+            "or install TensorRT 10 (pip install '.[tensorrt]' pins tensorrt<11)")
+    return [trt.BuilderFlag.FP16], []
 
 
 def _cuda_device(index: int = 0):
@@ -199,7 +251,8 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     from .onnx_export import onnx_metadata  # imports torch: only when building
 
     trt = _import_tensorrt()
-    cuda, _ = _cuda_device(device_index)
+    precision_flags(trt, precision)  # refuse an impossible precision before minutes of work
+    _, device = _cuda_device(device_index)
     key = current_key(onnx_path, precision, device_index)
     if model_config_json is None:
         model_config_json = onnx_metadata(onnx_path).get(CONFIG_KEY, "")
@@ -208,11 +261,11 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     log.warning("building TensorRT engine %s from %s (%s, input %s); this can take several minutes",
                 out, onnx_path, precision, key.input_shape)
 
-    ctx = _device_context(cuda, device_index)
+    ctx = device.make_context()  # created current; the builder's GPU memory goes with it
     try:
-        plan, config = _build_plan(trt, onnx_path, precision, workspace_gb, timing_cache)
+        plan, timing = _build_plan(trt, onnx_path, precision, workspace_gb, timing_cache)
     finally:
-        ctx.pop()
+        ctx.detach()  # current, so destroyed and popped
     if plan is None:
         raise RuntimeError(f"TensorRT failed to build an engine from {onnx_path} (see the TensorRT log above)")
     tmp = out.with_name(out.name + ".tmp")
@@ -220,13 +273,14 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     tmp.replace(out)
     write_sidecar(out, key, model_config_json)
     if timing_cache:
-        Path(timing_cache).write_bytes(memoryview(config.get_timing_cache().serialize()))
+        Path(timing_cache).write_bytes(timing)
     log.info("wrote TensorRT engine %s (%.1f MB)", out, out.stat().st_size / 1e6)
     return out
 
 
-def _build_plan(trt, onnx_path, precision, workspace_gb, timing_cache):
-    """(serialized plan or None, builder config): the documented Builder -> OnnxParser -> BuilderConfig sequence."""
+def _build_plan(trt, onnx_path, precision, workspace_gb, timing_cache) -> tuple[object, bytes]:
+    """(serialized plan or None, serialized timing cache): the documented Builder -> OnnxParser -> BuilderConfig
+    sequence. Every builder object is local, so it is released before the caller destroys the CUDA context."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode, no flags needed
@@ -237,8 +291,11 @@ def _build_plan(trt, onnx_path, precision, workspace_gb, timing_cache):
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)  # fp16 kernels allowed; I/O tensors stay fp32 as in the ONNX graph
+    to_set, to_clear = precision_flags(trt, precision)
+    for flag in to_set:
+        config.set_flag(flag)
+    for flag in to_clear:
+        config.clear_flag(flag)
     cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
     loaded = config.create_timing_cache(cache_bytes)
     if loaded is None or not config.set_timing_cache(loaded, ignore_mismatch=False):
@@ -247,13 +304,15 @@ def _build_plan(trt, onnx_path, precision, workspace_gb, timing_cache):
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     monitor = _progress_monitor(trt)  # must outlive the build
     config.progress_monitor = monitor
-    return builder.build_serialized_network(network, config), config
+    plan = builder.build_serialized_network(network, config)
+    return plan, bytes(memoryview(config.get_timing_cache().serialize()))
 
 
-def ensure_engine(onnx_path: str | Path, precision: str = "fp16", engine: str | Path | None = None,
+def ensure_engine(onnx_path: str | Path, precision: str | None = None, engine: str | Path | None = None,
                   folder: str | Path | None = None, workspace_gb: float = 4.0, device_index: int = 0) -> Path:
     """A plan for `onnx_path` whose key matches this machine: `engine` if given and matching, else the cached one,
-    else a fresh build into the cache. A mismatched plan is never loaded."""
+    else a fresh build into the cache. A mismatched plan is never loaded. precision None: `default_precision`."""
+    precision = precision or default_precision(_import_tensorrt())
     wanted = current_key(onnx_path, precision, device_index)
     if engine is not None:
         try:
@@ -272,32 +331,32 @@ def ensure_engine(onnx_path: str | Path, precision: str = "fp16", engine: str | 
                         timing_cache=cached.parent / "timing.cache", device_index=device_index)
 
 
-def _device_context(cuda, device_index: int = 0):
-    """Make the device's primary context current: the context PyTorch's CUDA runtime uses, so both share memory and
-    streams' context instead of fighting over two. Returned pushed; the caller pops it."""
-    ctx = cuda.Device(device_index).retain_primary_context()
-    ctx.push()
-    return ctx
-
-
 class TensorRTRunner:
-    """One deserialized plan, its execution context, pinned host buffers, device buffers and one CUDA stream."""
+    """One deserialized plan, its execution context, pinned host buffers, device buffers and one CUDA stream, all in
+    a CUDA context of the runner's own (module docstring). run() and close() may be called from any thread: each
+    pushes the context in the calling thread and pops it before returning. close() frees everything (idempotent)."""
 
     def __init__(self, engine_path: str | Path, wanted: EngineKey | None = None, device_index: int = 0):
         trt = _import_tensorrt()
-        cuda, _ = _cuda_device(device_index)
+        cuda, device = _cuda_device(device_index)
         self._cuda = cuda
         self.engine_path = Path(engine_path)
         key, self.model_config_json = read_sidecar(engine_path)
         if wanted is not None:
             check_engine(engine_path, wanted)
-        self._ctx = _device_context(cuda, device_index)
+        here = EngineKey(key.onnx_sha256, trt.__version__, "{}.{}".format(*device.compute_capability()), key.precision,
+                         key.input_shape)
+        if key.mismatches(here):
+            raise EngineMismatchError(f"{engine_path}: engine does not match this machine "
+                                      f"({'; '.join(key.mismatches(here))}); it will not be loaded")
+        self._lock = threading.Lock()  # run() and close() never overlap: close frees what run uses
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.host: dict[str, np.ndarray] = {}
+        self.device: dict[str, object] = {}
+        self.context = self.engine = self._runtime = self.stream = None
+        self._ctx = device.make_context()  # created and current
         try:
-            here = EngineKey(key.onnx_sha256, trt.__version__,
-                             "{}.{}".format(*cuda.Device(device_index).compute_capability()), key.precision, key.input_shape)
-            if key.mismatches(here):
-                raise EngineMismatchError(f"{engine_path}: engine does not match this machine "
-                                          f"({'; '.join(key.mismatches(here))}); it will not be loaded")
             self._logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._logger)
             self.engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
@@ -305,8 +364,6 @@ class TensorRTRunner:
                 raise CheckpointError(f"{engine_path}: TensorRT could not deserialize the plan (corrupt file?)")
             self.context = self.engine.create_execution_context()
             self.stream = cuda.Stream()
-            self.inputs, self.outputs = [], []
-            self.host, self.device = {}, {}
             for i in range(self.engine.num_io_tensors):
                 name = self.engine.get_tensor_name(i)
                 shape = tuple(self.engine.get_tensor_shape(name))
@@ -316,37 +373,59 @@ class TensorRTRunner:
                 self.context.set_tensor_address(name, int(self.device[name]))
                 is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
                 (self.inputs if is_input else self.outputs).append(name)
-        finally:
-            self._ctx.pop()
+        except BaseException:
+            self._release()  # the context is still current here
+            raise
+        cuda.Context.pop()
+
+    @property
+    def closed(self) -> bool:
+        return self._ctx is None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy inputs to pinned memory, then H2D, execute and D2H asynchronously on one stream; wait once at the end."""
         cuda = self._cuda
-        self._ctx.push()  # the caller's thread may not be the one that loaded the engine
-        try:
-            for name in self.inputs:
-                np.copyto(self.host[name], feeds[name], casting="same_kind")
-                cuda.memcpy_htod_async(self.device[name], self.host[name], self.stream)
-            if not self.context.execute_async_v3(stream_handle=self.stream.handle):
-                raise RuntimeError(f"{self.engine_path}: TensorRT execution failed")
-            for name in self.outputs:
-                cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
-            self.stream.synchronize()
-        finally:
-            self._ctx.pop()
-        return {name: self.host[name].copy() for name in self.outputs}
+        with self._lock:
+            if self._ctx is None:
+                raise RuntimeError(f"{self.engine_path}: TensorRT runner is closed")
+            self._ctx.push()
+            try:
+                for name in self.inputs:
+                    np.copyto(self.host[name], feeds[name], casting="same_kind")
+                    cuda.memcpy_htod_async(self.device[name], self.host[name], self.stream)
+                if not self.context.execute_async_v3(stream_handle=self.stream.handle):
+                    raise RuntimeError(f"{self.engine_path}: TensorRT execution failed")
+                for name in self.outputs:
+                    cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
+                self.stream.synchronize()
+                return {name: self.host[name].copy() for name in self.outputs}  # copies: the pinned buffers are reused
+            finally:
+                cuda.Context.pop()
 
     def close(self) -> None:
-        """Free device buffers and release the primary context reference."""
-        self._ctx.push()
+        """Free the plan, the buffers, the stream and the CUDA context, in that order; later calls do nothing."""
+        with self._lock:
+            if self._ctx is not None:
+                self._ctx.push()
+                self._release()
+
+    def _release(self) -> None:
+        """With this runner's context current: wait for the stream, drop TensorRT's objects (their GPU memory), free the
+        device and pinned buffers, destroy the stream, then detach the context, which destroys and pops it."""
         try:
-            for buf in self.device.values():
-                buf.free()
+            if self.stream is not None:
+                self.stream.synchronize()
+            self.context = self.engine = self._runtime = None
+            for buffer in self.device.values():
+                buffer.free()
+            for array in self.host.values():
+                array.base.free()  # pycuda: a pagelocked array's base is its PagelockedHostAllocation
             self.device.clear()
-            del self.context, self.engine
+            self.host.clear()
+            self.stream = None  # pycuda destroys a stream when its last reference goes, in its (current) context
         finally:
-            self._ctx.pop()
-            self._ctx.detach()
+            ctx, self._ctx = self._ctx, None
+            ctx.detach()
 
 
 # ---------------------------------------------------------------- CLI
@@ -378,7 +457,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         out = build_engine(args.onnx, args.out, precision="fp16" if args.fp16 else "fp32",
                            workspace_gb=args.workspace_gb, timing_cache=args.timing_cache)
-    except (CheckpointError, RuntimeError) as e:
+    except (CheckpointError, RuntimeError) as e:  # TensorRTUnavailable (e.g. --fp16 on TensorRT 11) is a RuntimeError
         print(f"sahm build-engine: {e}")
         return 1
     print(f"wrote {out} and {sidecar_path(out)}")

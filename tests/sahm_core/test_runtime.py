@@ -1,4 +1,5 @@
-"""Remover: pre/post-processing, compositing, found/not-found, backends (torch, onnxruntime), errors and fallback."""
+"""Remover: pre/post-processing, compositing, found/not-found, backends (torch, onnxruntime), errors and fallback,
+auto's order on CUDA and CPU, the ONNX Runtime provider check, torch precision, close() and a load/close soak."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ import shutil
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 import sahm_core
+from sahm_core import runtime
+from sahm_core.bench import _rss_mb
 from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_weights, save_weights
 from sahm_core.cli import main as sahm_main
 from sahm_core.config import replace
-from sahm_core.export.onnx_export import VERSION_KEY, PerFrameGraph, onnx_metadata
+from sahm_core.export.onnx_export import VERSION_KEY, PerFrameGraph, example_inputs, onnx_metadata
 from sahm_core.export.tensorrt_engine import tensorrt_available
 from sahm_core.model import build_model
-from sahm_core.runtime import Remover, composite, exported_onnx, found_decision, to_model_input
+from sahm_core.runtime import (BackendUnavailable, Candidate, ModelFiles, Remover, auto_candidates, composite,
+                               exported_onnx, found_decision, to_model_input)
 from sahm_core.text import CommandEncoder
 
 COMMAND = "remove the red circle on the left"
@@ -327,3 +332,173 @@ def test_bench_reports_every_backend(tmp_path, shared_cache, capsys):
     printed = capsys.readouterr().out
     assert "onnxruntime" in printed and "pre/post-processing at 640x480" in printed
     assert sahm_main(["bench", "--backends", "onnxruntime,tpu"]) == 1
+
+
+# ---------------------------------------------------------------- auto's order and its fallbacks
+
+def _model_dir_with_engine(tmp_path, nano_model_dir):
+    """A copy of the nano model with a model.engine beside it, so auto has a TensorRT candidate."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(nano_model_dir, model_dir)
+    (model_dir / "model.engine").write_bytes(b"plan bytes")
+    return model_dir
+
+
+def test_auto_order_on_cuda_and_on_cpu(nano_model_dir):
+    cfg = load_weights(nano_model_dir / "model.safetensors")[1]
+    plain = ModelFiles(nano_model_dir, cfg, weights=nano_model_dir / "model.safetensors")
+    with_engine = ModelFiles(nano_model_dir, cfg, weights=plain.weights, engine=nano_model_dir / "model.engine")
+    cpu_tail = [Candidate("onnxruntime", "cpu"), Candidate("torch", "cpu")]
+    gpu = [Candidate("torch", "cuda:1", "fp16"), Candidate("onnxruntime", "cuda:1")]
+    assert auto_candidates(with_engine, "cuda:1") == [Candidate("tensorrt", "cuda:1")] + gpu + cpu_tail
+    assert auto_candidates(plain, "cuda:1") == gpu + cpu_tail
+    assert auto_candidates(plain, "cuda", precision="bf16")[0] == Candidate("torch", "cuda", "bf16")
+    assert str(Candidate("torch", "cuda", "fp16")) == "torch on cuda (fp16)"
+    assert auto_candidates(plain, "cpu") == cpu_tail  # ORT before torch: faster on a CPU
+    assert auto_candidates(with_engine, "cpu") == [Candidate("tensorrt", "cpu")] + cpu_tail  # it says why it cannot run
+
+
+class _PycudaError(Exception):
+    """Stands in for pycuda.driver.Error, which derives from Exception, not RuntimeError."""
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("TensorRT failed to build an engine from model.onnx (see the TensorRT log above)"),
+    _PycudaError("cuInit failed: no CUDA-capable device is detected"),
+    AttributeError("type object 'tensorrt.BuilderFlag' has no attribute 'FP16'"),
+], ids=["trt-build", "pycuda-init", "trt11-fp16"])
+def test_auto_falls_back_past_any_tensorrt_error_and_says_why(tmp_path, nano_model_dir, shared_cache, caplog,
+                                                             monkeypatch, error):
+    def failing_tensorrt(files, device):
+        raise error
+
+    monkeypatch.setattr(runtime, "TensorRTBackend", failing_tensorrt)
+    model_dir = _model_dir_with_engine(tmp_path, nano_model_dir)
+    with pytest.raises(type(error)):  # a named backend still raises what it raised
+        Remover.load(model_dir, backend="tensorrt", device="cpu")
+    with caplog.at_level(logging.WARNING, logger="sahm_core.runtime"):
+        remover = Remover.load(model_dir, backend="auto", device="cpu")
+    assert (remover.backend, remover.device) == ("onnxruntime", "cpu")
+    warning = next(r.message for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"backend tensorrt on cpu cannot load {model_dir}" in warning
+    assert f"{type(error).__name__}: {error}" in warning and "falling back to onnxruntime on cpu" in warning
+    remover.close()
+
+
+def test_auto_raises_only_when_every_backend_failed_listing_each_reason(nano_model_dir, tmp_path, shared_cache,
+                                                                       monkeypatch, caplog):
+    def failing(kind):
+        def backend(files, device, *args):
+            raise RuntimeError(f"{kind} broke on {device}")
+        return backend
+
+    for name in ("TensorRTBackend", "OnnxRuntimeBackend", "TorchBackend"):
+        monkeypatch.setattr(runtime, name, failing(name))
+    model_dir = _model_dir_with_engine(tmp_path, nano_model_dir)
+    with caplog.at_level(logging.WARNING, logger="sahm_core.runtime"), pytest.raises(CheckpointError) as raised:
+        Remover.load(model_dir, backend="auto", device="cuda:0")
+    message = str(raised.value)
+    expected = [("tensorrt on cuda:0", "TensorRTBackend broke on cuda:0"),
+                ("torch on cuda:0 (fp16)", "TorchBackend broke on cuda:0"),
+                ("onnxruntime on cuda:0", "OnnxRuntimeBackend broke on cuda:0"),
+                ("onnxruntime on cpu", "OnnxRuntimeBackend broke on cpu"),
+                ("torch on cpu", "TorchBackend broke on cpu")]
+    assert message.startswith(f"{model_dir}: no backend could load the model")
+    for candidate, reason in expected:
+        assert f"{candidate}: RuntimeError: {reason}" in message
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == len(expected) - 1  # one per fallback
+
+
+def test_auto_on_a_cuda_device_tries_gpu_backends_first(nano_model_dir, shared_cache, caplog):
+    """On this CPU-only box torch on CUDA and ONNX Runtime on CUDA must both fail, each with a logged reason, and auto
+    ends on ONNX Runtime's CPU provider; on a CUDA machine torch fp16 on the GPU wins."""
+    with caplog.at_level(logging.WARNING, logger="sahm_core.runtime"):
+        remover = Remover.load(nano_model_dir, backend="auto", device="cuda")
+    if torch.cuda.is_available():
+        assert (remover.backend, remover.device, remover._backend.precision) == ("torch", "cuda", "fp16")
+    else:
+        assert (remover.backend, remover.device) == ("onnxruntime", "cpu")
+        warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 2
+        assert "torch on cuda (fp16) cannot load" in warnings[0]
+        assert "falling back to onnxruntime on cuda" in warnings[0]
+        assert "onnxruntime on cuda cannot load" in warnings[1] and "BackendUnavailable" in warnings[1]
+        assert "falling back to onnxruntime on cpu" in warnings[1]
+    remover.close()
+
+
+# ---------------------------------------------------------------- ONNX Runtime's CUDA provider is checked, not assumed
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA")
+def test_onnxruntime_asked_for_cuda_never_gives_a_cpu_session(nano_model_dir, shared_cache, monkeypatch):
+    import importlib.metadata
+
+    installed = f"onnxruntime {importlib.metadata.version('onnxruntime')}"
+    with pytest.raises(BackendUnavailable) as raised:
+        Remover.load(nano_model_dir, backend="onnxruntime", device="cuda")
+    message = str(raised.value)
+    assert "has no CUDAExecutionProvider" in message and installed in message and "CPUExecutionProvider" in message
+    assert "onnxruntime-gpu" in message and "CUDA 13 + cuDNN 9" in message
+    # A CUDA provider that is listed but fails to start: ORT itself then drops it with only a warning (the real
+    # fallback of onnxruntime-gpu with a CUDA / cuDNN it was not built for). The session's providers tell.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with pytest.raises(BackendUnavailable, match=r"made a session on \['CPUExecutionProvider'\] only"):
+        Remover.load(nano_model_dir, backend="onnxruntime", device="cuda:0")
+
+
+# ---------------------------------------------------------------- torch precision
+
+def test_torch_low_precision_runs_under_autocast_and_stays_near_fp32(nano_model_dir):
+    """bf16 autocast on the CPU (fp16 is the same code path on CUDA): the outputs differ from fp32, so autocast is
+    really on, yet stay close; the reference is the fp32 run of the same weights."""
+    cfg = load_weights(nano_model_dir / "model.safetensors")[1]
+    image, *text = (t.numpy() for t in example_inputs(cfg))
+    text = dict(zip(runtime.TEXT_NAMES, text))
+    files = runtime.resolve_model(nano_model_dir)
+    full = runtime.load_backend(files, "torch", "cpu")
+    half = runtime.load_backend(files, "torch", "cpu", precision="bf16")
+    (cleaned32, mask32), (cleaned16, mask16) = full.run(image, text), half.run(image, text)
+    assert full.precision == "fp32" and half.precision == "bf16"
+    assert cleaned16.dtype == mask16.dtype == np.float32
+    assert not np.array_equal(mask16, mask32)
+    assert np.abs(mask16 - mask32).mean() < 0.02 and np.abs(cleaned16 - cleaned32).mean() < 0.02
+    with pytest.raises(ValueError, match="precision"):
+        runtime.load_backend(files, "torch", "cpu", precision="int8")
+    with pytest.raises(ValueError, match="torch backend only"):
+        runtime.load_backend(files, "onnxruntime", "cpu", precision="fp16")
+
+
+# ---------------------------------------------------------------- close() and a load/close soak
+
+def test_close_is_idempotent_and_remove_after_close_is_an_error(nano_model_dir, shared_cache):
+    with Remover.load(nano_model_dir, backend="onnxruntime", device="cpu", **LOOSE) as remover:
+        remover.set_command(COMMAND)
+        assert remover.remove(_frame(32, 32)).image.shape == (32, 32, 3) and not remover.closed
+    assert remover.closed
+    remover.close()  # a second close does nothing
+    with pytest.raises(RuntimeError, match="Remover \\(onnxruntime on cpu\\) is closed"):
+        remover.remove(_frame(32, 32))
+    torch_remover = Remover.load(nano_model_dir, backend="torch", device="cpu")
+    torch_remover.close()
+    assert torch_remover.closed
+
+
+def test_fifty_load_close_cycles_do_not_grow_rss(nano_model_dir, shared_cache):
+    """Invariant: what a loaded, used and closed Remover held is given back. RSS after 50 load / remove / close
+    cycles of an ONNX Runtime Remover stays within 100 MB of RSS after the first 5 (allocator warm-up); figures are
+    printed."""
+    frame = _frame(120, 160)
+    encoded = None
+    rss = []
+    for _ in range(50):
+        remover = Remover.load(nano_model_dir, backend="onnxruntime", device="cpu", threads=1, **LOOSE)
+        if encoded is None:
+            remover.set_command(COMMAND)
+            encoded = remover._text
+        remover._text, remover.command = encoded, COMMAND  # the text encoder is shared and not under test
+        remover.remove(frame)
+        remover.close()
+        rss.append(_rss_mb("VmRSS"))
+    growth = rss[-1] - rss[4]
+    print(f"RSS after cycle 1: {rss[0]:.1f} MB, 5: {rss[4]:.1f} MB, 50: {rss[-1]:.1f} MB, growth {growth:+.1f} MB")
+    assert growth < 100
