@@ -22,6 +22,7 @@ import numpy as np
 
 from .replay import ReplayError, bag_writer, replay
 from .resources import bundled_model_dir
+from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
 
 IMAGE_TOPIC = "/camera/image_raw"
 COMMAND_TOPIC = "/speech/text"
@@ -71,7 +72,7 @@ def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float
     return sample.text
 
 
-def read_outputs(bag: Path, namespace: str = "/ros_ror_remove") -> list[dict]:
+def read_outputs(bag: Path, namespace: str = f"/{NODE_NAME}") -> list[dict]:
     """Per frame of the output bag: input, cleaned and mask as arrays, and the result fields (time order)."""
     from rosbags.rosbag2 import Reader
 
@@ -80,7 +81,8 @@ def read_outputs(bag: Path, namespace: str = "/ros_ror_remove") -> list[dict]:
 
     typestore = replay_typestore()
     frames: dict[int, dict] = {}
-    wanted = {IMAGE_TOPIC: "input", f"{namespace}/cleaned_image": "cleaned", f"{namespace}/mask": "mask", f"{namespace}/result": "result"}
+    wanted = {IMAGE_TOPIC: "input", f"{namespace}/{CLEANED_IMAGE}": "cleaned", f"{namespace}/{MASK}": "mask",
+              f"{namespace}/{RESULT}": "result"}
     with Reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic in wanted]
         for conn, timestamp, raw in reader.messages(connections=conns):

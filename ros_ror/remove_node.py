@@ -2,38 +2,67 @@
 
     remove_node --ros-args --params-file config/remove.yaml -r ~/image:=/camera/image_raw -r ~/command:=/speech/text
 
-Subscriptions only decode and validate; one worker thread runs the model on the
-newest frame (a busy model drops stale frames instead of queueing them). The
-model is loaded lazily and unloaded when the node is disabled.
+A managed (lifecycle) node, like the GPU perception nodes it runs beside:
+
+- configure loads the model on its backend and warms it up (text encoder, tagger,
+  one encode and one frame), so the first command is as fast as every later one;
+- activate starts processing and publishing; deactivate stops both;
+- cleanup frees the model and its GPU memory; shutdown does too.
+
+With `autostart` (the default) the node configures and activates itself once it
+spins; `~/set_enabled` is a shortcut onto the same transitions. Callback groups
+keep it answering while a model loads (minutes, the first time a TensorRT engine
+is built): transitions run in one group, camera / command / diagnostics in
+another, parameter and lifecycle services in the default one. Subscriptions only
+decode and validate; one worker thread owns the model (load, warm-up, command
+encoding, inference, unload: GPU contexts are per thread) and runs it on the
+newest frame, so a busy model drops stale frames instead of queueing them.
 """
 
 from __future__ import annotations
 
+import copy
+import sys
 import threading
 from collections import Counter, deque
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.exceptions import ParameterException
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.time import Time
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
 from .commands import CommandError, CommandTracker, sync_command
-from .image_conversions import DecodedFrame, ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
+from .image_conversions import (
+    DecodedFrame,
+    ImageError,
+    decode_compressed,
+    decode_image,
+    encode_compressed,
+    encode_image,
+    mask_fields,
+)
 from .resources import bundled_model_dir
 from .result import ResultFields, ResultPublisher, fields_from_removal
+from .topics import CLEANED_IMAGE, CLEANED_INFO, MASK, NODE_NAME, RESULT
 
-NODE_NAME = "ros_ror_remove"
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+# Any command in the model's vocabulary: encoding it loads the tokenizer, the text encoder and the tagger.
+WARM_UP_COMMAND = "remove the red box on the left"
 _FRACTION = FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)
 _SECONDS = FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0)
 
@@ -48,26 +77,35 @@ class _Param:
 
 
 PARAMETERS: dict[str, _Param] = {
-    "model_path": _Param("", "model dir, .safetensors, .onnx or TensorRT .engine; empty = bundled models/nano", read_only=True),
-    "backend": _Param("auto", f"inference backend: {' | '.join(BACKENDS)}", read_only=True),
-    "device": _Param("", "device for the backend, e.g. cpu or cuda:0; empty = the backend's default", read_only=True),
-    "mask_threshold": _Param(0.5, "mask probability above which a pixel is removed", float_range=_FRACTION),
+    "model_path": _Param("", "model dir, .safetensors, .onnx or TensorRT .engine; empty = bundled models/nano. "
+                             "Read at configure; settable while unconfigured"),
+    "backend": _Param("auto", f"inference backend: {' | '.join(BACKENDS)}. Read at configure; settable while unconfigured"),
+    "device": _Param("", "device for the backend, e.g. cpu or cuda:0; empty = the backend's default. "
+                         "Read at configure; settable while unconfigured"),
+    "mask_threshold": _Param(0.5, "mask probability above which a pixel is removed (below 1)", float_range=_FRACTION),
     "min_mask_area": _Param(0.002, "masks smaller than this fraction of the frame count as not found", float_range=_FRACTION),
     "min_score": _Param(0.6, "object score below which the command counts as not found", float_range=_FRACTION),
-    "enabled": _Param(True, "start enabled; toggle at run time with the ~/set_enabled service", read_only=True),
-    "preload": _Param(False, "load the model at start-up instead of at the first frame that needs it", read_only=True),
+    "autostart": _Param(True, "configure and activate at start-up (false: wait for lifecycle transitions)",
+                        read_only=True),
     "command_timeout": _Param(0.0, "seconds a command stays active; 0 = until stop / cancel / clear", float_range=_SECONDS),
     "pass_through": _Param(True, "with no active command, republish frames unchanged (false: publish nothing)"),
-    "max_fps": _Param(0.0, "cap on processed frames per second; 0 = no cap", float_range=FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)),
-    "max_frame_pixels": _Param(3840 * 2160, "frames with more pixels (width x height) are dropped", integer_range=IntegerRange(from_value=1, to_value=2**31 - 1, step=0)),
-    "max_command_chars": _Param(300, "longer commands are rejected", integer_range=IntegerRange(from_value=1, to_value=100_000, step=0)),
-    "compressed_input": _Param(False, "also subscribe ~/image/compressed (jpeg/png) and publish ~/cleaned_image/compressed", read_only=True),
-    "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True, float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
+    "max_fps": _Param(0.0, "cap on processed frames per second; 0 = no cap",
+                      float_range=FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)),
+    "max_frame_pixels": _Param(3840 * 2160, "frames with more pixels (width x height) are dropped",
+                               integer_range=IntegerRange(from_value=1, to_value=2**31 - 1, step=0)),
+    "max_command_chars": _Param(300, "longer commands are rejected",
+                                integer_range=IntegerRange(from_value=1, to_value=100_000, step=0)),
+    "compressed_input": _Param(False, f"also subscribe ~/image/compressed (jpeg/png) and publish ~/{CLEANED_IMAGE}/compressed",
+                               read_only=True),
+    "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True,
+                                 float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
     "warn_throttle": _Param(5.0, "seconds between repeated warnings of one kind", float_range=_SECONDS),
 }
 _THRESHOLDS = ("mask_threshold", "min_mask_area", "min_score")
-# Drops that are the node working as configured (a busy model, the fps cap, disabled), not bad input.
-_ROUTINE_DROPS = ("stale", "max_fps", "disabled")
+_MODEL_PARAMETERS = ("model_path", "backend", "device")  # read by configure, so only changed while unconfigured
+# Drops that are the node working as configured (a busy model, the fps cap, not active), not bad input.
+_ROUTINE_DROPS = ("stale", "max_fps", "inactive")
+_CAMERA_INFOS_KEPT = 30  # ~1 s of a 30 Hz camera: enough for the info of the frame being processed to be here
 
 
 @dataclass
@@ -96,8 +134,18 @@ class _Stats:
             self.dropped[reason] += 1
 
 
-class RemoveNode(Node):
+def warm_up(remover) -> None:
+    """Run everything the first command needs once (encoder, tagger, one encode, one frame), then forget it."""
+    size = remover.config.image_size
+    remover.set_command(WARM_UP_COMMAND)
+    remover.remove(np.zeros((size, size, 3), np.uint8))
+    remover.clear_command()
+
+
+class RemoveNode(LifecycleNode):
     """Referring object removal on a camera stream, driven by spoken commands."""
+
+    _worker: threading.Thread | None = None  # None until __init__ has started it: destroy_node may come first
 
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
@@ -111,46 +159,51 @@ class RemoveNode(Node):
         self._command_lock = threading.Lock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._last_warned: dict[str, float] = {}
-        self._enabled = self._param("enabled")
+        self._active = False
         self._remover = None  # owned by the worker thread
-        self._model_state = "unloaded"
-        self._want_unload = False
-        self._want_reload = False
+        self._configure_error = ""
         self._last_accepted: Time | None = None
-        self._rates = (self.get_clock().now(), 0, 0)  # (time, frames_in, frames_out) at the last diagnostics
-        self._dropped_at_last_report: dict[str, int] = {}
+        self._reported = (self.get_clock().now(), 0, 0, Counter())  # (time, frames_in, frames_out, dropped) last sent
+        self._camera_infos: deque[CameraInfo] = deque(maxlen=_CAMERA_INFOS_KEPT)
 
         self._pending: _PendingFrame | None = None
-        self._wake = threading.Condition()
+        self._jobs: deque[tuple[Callable[[], object], Future]] = deque()
+        self._command_changed = False
         self._stopping = False
+        self._wake = threading.Condition()
+        self.autostarted = threading.Event()  # set once autostart's configure + activate has been tried
 
+        io = MutuallyExclusiveCallbackGroup()  # frames, commands, diagnostics: never behind a model load
+        transitions = MutuallyExclusiveCallbackGroup()
         overridable = QoSOverridingOptions.with_default_policies()
         # Sensor-data QoS (best effort, volatile) with depth 1: DDS itself keeps only the newest frame.
         camera = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+        camera_info = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self._image_pub = self.create_publisher(Image, "~/cleaned_image", reliable, qos_overriding_options=overridable)
-        self._mask_pub = self.create_publisher(Image, "~/mask", reliable, qos_overriding_options=overridable)
-        self._result_pub = ResultPublisher(self, "~/result", reliable)
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Image, "~/image", self._on_image, camera, qos_overriding_options=overridable)
-        self.create_subscription(String, "~/command", self._on_command, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE), qos_overriding_options=overridable)
+        publisher = self.create_lifecycle_publisher  # silent unless active
+        self._image_pub = publisher(Image, f"~/{CLEANED_IMAGE}", reliable, qos_overriding_options=overridable)
+        self._info_pub = publisher(CameraInfo, f"~/{CLEANED_INFO}", reliable, qos_overriding_options=overridable)
+        self._mask_pub = publisher(Image, f"~/{MASK}", reliable, qos_overriding_options=overridable)
+        self._result_pub = ResultPublisher(self, f"~/{RESULT}", reliable)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)  # in every state
+        self.create_subscription(Image, "~/image", self._on_image, camera, qos_overriding_options=overridable,
+                                 callback_group=io)
+        self.create_subscription(CameraInfo, "~/camera_info", self._on_camera_info, camera_info, callback_group=io)
+        self.create_subscription(String, "~/command", self._on_command, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+                                 qos_overriding_options=overridable, callback_group=io)
         self._compressed_pub = None
         if self._param("compressed_input"):
-            self._compressed_pub = self.create_publisher(CompressedImage, "~/cleaned_image/compressed", reliable, qos_overriding_options=overridable)
-            self.create_subscription(CompressedImage, "~/image/compressed", self._on_compressed, camera, qos_overriding_options=overridable)
-        self.create_service(SetBool, "~/set_enabled", self._on_set_enabled)
-        self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics)
+            self._compressed_pub = publisher(CompressedImage, f"~/{CLEANED_IMAGE}/compressed", reliable, qos_overriding_options=overridable)
+            self.create_subscription(CompressedImage, "~/image/compressed", self._on_compressed, camera,
+                                     qos_overriding_options=overridable, callback_group=io)
+        self.create_service(SetBool, "~/set_enabled", self._on_set_enabled, callback_group=transitions)
+        self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics, callback_group=io)
+        if self._param("autostart"):
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=transitions)
 
         self._worker = threading.Thread(target=self._work, name="ros_ror_inference", daemon=True)
         self._worker.start()
-        if self._enabled and self._param("preload"):
-            with self._wake:
-                self._want_reload = True
-                self._wake.notify()
-        self.get_logger().info(
-            f"ready: {'enabled' if self._enabled else 'disabled'}, model {self._model_path()} ({self._param('backend')}), "
-            f"results as {self._result_pub.type_name}"
-        )
+        self.get_logger().info(f"model {self._model_path()} ({self._param('backend')}), results as {self._result_pub.type_name}")
 
     # ---------------------------------------------------------------- parameters
     @staticmethod
@@ -168,6 +221,9 @@ class RemoveNode(Node):
     def _validate_parameters(self, params) -> SetParametersResult:
         # Ranges and read_only come from the descriptors; this checks what a range cannot express.
         for p in params:
+            if p.name in _MODEL_PARAMETERS and self.lifecycle_state() != "unconfigured":
+                return SetParametersResult(successful=False, reason=f"{p.name} is read at configure: clean the node up "
+                                                                    f"(it is {self.lifecycle_state()}) before changing it")
             if p.name == "backend" and p.value not in BACKENDS:
                 return SetParametersResult(successful=False, reason=f"backend must be one of {', '.join(BACKENDS)}, got {p.value!r}")
             if p.name == "mask_threshold" and p.value >= 1.0:
@@ -189,6 +245,64 @@ class RemoveNode(Node):
 
     def _model_path(self) -> str:
         return self._param("model_path") or str(bundled_model_dir())
+
+    # ---------------------------------------------------------------- lifecycle
+    def lifecycle_state(self) -> str:
+        """unconfigured | inactive | active | finalized, or a transition state (configuring, ...)."""
+        return self._state_machine.current_state[1]  # what the get_state service answers; rclpy has no public getter
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._configure_error = self._in_worker(self._load) or ""
+        if self._configure_error:
+            self.get_logger().error(f"configure failed: {self._configure_error}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        self.get_logger().info("active: removing on command")
+        return super().on_activate(state)  # enables the lifecycle publishers
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        with self._wake:
+            self._pending = None
+        self.get_logger().info("inactive: frames are dropped, nothing is published")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._in_worker(self._unload)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._in_worker(self._unload)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._in_worker(self._unload)
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured: configure may be tried again
+
+    def _autostart(self) -> None:
+        """configure + activate, once. A failed configure is logged; the node stays up, unconfigured, with an
+        ERROR diagnostic, and a later configure (after fixing model_path) may succeed."""
+        self._autostart_timer.cancel()  # one shot
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+        self.autostarted.set()
+
+    def _on_set_enabled(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """true: configure (if needed) and activate; false: deactivate and clean up, which frees the model."""
+        forward = {"unconfigured": (self.trigger_configure, self.trigger_activate), "inactive": (self.trigger_activate,)}
+        back = {"active": (self.trigger_deactivate, self.trigger_cleanup), "inactive": (self.trigger_cleanup,)}
+        for transition in (forward if request.data else back).get(self.lifecycle_state(), ()):
+            if transition() != TransitionCallbackReturn.SUCCESS:
+                break
+        response.success = self.lifecycle_state() == ("active" if request.data else "unconfigured")
+        response.message = f"now {self.lifecycle_state()}" + (f": {self._configure_error}" if not response.success else "")
+        self.get_logger().info(f"~/set_enabled {request.data}: {response.message}")
+        return response
 
     # ---------------------------------------------------------------- input
     def _warn(self, reason: str, message: str) -> None:
@@ -214,13 +328,16 @@ class RemoveNode(Node):
             return
         self._accept(_PendingFrame(msg.header, frame, compressed=True, received=self.get_clock().now()))
 
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_infos.append(msg)
+
     def _reject_frame(self, error: ImageError) -> None:
         self._stats.drop(error.reason)
         self._warn(error.reason, f"bad frame: {error}")
 
     def _accept(self, pending: _PendingFrame) -> None:
-        if not self._enabled:
-            self._stats.drop("disabled")
+        if not self._active:
+            self._stats.drop("inactive")
             return
         now = self.get_clock().now()
         max_fps = self._param("max_fps")
@@ -246,94 +363,87 @@ class RemoveNode(Node):
                 self._stats.rejected_commands[e.reason] += 1
             self._warn(f"command_{e.reason}", f"ignored command: {e}")
             return
+        with self._wake:  # encode it now, before the next frame arrives
+            self._command_changed = True
+            self._wake.notify()
         self.get_logger().info("command ended" if command.stop else f"new command: {command.text!r}")
 
-    def _on_set_enabled(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        with self._wake:
-            self._enabled = request.data
-            self._want_unload = not request.data
-            if request.data and self._model_state == "failed":
-                self._model_state = "unloaded"  # enabling again retries a load that failed
-            self._wake.notify()
-        response.success = True
-        response.message = "enabled: the model loads at the first frame that needs it" if request.data else "disabled: model unloaded"
-        self.get_logger().info(response.message)
-        return response
-
     # ---------------------------------------------------------------- worker
+    def _in_worker(self, job: Callable[[], object]) -> object:
+        """Run `job` on the worker thread (the model's only thread) and wait for its result."""
+        done: Future = Future()
+        with self._wake:
+            if self._stopping:  # the worker is gone (node being destroyed): nothing else can run the model now
+                return job()
+            self._jobs.append((job, done))
+            self._wake.notify()
+        return done.result()
+
     def _work(self) -> None:
         while True:
             with self._wake:
-                while not (self._stopping or self._pending or self._want_unload or self._want_reload):
+                while not (self._stopping or self._jobs or self._pending or self._command_changed):
                     self._wake.wait()
                 if self._stopping:
-                    return
+                    break
+                jobs, self._jobs = list(self._jobs), deque()
                 pending, self._pending = self._pending, None
-                unload, reload = self._want_unload, self._want_reload
-                self._want_unload = self._want_reload = False
-            if unload or reload:
-                self._unload()
-            if reload:
-                self._load()
-            if pending is not None and self._enabled:
-                try:
+                self._command_changed = False
+            for job, done in jobs:
+                done.set_result(job())
+            try:
+                if self._remover is not None:
+                    self._sync_command()
+                if pending is not None and self._active:
                     self._process(pending)
-                except Exception as e:  # noqa: BLE001 - the node must outlive any single frame
-                    self._stats.drop("processing_error")
-                    self._stats.last_error = f"{type(e).__name__}: {e}"
-                    self._warn("processing_error", f"frame failed: {self._stats.last_error}")
+            except Exception as e:  # noqa: BLE001 - the node must outlive any single frame
+                self._stats.drop("processing_error")
+                self._stats.last_error = f"{type(e).__name__}: {e}"
+                self._warn("processing_error", f"frame failed: {self._stats.last_error}")
+        self._unload()
 
-    def _load(self) -> None:
+    def _load(self) -> str | None:
+        """Load and warm up the model; None, or the error in one line."""
         from sahm_core.runtime import Remover
 
-        self._model_state = "loading"
-        path = self._model_path()
-        self.get_logger().info(f"loading model {path} (backend {self._param('backend')})")
+        path, backend = self._model_path(), self._param("backend")
+        self.get_logger().info(f"loading model {path} (backend {backend})")
         try:
-            self._remover = Remover.load(
-                path,
-                backend=self._param("backend"),
-                device=self._param("device") or None,
-                **{name: self._param(name) for name in _THRESHOLDS},
-            )
-        except Exception as e:  # noqa: BLE001 - a bad model path must not kill the node; report and wait
-            self._model_state = "failed"
-            self._stats.last_error = f"model load failed: {type(e).__name__}: {e}"
-            self.get_logger().error(f"{self._stats.last_error}; frames are dropped until ~/set_enabled is called again")
-            return
-        self._model_state = "loaded"
-        self.get_logger().info(f"model loaded: {self._remover.config.name} on {self._remover.backend}")
+            remover = Remover.load(path, backend=backend, device=self._param("device") or None,
+                                   **{name: self._param(name) for name in _THRESHOLDS})
+            warm_up(remover)
+        except Exception as e:  # noqa: BLE001 - a bad model must fail the transition, not kill the node
+            self._stats.last_error = f"model {path} ({backend}) cannot be loaded: {type(e).__name__}: {e}"
+            return self._stats.last_error
+        self._remover = remover
+        self._sync_command()  # a command heard while unconfigured is encoded now, not at the first frame
+        self.get_logger().info(f"model loaded and warmed up: {remover.config.name} on {remover.backend}")
+        return None
 
     def _unload(self) -> None:
         if self._remover is not None:
-            self._remover = None  # the last reference: backend sessions and (GPU) memory go with it
-            self._model_state = "unloaded"
+            self._remover.close()
+            self._remover = None
             self.get_logger().info("model unloaded")
 
-    def _process(self, pending: _PendingFrame) -> None:
+    def _sync_command(self) -> None:
         now = self.get_clock().now().nanoseconds * 1e-9
-        rgb = pending.frame.rgb
         with self._command_lock:
             active = self._commands.active(now)
-        if active is None:
-            self._pass_through(pending)
-            return
-        if self._model_state == "unloaded":
-            self._load()
-        if self._model_state != "loaded":
-            self._stats.drop("model_unavailable")
-            self._warn("model_unavailable", f"no model to run ({self._stats.last_error})")
-            return
-        with self._command_lock:
-            command, rejected = sync_command(self._remover, self._commands, now)
+            _, rejected = sync_command(self._remover, self._commands, now)
         if rejected is not None:
             with self._stats.lock:
                 self._stats.rejected_commands["encoder"] += 1
             self._warn("command_encoder", f"the model rejected command {active!r}: {rejected}")
-        if command is None:  # rejected, or ended (stop, timeout) while the model was loading
+
+    def _process(self, pending: _PendingFrame) -> None:
+        now = self.get_clock().now().nanoseconds * 1e-9
+        with self._command_lock:
+            command = self._commands.active(now)
+        if command is None or command != self._remover.command:  # none, or ended / rejected since the last sync
             self._pass_through(pending)
             return
-        removal = self._remover.remove(rgb)
+        removal = self._remover.remove(pending.frame.rgb)
         fields = fields_from_removal(removal, command, self._remover.backend)
         with self._stats.lock:
             self._stats.inference_s.append(removal.latency_s)
@@ -348,10 +458,13 @@ class RemoveNode(Node):
         header = pending.header
         height, width = mask.shape
         if pending.compressed:
-            self._compressed_pub.publish(CompressedImage(header=header, format=pending.frame.encoding, data=encode_compressed(rgb, pending.frame.encoding)))
+            data = encode_compressed(rgb, pending.frame.encoding)
+            self._compressed_pub.publish(CompressedImage(header=header, format=pending.frame.encoding, data=data))
         else:
             data, step = encode_image(rgb, pending.frame.encoding, pending.frame.alpha)
-            self._image_pub.publish(Image(header=header, height=height, width=width, encoding=pending.frame.encoding, step=step, data=data))
+            self._image_pub.publish(Image(header=header, height=height, width=width, encoding=pending.frame.encoding,
+                                          step=step, data=data))
+        self._publish_camera_info(header)
         mask_data, mask_step = mask_fields(mask)
         self._mask_pub.publish(Image(header=header, height=height, width=width, encoding="mono8", step=mask_step, data=mask_data))
         stamped = header.stamp.sec != 0 or header.stamp.nanosec != 0
@@ -362,30 +475,40 @@ class RemoveNode(Node):
             self._stats.frames_out += 1
             self._stats.latency_s.append(fields.latency)
 
+    def _publish_camera_info(self, header: Header) -> None:
+        """The camera's model beside the cleaned frame, under the frame's own header (exact-time pairs stay pairs).
+
+        The info stamped like the frame when it came, else the newest one: the calibration is the camera's, not
+        the frame's, and a driver that stamps its info a little off must not cost the stream its camera model.
+        """
+        infos = list(self._camera_infos)
+        if not infos:
+            return
+        info = copy.copy(next((i for i in reversed(infos) if i.header.stamp == header.stamp), infos[-1]))
+        info.header = header
+        self._info_pub.publish(info)
+
     # ---------------------------------------------------------------- diagnostics
     def diagnostics(self) -> DiagnosticStatus:
-        """The node's health as one DiagnosticStatus (also what /diagnostics carries)."""
+        """The node's health as one DiagnosticStatus (what /diagnostics carries); rates since the last message sent."""
         now = self.get_clock().now()
         stats = self._stats
         with stats.lock:
             frames_in, frames_out = stats.frames_in, stats.frames_out
-            dropped, rejected = dict(stats.dropped), dict(stats.rejected_commands)
+            dropped, rejected = Counter(stats.dropped), dict(stats.rejected_commands)
             inference, latency = list(stats.inference_s), list(stats.latency_s)
-        then, then_in, then_out = self._rates
+        then, then_in, then_out, dropped_then = self._reported
         elapsed = (now - then).nanoseconds * 1e-9
-        self._rates = (now, frames_in, frames_out)
-        rate_in = (frames_in - then_in) / elapsed if elapsed > 0 else 0.0
-        rate_out = (frames_out - then_out) / elapsed if elapsed > 0 else 0.0
         with self._command_lock:
             command = self._commands.active(now.nanoseconds * 1e-9)
+        remover, state = self._remover, self.lifecycle_state()
         values = {
-            "enabled": self._enabled,
+            "state": state,
             "model": self._model_path(),
-            "model_state": self._model_state,
-            "backend": self._remover.backend if self._remover is not None else self._param("backend"),
+            "backend": remover.backend if remover is not None else self._param("backend"),
             "command": command or "",
-            "input_rate_hz": f"{rate_in:.2f}",
-            "output_rate_hz": f"{rate_out:.2f}",
+            "input_rate_hz": f"{(frames_in - then_in) / elapsed if elapsed > 0 else 0.0:.2f}",
+            "output_rate_hz": f"{(frames_out - then_out) / elapsed if elapsed > 0 else 0.0:.2f}",
             "inference_ms_mean": f"{1e3 * float(np.mean(inference)):.1f}" if inference else "",
             "inference_ms_p99": f"{1e3 * float(np.percentile(inference, 99)):.1f}" if inference else "",
             "latency_ms_mean": f"{1e3 * float(np.mean(latency)):.1f}" if latency else "",
@@ -397,15 +520,15 @@ class RemoveNode(Node):
             "result_type": self._result_pub.type_name,
             "last_error": stats.last_error,
         }
-        if self._model_state == "failed":
-            level, message = DiagnosticStatus.ERROR, "model failed to load"
-        elif not self._enabled:
-            level, message = DiagnosticStatus.OK, "disabled"
-        elif bad_inputs := {r: n - self._dropped_at_last_report.get(r, 0) for r, n in dropped.items() if r not in _ROUTINE_DROPS and n > self._dropped_at_last_report.get(r, 0)}:
+        bad_inputs = {r: n for r, n in (dropped - dropped_then).items() if r not in _ROUTINE_DROPS}
+        if self._configure_error and state == "unconfigured":
+            level, message = DiagnosticStatus.ERROR, f"configure failed: {self._configure_error}"
+        elif state != "active":
+            level, message = DiagnosticStatus.OK, state
+        elif bad_inputs:
             level, message = DiagnosticStatus.WARN, "dropping bad frames: " + ", ".join(f"{n} {r}" for r, n in sorted(bad_inputs.items()))
         else:
             level, message = DiagnosticStatus.OK, "removing" if command else "idle (no command)"
-        self._dropped_at_last_report = dropped
         return DiagnosticStatus(
             level=level,
             name=f"{self.get_name()}: referring object removal",
@@ -415,26 +538,45 @@ class RemoveNode(Node):
         )
 
     def _publish_diagnostics(self) -> None:
-        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[self.diagnostics()]))
+        status = self.diagnostics()
+        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+        with self._stats.lock:
+            self._reported = (self.get_clock().now(), self._stats.frames_in, self._stats.frames_out, Counter(self._stats.dropped))
 
     def destroy_node(self) -> None:
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        self._worker.join(timeout=10.0)
+        if self._worker is not None:
+            with self._wake:
+                self._stopping = True
+                self._wake.notify()
+            self._worker.join(timeout=10.0)  # the worker unloads the model on its way out
         super().destroy_node()
 
 
-def main(args=None) -> None:
-    with rclpy.init(args=args):
-        node = RemoveNode()
+def main(args=None) -> int:
+    """Exit status 0 after a clean stop, 2 when the node cannot start (a bad parameter or params file)."""
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    try:
+        context = rclpy.init(args=args)
+    except rclpy_implementation.RCLError as e:  # unreadable --params-file, malformed --ros-args
+        logger.fatal(f"cannot start: {str(e).split(', at ')[0]}")
+        return 2
+    with context:
         try:
-            rclpy.spin(node)
+            node = RemoveNode()
+        except ParameterException as e:
+            logger.fatal(f"cannot start: {e}")
+            return 2
+        executor = MultiThreadedExecutor(num_threads=3)  # one per callback group: see the module docstring
+        executor.add_node(node)
+        try:
+            executor.spin()
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
+            executor.shutdown()
             node.destroy_node()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

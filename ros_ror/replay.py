@@ -5,7 +5,7 @@
 Messages are read in time order; a command applies to every frame stamped at or
 after it (bag receive time), and every frame is processed: no DDS, nothing is
 lost to transport. The output holds every input topic plus, under
-`--namespace` (default /ros_ror_remove, the node's topics): cleaned_image,
+`--namespace` (default /ros_ror_remove, the node's topics): cleaned/image,
 mask and result (RemovalResult, registered from msg/), all at the input
 frame's timestamp and with its header. The bag is laid out as rosbag2 lays
 it out (metadata.yaml and OUT_BAG_0.db3 / .mcap) and appears under its name
@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .commands import CommandError, CommandTracker, sync_command
 from .image_conversions import ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
 from .result import MSG_TYPE, ResultFields, fields_from_removal, rosbags_types
+from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 COMMAND_TYPE = "std_msgs/msg/String"
@@ -80,7 +81,7 @@ def replay(
     command_topic: str,
     remover,
     *,
-    namespace: str = "/ros_ror_remove",
+    namespace: str = f"/{NODE_NAME}",
     storage: str | None = None,
     command_timeout: float = 0.0,
     pass_through: bool = True,
@@ -100,9 +101,9 @@ def replay(
             typestore = replay_typestore()
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
             outputs = {
-                "cleaned": writer.add_connection(f"{namespace}/cleaned_image", image_conn.msgtype, typestore=typestore),
-                "mask": writer.add_connection(f"{namespace}/mask", "sensor_msgs/msg/Image", typestore=typestore),
-                "result": writer.add_connection(f"{namespace}/result", MSG_TYPE, typestore=typestore),
+                "cleaned": writer.add_connection(f"{namespace}/{CLEANED_IMAGE}", image_conn.msgtype, typestore=typestore),
+                "mask": writer.add_connection(f"{namespace}/{MASK}", "sensor_msgs/msg/Image", typestore=typestore),
+                "result": writer.add_connection(f"{namespace}/{RESULT}", MSG_TYPE, typestore=typestore),
             }
             tracker = CommandTracker(timeout=command_timeout)
             bar = tqdm(total=reader.message_count, unit="msg", desc="replay", disable=not progress)
@@ -256,7 +257,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-score", type=float, default=0.6)
     parser.add_argument("--min-mask-area", type=float, default=0.002, help="fraction of the frame")
     parser.add_argument("--storage", default=None, choices=STORAGES, help="output storage (default: the input's)")
-    parser.add_argument("--namespace", default="/ros_ror_remove", help="prefix of the output topics")
+    parser.add_argument("--namespace", default=f"/{NODE_NAME}", help="prefix of the output topics")
     parser.add_argument("--command-timeout", type=float, default=0.0, help="seconds a command lasts; 0 = until stop")
     parser.add_argument("--no-pass-through", action="store_true", help="write nothing for frames without a command")
 

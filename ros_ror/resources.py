@@ -24,16 +24,19 @@ def _ament_share() -> Path | None:
 
 
 def shared_path(relative: str) -> Path:
-    """Path of a shipped file or folder; FileNotFoundError lists every place that was looked at."""
-    candidates = [Path(__file__).resolve().parent.parent / relative, Path(sys.prefix) / "share" / PACKAGE / relative]
+    """Path of a shipped file or folder; FileNotFoundError lists every place that was looked at.
+
+    The source checkout first, then the package's ament share directory (a colcon install, or the prefix that
+    `ros-ror ament-prefix` writes), then this environment's share/ros_ror (a wheel install without AMENT_PREFIX_PATH).
+    """
+    share = _ament_share()
+    candidates = [Path(__file__).resolve().parent.parent / relative,
+                  *([share / relative] if share is not None else []),
+                  Path(sys.prefix) / "share" / PACKAGE / relative]
     for path in candidates:
         if path.exists():
             return path
-    share = _ament_share()
-    if share is not None and (share / relative).exists():
-        return share / relative
-    looked = candidates + ([share / relative] if share is not None else [])
-    raise FileNotFoundError(f"{relative} not found; looked in: {', '.join(str(p) for p in looked)}")
+    raise FileNotFoundError(f"{relative} not found; looked in: {', '.join(str(p) for p in candidates)}")
 
 
 def bundled_model_dir() -> Path:

@@ -60,14 +60,15 @@ def generated_message_class():
 
 
 class ResultPublisher:
-    """Publishes ResultFields on one topic as RemovalResult, or as the JSON fallback without generated code."""
+    """Publishes ResultFields on one topic of a lifecycle node as RemovalResult, or as the JSON fallback."""
 
     def __init__(self, node, topic: str, qos):
         from std_msgs.msg import String
 
         self._message_class = generated_message_class()
         self.type_name = MSG_TYPE if self._message_class else FALLBACK_TYPE
-        self._publisher = node.create_publisher(self._message_class or String, topic, qos)
+        # A lifecycle publisher: silent unless the node is active.
+        self._publisher = node.create_lifecycle_publisher(self._message_class or String, topic, qos)
 
     def publish(self, header, fields: ResultFields) -> None:
         if self._message_class is not None:

@@ -28,8 +28,8 @@ class Harness:
     """The node under test, a tester node with publishers / subscribers, and an executor spinning both."""
 
     def __init__(self, model_dir, thresholds: dict, **parameters):
-        """parameters: more node parameters; with compressed_input=True, ~/cleaned_image/compressed stands in for
-        ~/cleaned_image and `exchange` takes sensor_msgs/CompressedImage frames."""
+        """parameters: more node parameters; with compressed_input=True, ~/cleaned/image/compressed stands in for
+        ~/cleaned/image and `exchange` takes sensor_msgs/CompressedImage frames."""
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
@@ -52,7 +52,7 @@ class Harness:
         self.tester = rclpy.create_node("ros_ror_tester", context=self.context)
         deep = QoSProfile(depth=FUZZ_DEPTH, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self.compressed = bool(parameters.get("compressed_input"))
-        frame_type, cleaned_topic = (CompressedImage, "cleaned_image/compressed") if self.compressed else (Image, "cleaned_image")
+        frame_type, cleaned_topic = (CompressedImage, "cleaned/image/compressed") if self.compressed else (Image, "cleaned/image")
         self.image_pub = self.tester.create_publisher(frame_type, f"{image_topic}/compressed" if self.compressed else image_topic, deep)
         self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
         self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}}
@@ -66,6 +66,8 @@ class Harness:
         self.executor.add_node(self.tester)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
         self.thread.start()
+        if self.node.get_parameter("autostart").value:
+            assert self.node.autostarted.wait(timeout=600), "autostart never finished"
         wait_for(lambda: self.image_pub.get_subscription_count() > 0 and self.command_pub.get_subscription_count() > 0
                  and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0 for t in (cleaned_topic, "mask", "result")))
         self.sent = 0

@@ -42,6 +42,8 @@ def test_params_file_loads_with_pip_only_ros(node_process, nano_model_dir):
     context = Context()
     rclpy.init(context=context)
     client_node = rclpy.create_node("params_checker", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(client_node)
     try:
         client = client_node.create_client(GetParameters, f"/{NODE}/get_parameters")
         deadline = time.monotonic() + 60
@@ -49,8 +51,6 @@ def test_params_file_loads_with_pip_only_ros(node_process, nano_model_dir):
             assert node_process.poll() is None, f"node exited: {node_process.stdout.read()}"
             assert time.monotonic() < deadline, "node's parameter service never appeared"
         future = client.call_async(GetParameters.Request(names=list(expected)))
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(client_node)
         executor.spin_until_future_complete(future, timeout_sec=30)
         values = future.result().values
         got = {}
@@ -58,6 +58,7 @@ def test_params_file_loads_with_pip_only_ros(node_process, nano_model_dir):
             got[name] = {1: value.bool_value, 2: value.integer_value, 3: value.double_value, 4: value.string_value}[value.type]
         assert got == expected
     finally:
+        executor.shutdown()  # it holds the node's handle: destroying the node first would wait forever
         client_node.destroy_node()
         rclpy.shutdown(context=context)
     assert node_process.poll() is None  # still running: the lazy model is not loaded without a command

@@ -88,24 +88,24 @@ def test_parameters_are_validated_when_set(harness):
     assert node.get_parameter("backend").value == "onnxruntime"
 
 
-def test_disable_unloads_and_enable_answers_again(harness, scene):
+def test_set_enabled_is_a_shortcut_onto_the_lifecycle(harness, scene):
     from std_srvs.srv import SetBool
 
     client = harness.tester.create_client(SetBool, f"/{NODE_NAME}/set_enabled")
     assert client.wait_for_service(timeout_sec=10)
     harness.command(COMMAND, expect_active=COMMAND)
-    harness.exchange(image_msg(scene(), "rgb8"))  # the model is loaded now
-    assert harness.diagnostics()["model_state"] == "loaded"
-    response = client.call(SetBool.Request(data=False), timeout_sec=10)
-    assert response.success
-    wait_for(lambda: harness.diagnostics()["model_state"] == "unloaded")
-    before = int(harness.diagnostics().get("dropped_disabled", 0))
+    harness.exchange(image_msg(scene(), "rgb8"))
+    assert harness.diagnostics()["state"] == "active" and harness.node._remover is not None
+    response = client.call(SetBool.Request(data=False), timeout_sec=60)
+    assert response.success and response.message == "now unconfigured"
+    assert harness.node._remover is None  # cleanup freed the model
+    before = int(harness.diagnostics().get("dropped_inactive", 0))
     harness.image_pub.publish(image_msg(scene(), "rgb8"))
-    wait_for(lambda: int(harness.diagnostics().get("dropped_disabled", 0)) == before + 1)
-    assert client.call(SetBool.Request(data=True), timeout_sec=10).success
+    wait_for(lambda: int(harness.diagnostics().get("dropped_inactive", 0)) == before + 1)
+    assert client.call(SetBool.Request(data=True), timeout_sec=60).success
     cleaned, _, result = harness.exchange(image_msg(scene(), "rgb8"))
-    assert result_dict(result)["command"] == COMMAND
-    assert harness.diagnostics()["model_state"] == "loaded"
+    assert result_dict(result)["command"] == COMMAND  # the command outlived the model: it is the operator's
+    assert harness.diagnostics()["state"] == "active"
     harness.command("stop", expect_active="")
 
 

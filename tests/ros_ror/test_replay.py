@@ -84,13 +84,13 @@ def test_replay_writes_cleaned_masks_and_results_with_original_timestamps(tmp_pa
     bag = read_bag(tmp_path / "out", replay_typestore())
     ns = "/ros_ror_remove"
     counts = {topic: len(msgs) for topic, msgs in bag.items()}
-    assert counts == {IMAGE: 8, COMMAND: 2, f"{ns}/cleaned_image": 7, f"{ns}/mask": 7, f"{ns}/result": 7}
-    for topic in (f"{ns}/cleaned_image", f"{ns}/mask", f"{ns}/result"):
+    assert counts == {IMAGE: 8, COMMAND: 2, f"{ns}/cleaned/image": 7, f"{ns}/mask": 7, f"{ns}/result": 7}
+    for topic in (f"{ns}/cleaned/image", f"{ns}/mask", f"{ns}/result"):
         assert [t for t, _ in bag[topic]] == FRAME_TIMES[:7]  # the input frames' timestamps; frame 7 was unusable
     assert [t for t, _ in bag[IMAGE]] == FRAME_TIMES
 
     reference_remover.set_command(COMMAND_TEXT)
-    for i, ((_, cleaned), (_, mask), (_, result)) in enumerate(zip(bag[f"{ns}/cleaned_image"], bag[f"{ns}/mask"], bag[f"{ns}/result"])):
+    for i, ((_, cleaned), (_, mask), (_, result)) in enumerate(zip(bag[f"{ns}/cleaned/image"], bag[f"{ns}/mask"], bag[f"{ns}/result"])):
         assert (cleaned.header.stamp.sec, cleaned.header.stamp.nanosec, cleaned.header.frame_id) == (50 + i, i, f"cam{i}")
         assert result.header.frame_id == mask.header.frame_id == f"cam{i}"
         assert cleaned.encoding == ("bgr8" if i % 2 else "rgb8") and mask.encoding == "mono8"
