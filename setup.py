@@ -37,7 +37,8 @@ setup(
         "pycocotools>=2.0.7",  # COCO polygon / RLE masks for the ComCOCO builder
         "cv-bridge>=1.13",
         "onnx>=1.16",
-        "onnxruntime>=1.18",
+        # ONNX Runtime comes from an extra, [cpu] or [gpu]: `onnxruntime` and `onnxruntime-gpu` install the same
+        # module and cannot coexist, and an extra can add a package but never take a base one away.
         "onnxscript>=0.1",
         "rosbags>=0.10",
         "tqdm>=4.66",
@@ -53,9 +54,30 @@ setup(
         "ros-kilted-diagnostic-msgs",
     ],
     extras_require={
-        # Only on a CUDA machine with NVIDIA's TensorRT: never installed by `make setup`.
-        "tensorrt": ["tensorrt>=10.0", "pycuda>=2024.1"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+        "cpu": ["onnxruntime>=1.18"],
+        # CUDA machines, instead of [cpu]. onnxruntime-gpu >= 1.27 is built for CUDA 13 + cuDNN 9, as are torch's
+        # +cu13x wheels; its [cuda,cudnn] extras pull the same nvidia-* wheels torch uses. (1.19-1.26: CUDA 12.)
+        "gpu": ["onnxruntime-gpu[cuda,cudnn]>=1.27"],
+        # Only on a CUDA machine with NVIDIA's TensorRT: never installed by `make setup`. <11: TensorRT 11 removed
+        # BuilderFlag.FP16 (weakly typed fp16), which the fp16 engine build uses; >=10.0: create_network(0) is explicit
+        # batch, IProgressMonitor, execute_async_v3 by tensor name.
+        "tensorrt": ["tensorrt>=10.0,<11", "pycuda>=2024.1"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "mcap>=1.6",  # the official mcap reader + its ROS 2 decoder (how Foxglove reads bags): bag tests
+            "mcap-ros2-support>=0.6",
+            "catkin-pkg>=1.1",  # package.xml as ROS tooling parses it
+            # What `colcon build` of CMakeLists.txt needs beyond the runtime wheels (generating RemovalResult);
+            # colcon itself wants setuptools<80, so it lives in a venv of its own (README, "Colcon workspace").
+            "ros-kilted-ament-cmake",
+            "ros-kilted-ament-cmake-python",
+            "ros-kilted-ament-cmake-include-directories",
+            "ros-kilted-ament-cmake-ros-core",
+            "ros-kilted-ament-package",
+            "ros-kilted-rosidl-default-generators",
+            "ros-kilted-rosidl-core-generators",
+        ],
     },
     entry_points={
         "console_scripts": [

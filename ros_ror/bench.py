@@ -1,12 +1,15 @@
 """Node benchmark: a 640x480 camera stream at 30 Hz through `ros_ror_remove` in its own process, over real DDS.
 
     ros-ror bench --frames 10000 --model models/nano --backend onnxruntime
+    ros-ror bench --frames 300 --camera-transports DEFAULT --node-transports LARGE_DATA   # a mixed system
 
-Publishes stamped frames (best effort, as a camera does) with a command active,
-receives the cleaned stream, and reports end-to-end latency (publish stamp ->
-receipt, one clock), output rate, the share of frames that never came back
-(dropped as stale by the node, or lost in transport), the node's own drop
-counters, and the node process's resident memory after 1k frames and at the end.
+Starts the node (autostart: configure + warm-up + activate), streams stamped
+frames (best effort, as a camera does), says a command one second in and a
+second command half-way, and reports: delivery (cleaned frames back / frames
+sent), end-to-end latency (publish stamp -> receipt, one clock), output rate, the
+time from each command to its first removed frame, the node's own drop counters,
+and its resident memory. The camera side and the node can run on different Fast
+DDS transports (FASTDDS_BUILTIN_TRANSPORTS), to measure what a mixed system gets.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 NODE = "ros_ror_bench_node"
+COMMANDS = ("remove the red cup on the left", "remove the blue box")
+READY_LINE = "active: removing on command"  # what the node logs when activated
+TRANSPORTS = ("DEFAULT", "LARGE_DATA", "SHM", "UDPv4")  # Fast DDS builtin transport sets
 
 
 def rss_mib(pid: int) -> float:
@@ -33,17 +39,52 @@ def rss_mib(pid: int) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    environment = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT")
     parser.add_argument("--frames", type=int, default=1000, help="frames to publish (the issue asks for 10000)")
     parser.add_argument("--model", default=None, help="model dir / .onnx (default: bundled models/nano)")
     parser.add_argument("--backend", default="onnxruntime", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
-    parser.add_argument("--command", default="remove the red cup on the left")
     parser.add_argument("--rss-every", type=int, default=1000, help="sample the node's RSS every N frames")
+    parser.add_argument("--camera-transports", default=environment, choices=TRANSPORTS,
+                        help="FASTDDS_BUILTIN_TRANSPORTS of the camera side (default: the environment's)")
+    parser.add_argument("--node-transports", default=environment, choices=TRANSPORTS,
+                        help="FASTDDS_BUILTIN_TRANSPORTS of the node (default: the environment's)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
 
 
+class _NodeProcess:
+    """The node in a subprocess on its own transports; its log is read on a thread to see it become active."""
+
+    def __init__(self, model: str, backend: str, transports: str):
+        command = [sys.executable, "-m", "ros_ror.remove_node", "--ros-args", "-r", f"__node:={NODE}",
+                   "-p", f"model_path:={model}", "-p", f"backend:={backend}"]
+        env = dict(os.environ, FASTDDS_BUILTIN_TRANSPORTS=transports)
+        self.process = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.active = threading.Event()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.log.append(line)
+            if READY_LINE in line:
+                self.active.set()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
 def main(args: argparse.Namespace) -> int:
+    import cv2
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    # Fast DDS reads the variable when this process's participant is created: set before rclpy starts.
+    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = args.camera_transports
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -55,17 +96,16 @@ def main(args: argparse.Namespace) -> int:
 
     from .image_conversions import encode_image
     from .resources import bundled_model_dir
+    from .result import generated_message_class
+    from .topics import CLEANED_IMAGE, RESULT
 
-    width, height = (int(v) for v in args.size.lower().split("x"))
     model = args.model or str(bundled_model_dir())
-    env = dict(os.environ, FASTDDS_BUILTIN_TRANSPORTS=os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"))
-    node_cmd = [sys.executable, "-m", "ros_ror.remove_node", "--ros-args", "-r", f"__node:={NODE}",
-                "-p", f"model_path:={model}", "-p", f"backend:={args.backend}", "-p", "preload:=true", "--log-level", "warn"]
-    process = subprocess.Popen(node_cmd, env=env)
+    node = _NodeProcess(model, args.backend, args.node_transports)
     rclpy.init()
     bench = rclpy.create_node("ros_ror_bench_driver")
     latencies: list[float] = []
     received_at: list[float] = []
+    first_answer: dict[str, float] = {}  # command -> receipt time of its first result
     diagnostics: dict[str, str] = {}
     lock = threading.Lock()
 
@@ -75,47 +115,55 @@ def main(args: argparse.Namespace) -> int:
             latencies.append(now - (msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9))
             received_at.append(now)
 
+    def on_result(msg) -> None:
+        command = json.loads(msg.data)["command"] if isinstance(msg, String) else msg.command
+        first_answer.setdefault(command, time.monotonic())
+
     def on_diagnostics(msg: DiagnosticArray) -> None:
         for status in msg.status:
             if status.name.startswith(NODE):
                 diagnostics.clear()
                 diagnostics.update({kv.key: kv.value for kv in status.values})
 
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     image_pub = bench.create_publisher(Image, f"/{NODE}/image", qos_profile_sensor_data)
-    command_pub = bench.create_publisher(String, f"/{NODE}/command", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-    bench.create_subscription(Image, f"/{NODE}/cleaned_image", on_cleaned, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    command_pub = bench.create_publisher(String, f"/{NODE}/command", reliable)
+    bench.create_subscription(Image, f"/{NODE}/{CLEANED_IMAGE}", on_cleaned, reliable)
+    bench.create_subscription(generated_message_class() or String, f"/{NODE}/{RESULT}", on_result, reliable)
     bench.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     executor = SingleThreadedExecutor()
     executor.add_node(bench)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
-        deadline = time.monotonic() + 300
-        while diagnostics.get("model_state") != "loaded" or image_pub.get_subscription_count() == 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                print(f"error: node did not become ready (state {diagnostics.get('model_state')!r}, last error {diagnostics.get('last_error')!r})", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-        command_pub.publish(String(data=args.command))
-        time.sleep(1.0)
+        if not node.active.wait(timeout=300) or node.process.poll() is not None:
+            print("error: the node did not become active:\n" + "".join(node.log[-20:]), file=sys.stderr)
+            return 1
+        deadline = time.monotonic() + 10  # discovery; on mismatched transports it never comes, and that is measured
+        while image_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        matched = image_pub.get_subscription_count() > 0
         scene = render_sample(4, size=512, negative_fraction=0.0).image
-        import cv2
-
         frame = cv2.resize(scene, (width, height), interpolation=cv2.INTER_AREA)
         data, step = encode_image(frame, "rgb8")
         msg = Image(height=height, width=width, encoding="rgb8", step=step, data=data)
-        rss = [(0, rss_mib(process.pid))]
+        said_at = {round(args.fps): COMMANDS[0], max(round(args.fps) + 1, args.frames // 2): COMMANDS[1]}
+        command_sent: dict[str, float] = {}
+        rss = [(0, rss_mib(node.process.pid))]
         period = 1.0 / args.fps
         start = time.monotonic()
         for i in range(args.frames):
             delay = start + i * period - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if i in said_at:
+                command_sent[said_at[i]] = time.monotonic()
+                command_pub.publish(String(data=said_at[i]))
             now = time.time()
             msg.header.stamp.sec, msg.header.stamp.nanosec = int(now), int((now % 1) * 1e9)
             image_pub.publish(msg)
             if (i + 1) % args.rss_every == 0:
-                rss.append((i + 1, rss_mib(process.pid)))
+                rss.append((i + 1, rss_mib(node.process.pid)))
         time.sleep(3.0)  # let the last answers and a diagnostics message arrive
         elapsed = time.monotonic() - start
         with lock:
@@ -124,11 +172,14 @@ def main(args: argparse.Namespace) -> int:
             span = received_at[-1] - received_at[0] if got > 1 else 0.0
         figures = {
             "frames_sent": args.frames, "size": f"{width}x{height}", "fps_sent": args.fps, "backend": args.backend,
-            "model": model, "frames_received": got,
-            "drop_rate": 1 - got / args.frames,
+            "model": model, "camera_transports": args.camera_transports, "node_transports": args.node_transports,
+            "discovered": matched, "frames_received": got, "delivery": got / args.frames,
+            "delivered_to_node": int(diagnostics["frames_in"]) / args.frames if diagnostics else None,
             "output_rate_hz": (got - 1) / span if span > 0 else 0.0,
             "latency_ms_p50": float(np.percentile(lat, 50) * 1e3) if got else None,
             "latency_ms_p99": float(np.percentile(lat, 99) * 1e3) if got else None,
+            **{f"command_{n}_to_first_removed_frame_ms": (first_answer[c] - command_sent[c]) * 1e3
+               if c in first_answer and c in command_sent else None for n, c in enumerate(COMMANDS, 1)},
             "inference_ms_mean_node": diagnostics.get("inference_ms_mean"),
             "node_frames_in": diagnostics.get("frames_in"), "node_frames_out": diagnostics.get("frames_out"),
             "node_dropped": {k: v for k, v in diagnostics.items() if k.startswith("dropped_")},
@@ -142,5 +193,4 @@ def main(args: argparse.Namespace) -> int:
         executor.shutdown()
         bench.destroy_node()
         rclpy.shutdown()
-        process.terminate()
-        process.wait(timeout=20)
+        node.stop()

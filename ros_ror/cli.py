@@ -16,15 +16,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("ros_ror.replay", "run the remover over a rosbag2 (sqlite3 or mcap) and write a new bag with the results"),
     "demo": ("ros_ror.demo", "build a synthetic camera bag, replay it through the bundled model, draw before/after/mask"),
     "bench": ("ros_ror.bench", "latency / output rate / drops / memory of the node on a 640x480 30 Hz stream"),
+    "ament-prefix": ("ros_ror.ament_prefix", "index ros_ror in an ament prefix so `ros2 launch ros_ror ...` finds it"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # Nothing is fetched from a model hub; large images need Fast DDS's LARGE_DATA transports (README).
+    # Nothing is fetched from a model hub. (DDS transports are the environment's, as for every ROS process.)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="ros-ror", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
