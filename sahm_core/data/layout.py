@@ -1,4 +1,4 @@
-"""The removal-dataset folder layout (DESIGN.md, "Data on disk"): writing it and reading refs.jsonl back.
+"""The removal-dataset folder layout (docs/architecture.md, "Data on disk"): writing it and reading refs.jsonl back.
 
     refs.jsonl                 one JSON object per expression
     images/ targets/ masks/    PNG; masks 8-bit, 255 = object to remove
@@ -76,7 +76,7 @@ def read_refs(root: str | Path, split: str | None = None) -> list[dict]:
     root = Path(root)
     path = root / REFS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a removal dataset folder (see DESIGN.md 'Data on disk')")
+        raise FileNotFoundError(f"{path} not found: not a removal dataset folder (docs/architecture.md, Data on disk)")
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     refs = []

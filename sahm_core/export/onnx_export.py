@@ -1,6 +1,6 @@
 """Export SAHM's per-frame graph to ONNX.
 
-The graph is what runs every frame (DESIGN.md, "Deployment split"):
+The graph is what runs every frame (docs/architecture.md, "Per-frame path"):
 inputs  image (1,3,S,S) f32 RGB in [0,1], tokens (1,T,C), valid (1,T), attribute (1,T), identity (1,T) f32;
 outputs cleaned (1,3,S,S) f32 RGB in [0,1], mask (1,1,S,S) f32 probabilities.
 The text encoder is not in it: it runs once per command. Shapes are static
