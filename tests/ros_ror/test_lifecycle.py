@@ -124,3 +124,30 @@ def test_a_bad_parameter_or_params_file_ends_start_up_with_one_line(ros_args, na
     assert "Traceback" not in output, output
     errors = [line for line in output.splitlines() if "cannot start" in line]
     assert len(errors) == 1 and named in errors[0], output
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_fifty_enable_disable_cycles_do_not_grow_memory(onnx_model_dir, permissive_thresholds, capsys):
+    """Each cycle closes the Remover (sessions, buffers, GPU contexts where there are any) and loads a new one."""
+    from std_srvs.srv import SetBool
+
+    h = Harness(onnx_model_dir, permissive_thresholds)
+    try:
+        client = h.tester.create_client(SetBool, f"/{NODE_NAME}/set_enabled")
+        assert client.wait_for_service(timeout_sec=10)
+        samples = []
+        for cycle in range(50):
+            assert client.call(SetBool.Request(data=False), timeout_sec=60).success
+            assert client.call(SetBool.Request(data=True), timeout_sec=120).success
+            samples.append(rss_mib())
+        with capsys.disabled():
+            print(f"\nRSS after enable/disable cycles 1, 5, 50: {samples[0]:.1f}, {samples[4]:.1f}, {samples[-1]:.1f} MiB")
+        assert samples[-1] - samples[4] < 100, samples  # after warm-up; one leaked nano session per cycle would be ~1 GB
+    finally:
+        h.close()
