@@ -33,9 +33,9 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -79,7 +79,8 @@ class _Param:
 PARAMETERS: dict[str, _Param] = {
     "model_path": _Param("", "model dir, .safetensors, .onnx or TensorRT .engine; empty = bundled models/nano. "
                              "Read at configure; settable while unconfigured"),
-    "backend": _Param("auto", f"inference backend: {' | '.join(BACKENDS)}. Read at configure; settable while unconfigured"),
+    "backend": _Param("auto", f"inference backend: {' | '.join(BACKENDS)}. "
+                              "Read at configure; settable while unconfigured"),
     "device": _Param("", "device for the backend, e.g. cpu or cuda:0; empty = the backend's default. "
                          "Read at configure; settable while unconfigured"),
     "mask_threshold": _Param(0.5, "mask probability above which a pixel is removed (below 1)", float_range=_FRACTION),
@@ -87,7 +88,8 @@ PARAMETERS: dict[str, _Param] = {
     "min_score": _Param(0.6, "object score below which the command counts as not found", float_range=_FRACTION),
     "autostart": _Param(True, "configure and activate at start-up (false: wait for lifecycle transitions)",
                         read_only=True),
-    "command_timeout": _Param(0.0, "seconds a command stays active; 0 = until stop / cancel / clear", float_range=_SECONDS),
+    "command_timeout": _Param(0.0, "seconds a command stays active; 0 = until stop / cancel / clear",
+                              float_range=_SECONDS),
     "pass_through": _Param(True, "with no active command, republish frames unchanged (false: publish nothing)"),
     "max_fps": _Param(0.0, "cap on processed frames per second; 0 = no cap",
                       float_range=FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)),
@@ -95,8 +97,8 @@ PARAMETERS: dict[str, _Param] = {
                                integer_range=IntegerRange(from_value=1, to_value=2**31 - 1, step=0)),
     "max_command_chars": _Param(300, "longer commands are rejected",
                                 integer_range=IntegerRange(from_value=1, to_value=100_000, step=0)),
-    "compressed_input": _Param(False, f"also subscribe ~/image/compressed (jpeg/png) and publish ~/{CLEANED_IMAGE}/compressed",
-                               read_only=True),
+    "compressed_input": _Param(False, "also subscribe ~/image/compressed (jpeg/png) and publish "
+                                      f"~/{CLEANED_IMAGE}/compressed", read_only=True),
     "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True,
                                  float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
     "warn_throttle": _Param(5.0, "seconds between repeated warnings of one kind", float_range=_SECONDS),
@@ -189,11 +191,13 @@ class RemoveNode(LifecycleNode):
         self.create_subscription(Image, "~/image", self._on_image, camera, qos_overriding_options=overridable,
                                  callback_group=io)
         self.create_subscription(CameraInfo, "~/camera_info", self._on_camera_info, camera_info, callback_group=io)
-        self.create_subscription(String, "~/command", self._on_command, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
-                                 qos_overriding_options=overridable, callback_group=io)
+        commands = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(String, "~/command", self._on_command, commands, qos_overriding_options=overridable,
+                                 callback_group=io)
         self._compressed_pub = None
         if self._param("compressed_input"):
-            self._compressed_pub = publisher(CompressedImage, f"~/{CLEANED_IMAGE}/compressed", reliable, qos_overriding_options=overridable)
+            self._compressed_pub = publisher(CompressedImage, f"~/{CLEANED_IMAGE}/compressed", reliable,
+                                             qos_overriding_options=overridable)
             self.create_subscription(CompressedImage, "~/image/compressed", self._on_compressed, camera,
                                      qos_overriding_options=overridable, callback_group=io)
         self.create_service(SetBool, "~/set_enabled", self._on_set_enabled, callback_group=transitions)
@@ -203,7 +207,8 @@ class RemoveNode(LifecycleNode):
 
         self._worker = threading.Thread(target=self._work, name="ros_ror_inference", daemon=True)
         self._worker.start()
-        self.get_logger().info(f"model {self._model_path()} ({self._param('backend')}), results as {self._result_pub.type_name}")
+        self.get_logger().info(f"model {self._model_path()} ({self._param('backend')}), "
+                               f"results as {self._result_pub.type_name}")
 
     # ---------------------------------------------------------------- parameters
     @staticmethod
@@ -222,15 +227,19 @@ class RemoveNode(LifecycleNode):
         # Ranges and read_only come from the descriptors; this checks what a range cannot express.
         for p in params:
             if p.name in _MODEL_PARAMETERS and self.lifecycle_state() != "unconfigured":
-                return SetParametersResult(successful=False, reason=f"{p.name} is read at configure: clean the node up "
-                                                                    f"(it is {self.lifecycle_state()}) before changing it")
+                return self._rejected(f"{p.name} is read at configure: clean the node up "
+                                      f"(it is {self.lifecycle_state()}) before changing it")
             if p.name == "backend" and p.value not in BACKENDS:
-                return SetParametersResult(successful=False, reason=f"backend must be one of {', '.join(BACKENDS)}, got {p.value!r}")
+                return self._rejected(f"backend must be one of {', '.join(BACKENDS)}, got {p.value!r}")
             if p.name == "mask_threshold" and p.value >= 1.0:
-                return SetParametersResult(successful=False, reason="mask_threshold must be below 1 (nothing would ever be removed)")
+                return self._rejected("mask_threshold must be below 1 (nothing would ever be removed)")
             if p.name == "device" and p.value and not (p.value == "cpu" or p.value.startswith("cuda")):
-                return SetParametersResult(successful=False, reason=f"device must be empty, 'cpu' or 'cuda[:N]', got {p.value!r}")
+                return self._rejected(f"device must be empty, 'cpu' or 'cuda[:N]', got {p.value!r}")
         return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _rejected(reason: str) -> SetParametersResult:
+        return SetParametersResult(successful=False, reason=reason)
 
     def _apply_parameters(self, params) -> None:
         names = {p.name for p in params}
@@ -294,13 +303,16 @@ class RemoveNode(LifecycleNode):
 
     def _on_set_enabled(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         """true: configure (if needed) and activate; false: deactivate and clean up, which frees the model."""
-        forward = {"unconfigured": (self.trigger_configure, self.trigger_activate), "inactive": (self.trigger_activate,)}
+        forward = {"unconfigured": (self.trigger_configure, self.trigger_activate),
+                   "inactive": (self.trigger_activate,)}
         back = {"active": (self.trigger_deactivate, self.trigger_cleanup), "inactive": (self.trigger_cleanup,)}
         for transition in (forward if request.data else back).get(self.lifecycle_state(), ()):
             if transition() != TransitionCallbackReturn.SUCCESS:
                 break
         response.success = self.lifecycle_state() == ("active" if request.data else "unconfigured")
-        response.message = f"now {self.lifecycle_state()}" + (f": {self._configure_error}" if not response.success else "")
+        response.message = f"now {self.lifecycle_state()}"
+        if not response.success:
+            response.message += f": {self._configure_error}"
         self.get_logger().info(f"~/set_enabled {request.data}: {response.message}")
         return response
 
@@ -314,7 +326,8 @@ class RemoveNode(LifecycleNode):
 
     def _on_image(self, msg: Image) -> None:
         try:
-            frame = decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data, self._param("max_frame_pixels"))
+            frame = decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data,
+                                 self._param("max_frame_pixels"))
         except ImageError as e:
             self._reject_frame(e)
             return
@@ -452,7 +465,8 @@ class RemoveNode(LifecycleNode):
     def _pass_through(self, pending: _PendingFrame) -> None:
         if self._param("pass_through"):
             rgb = pending.frame.rgb
-            self._publish(pending, rgb, np.zeros(rgb.shape[:2], np.uint8), ResultFields(width=rgb.shape[1], height=rgb.shape[0]))
+            nothing = np.zeros(rgb.shape[:2], np.uint8)
+            self._publish(pending, rgb, nothing, ResultFields(width=rgb.shape[1], height=rgb.shape[0]))
 
     def _publish(self, pending: _PendingFrame, rgb: np.ndarray, mask: np.ndarray, fields: ResultFields) -> None:
         header = pending.header
@@ -466,7 +480,8 @@ class RemoveNode(LifecycleNode):
                                           step=step, data=data))
         self._publish_camera_info(header)
         mask_data, mask_step = mask_fields(mask)
-        self._mask_pub.publish(Image(header=header, height=height, width=width, encoding="mono8", step=mask_step, data=mask_data))
+        self._mask_pub.publish(Image(header=header, height=height, width=width, encoding="mono8", step=mask_step,
+                                     data=mask_data))
         stamped = header.stamp.sec != 0 or header.stamp.nanosec != 0
         origin = Time.from_msg(header.stamp, clock_type=self.get_clock().clock_type) if stamped else pending.received
         fields.latency = (self.get_clock().now() - origin).nanoseconds * 1e-9
@@ -526,7 +541,8 @@ class RemoveNode(LifecycleNode):
         elif state != "active":
             level, message = DiagnosticStatus.OK, state
         elif bad_inputs:
-            level, message = DiagnosticStatus.WARN, "dropping bad frames: " + ", ".join(f"{n} {r}" for r, n in sorted(bad_inputs.items()))
+            counts = ", ".join(f"{n} {r}" for r, n in sorted(bad_inputs.items()))
+            level, message = DiagnosticStatus.WARN, f"dropping bad frames: {counts}"
         else:
             level, message = DiagnosticStatus.OK, "removing" if command else "idle (no command)"
         return DiagnosticStatus(
@@ -539,9 +555,11 @@ class RemoveNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         status = self.diagnostics()
-        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
-        with self._stats.lock:
-            self._reported = (self.get_clock().now(), self._stats.frames_in, self._stats.frames_out, Counter(self._stats.dropped))
+        now = self.get_clock().now()
+        self._diagnostics_pub.publish(DiagnosticArray(header=Header(stamp=now.to_msg()), status=[status]))
+        stats = self._stats
+        with stats.lock:
+            self._reported = (now, stats.frames_in, stats.frames_out, Counter(stats.dropped))
 
     def destroy_node(self) -> None:
         if self._worker is not None:
