@@ -28,22 +28,27 @@ from .lexicon import COCO_CATEGORIES, COLOURS, COMMAND_OPENINGS, POSITION_WORDS,
 TAGS = ("O", "B-IW", "I-IW", "B-AW", "I-AW")
 
 # Referent categories beyond the lexicon: RefCOCO+-style people words and household objects.
-PEOPLE = ("man", "woman", "guy", "girl", "boy", "kid", "lady", "child", "baby", "player", "person", "dude", "skier", "batter")
-HOUSEHOLD = ("mug", "glass", "lamp", "plant", "pillow", "ball", "toy", "can", "jar", "bag", "box", "basket", "shoe", "hat",
-             "towel", "plate", "pen", "phone", "sign", "pole", "tree", "flower", "chair", "table", "window", "door")
+PEOPLE = ("man", "woman", "guy", "girl", "boy", "kid", "lady", "child", "baby", "player", "person", "dude", "skier",
+          "batter")
+HOUSEHOLD = ("mug", "glass", "lamp", "plant", "pillow", "ball", "toy", "can", "jar", "bag", "box", "basket", "shoe",
+             "hat", "towel", "plate", "pen", "phone", "sign", "pole", "tree", "flower", "chair", "table", "window",
+             "door")
 # Never used in training: the unseen-word held-out split asks for these as referents.
 HELD_OUT_CATEGORIES = ("kettle", "stapler", "bucket", "trophy", "lantern", "puppy", "goat", "scooter", "candle",
-                       "teapot", "pumpkin", "guitar", "robot", "parrot", "wallet", "mailbox", "bride", "cowboy", "tractor")
+                       "teapot", "pumpkin", "guitar", "robot", "parrot", "wallet", "mailbox", "bride", "cowboy",
+                       "tractor")
 
 COLOUR_WORDS = tuple(COLOURS) + ("grey", "silver", "gold", "beige", "dark", "light", "tan")
-STATE_WORDS = ("wooden", "empty", "open", "closed", "tall", "short", "old", "young", "shiny", "plastic", "metal", "broken",
-               "dirty", "furry", "spotted", "round", "full", "sliced", "half", "blurry", "whole", "bald", "smiling")
+STATE_WORDS = ("wooden", "empty", "open", "closed", "tall", "short", "old", "young", "shiny", "plastic", "metal",
+               "broken", "dirty", "furry", "spotted", "round", "full", "sliced", "half", "blurry", "whole", "bald",
+               "smiling")
 ORDINAL_WORDS = ("first", "second", "third", "last", "closest", "nearest", "farthest", "biggest", "smallest", "other")
-CLOTHING = ("shirt", "jacket", "hat", "cap", "dress", "coat", "hoodie", "sweater", "shorts", "jeans", "helmet", "uniform", "scarf", "glasses")
+CLOTHING = ("shirt", "jacket", "hat", "cap", "dress", "coat", "hoodie", "sweater", "shorts", "jeans", "helmet",
+            "uniform", "scarf", "glasses")
 # Actions that take an object; the object is an attribute of the referent.
 TRANSITIVE = ("holding", "carrying", "wearing", "riding", "eating", "touching", "pushing", "pulling")
-POSES = ("facing_away", "facing_left", "facing_right", "looking_down", "looking_up", "bending_over", "lying_down", "standing",
-         "sitting", "walking", "running", "jumping", "sleeping", "turned_away", "leaning")
+POSES = ("facing_away", "facing_left", "facing_right", "looking_down", "looking_up", "bending_over", "lying_down",
+         "standing", "sitting", "walking", "running", "jumping", "sleeping", "turned_away", "leaning")
 PLACES = (
     "on the left/AW", "on the right/AW", "at the top/AW", "at the bottom/AW", "in the middle/AW", "in the center/AW",
     "in the back/AW", "in front/AW", "in the background/AW", "in the foreground/AW", "in the corner/AW",
@@ -52,13 +57,15 @@ PLACES = (
     "in the upper/AW half/AW", "at the lower/AW left/AW",
 )
 RELATIONS = (
-    "left/AW of", "right/AW of", "above/AW", "below/AW", "next/AW to", "near/AW", "under/AW", "on top/AW of", "beside/AW",
-    "behind/AW", "in front/AW of", "close/AW to", "between/AW", "on", "by", "against/AW", "underneath/AW",
+    "left/AW of", "right/AW of", "above/AW", "below/AW", "next/AW to", "near/AW", "under/AW", "on top/AW of",
+    "beside/AW", "behind/AW", "in front/AW of", "close/AW to", "between/AW", "on", "by", "against/AW", "underneath/AW",
 )
-OPENINGS_TRAIN = tuple(COMMAND_OPENINGS) + ("please delete", "could you please remove", "i want you to erase", "go ahead and remove")
-OPENINGS_TEST = ("kindly remove", "would you remove", "can you get rid of", "i need you to delete", "just erase", "remove please")
-SUFFIXES = ("please", "for me", "from the image", "from the picture", "from the scene", "from the view", "now", "thanks",
-            "from this photo", "right now")
+OPENINGS_TRAIN = tuple(COMMAND_OPENINGS) + ("please delete", "could you please remove", "i want you to erase",
+                                            "go ahead and remove")
+OPENINGS_TEST = ("kindly remove", "would you remove", "can you get rid of", "i need you to delete", "just erase",
+                 "remove please")
+SUFFIXES = ("please", "for me", "from the image", "from the picture", "from the scene", "from the view", "now",
+            "thanks", "from this photo", "right now")
 
 
 def _units(words, tag: str) -> tuple[str, ...]:
@@ -172,12 +179,14 @@ def _expand(item: str, rng: random.Random, categories: tuple[str, ...] | None) -
     return [(w, ("B-" if i == 0 else "I-") + tag) for i, w in enumerate(words)]
 
 
-def expand_template(template: str, rng: random.Random, categories: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
+def expand_template(template: str, rng: random.Random,
+                    categories: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
     """One random sentence from a template: [(word, BIO tag)]; `categories` replaces every referent slot's words."""
     return [wt for item in template.split() for wt in _expand(item, rng, categories)]
 
 
-def make_corpus(templates, per_template: int, seed: int, categories: tuple[str, ...] | None = None) -> list[list[tuple[str, str]]]:
+def make_corpus(templates, per_template: int, seed: int,
+                categories: tuple[str, ...] | None = None) -> list[list[tuple[str, str]]]:
     """Up to `per_template` distinct sentences from each template, deterministic for a seed."""
     rng = random.Random(seed)
     seen: set[tuple[str, ...]] = set()

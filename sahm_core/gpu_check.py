@@ -349,7 +349,7 @@ def environment(check: GpuCheck) -> dict:
     def importable(module: str) -> str:
         try:
             return getattr(__import__(module), "__version__", "imported")
-        except Exception as e:  # ImportError, or a CUDA library that fails to load
+        except Exception as e:  # noqa: BLE001 - ImportError, or a CUDA library that fails to load
             return f"not importable ({type(e).__name__}: {e})"
 
     info = {
@@ -654,7 +654,7 @@ def run_check(check: GpuCheck) -> dict[str, dict]:
         else:
             try:
                 result = section(check)
-            except Exception as e:  # a GPU check must report, not crash: the error becomes this section's status
+            except Exception as e:  # noqa: BLE001 - a GPU check must report, not crash: the error is the status
                 result = {"status": f"failed: {type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         result["seconds"] = round(time.perf_counter() - start, 2)
         log.info("[%d/%d] %s: %s (%.1f s)", i, len(SECTIONS), name, result["status"], result["seconds"])

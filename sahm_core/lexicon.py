@@ -36,7 +36,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 SIZE_WORDS = ("small", "little", "tiny", "big", "large", "huge")
 TEXTURE_WORDS = ("striped", "dotted", "plain", "checkered", "solid")
-POSITION_WORDS = ("left", "right", "top", "bottom", "upper", "lower", "middle", "center", "leftmost", "rightmost", "topmost", "bottommost")
+POSITION_WORDS = ("left", "right", "top", "bottom", "upper", "lower", "middle", "center", "leftmost", "rightmost",
+                  "topmost", "bottommost")
 RELATION_PHRASES = ("left of", "right of", "above", "below", "next to", "near", "under", "on top of", "beside")
 
 # Spoken-command openings; tagged as "other".

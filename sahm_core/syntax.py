@@ -43,7 +43,8 @@ _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*|[^\sA-Za-z0-9]")
 
 
 def split_words(text: str) -> list[tuple[str, int, int]]:
-    """Words of a command with their character spans: letters/digits (with an inner apostrophe) or one punctuation mark."""
+    """Words of a command with their character spans: letters/digits (with an inner apostrophe) or one punctuation
+    mark."""
     return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
@@ -82,7 +83,8 @@ class StaticWordEmbedding:
             with safe_open(str(weights), framework="pt") as f:
                 self.table = f.get_tensor(STATIC_EMBEDDING_KEY).float()  # (V, D)
         except (OSError, ValueError, SafetensorError) as e:
-            raise FileNotFoundError(f"{model_dir}: cannot read the MiniLM tokenizer / embedding table for the tagger ({e})") from e
+            raise FileNotFoundError(f"{model_dir}: cannot read the MiniLM tokenizer / embedding table for the tagger "
+                                    f"({e})") from e
         self._cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, words: list[str]) -> torch.Tensor:
@@ -155,7 +157,8 @@ class SyntaxTagger:
         config = weights.with_suffix(".json")
         for p in (weights, config):
             if not p.is_file():
-                raise FileNotFoundError(f"{p}: syntax tagger file not found (train one with `sahm train-tagger --out DIR`)")
+                raise FileNotFoundError(f"{p}: syntax tagger file not found "
+                                        "(train one with `sahm train-tagger --out DIR`)")
         try:
             info = json.loads(config.read_text())
             cfg = TaggerConfig(**info["config"])
@@ -312,8 +315,8 @@ def main(args: argparse.Namespace) -> int:
           f"{report['epochs']} epochs, {report['train_seconds']} s")
     for name in ("test", "test_unseen_words"):
         r = report[name]
-        print(f"{name}: {r['sentences']} sentences / {r['words']} words from {report['test_templates']} held-out templates | "
-              f"word acc {r['word_accuracy']:.4f}  BIO acc {r['bio_accuracy']:.4f}  "
+        print(f"{name}: {r['sentences']} sentences / {r['words']} words from {report['test_templates']} "
+              f"held-out templates | word acc {r['word_accuracy']:.4f}  BIO acc {r['bio_accuracy']:.4f}  "
               f"F1 IW {r['IW_f1']:.4f}  AW {r['AW_f1']:.4f}  O {r['O_f1']:.4f}  entity F1 {r['entity_f1']:.4f}  "
               f"sentence acc {r['sentence_accuracy']:.4f}")
     print(f"saved {args.out / 'tagger.safetensors'}")

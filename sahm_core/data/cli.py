@@ -1,4 +1,5 @@
-"""`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), or preview one."""
+"""`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), or preview
+one."""
 
 from __future__ import annotations
 

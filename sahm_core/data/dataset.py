@@ -37,7 +37,8 @@ def mirror_text(text: str) -> str:
     return _WORD.sub(swap, text)
 
 
-def crop_box(shape: tuple[int, int], mask: np.ndarray, scale: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+def crop_box(shape: tuple[int, int], mask: np.ndarray, scale: float,
+             rng: np.random.Generator) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1): a crop `scale` times the image in each side (at least the mask's box), containing the mask."""
     h, w = shape
     ch, cw = max(1, round(h * scale)), max(1, round(w * scale))

@@ -23,7 +23,8 @@ from sahm_core.lexicon import COLOURS, COMMAND_OPENINGS, SHAPE_WORDS
 POSITION_MARGIN = 0.08  # an extreme object must beat the runner-up by this much of the image side
 SIZE_RATIO = 1.5  # "big"/"small" only when the sizes differ by at least this factor
 TEXTURES = ("plain", "striped", "dotted", "checkered")
-TEXTURE_NAMES = {"plain": ("plain", "solid"), "striped": ("striped",), "dotted": ("dotted",), "checkered": ("checkered",)}
+TEXTURE_NAMES = {"plain": ("plain", "solid"), "striped": ("striped",), "dotted": ("dotted",),
+                 "checkered": ("checkered",)}
 BIG_WORDS = ("big", "large", "huge")
 SMALL_WORDS = ("small", "little", "tiny")
 RELATIONS = {  # relation -> phrasings; the last word before the anchor is tagged O when it is "of"/"to"
@@ -127,7 +128,8 @@ def _candidates(objects: list[SceneObject], index: int):
                     relation_holds(o, anchor, relation, -POSITION_MARGIN) for o in others if o is not anchor
                 ):
                     found.append(
-                        ("relation", dict(colour=colour, texture=texture, anchor=a_i, a_colour=a_colour, relation=relation))
+                        ("relation", dict(colour=colour, texture=texture, anchor=a_i, a_colour=a_colour,
+                                          relation=relation))
                     )
     return found
 
@@ -160,9 +162,11 @@ def _build(objects, index, kind, p, rng) -> list[tuple[str, str]]:
         word = str(rng.choice(pair_adjectives))
         return [("the", "O")] + _noun_phrase(rng, colour, texture, t.category, position_word=word)
     anchor = objects[p["anchor"]]
-    relation_words = [(w, "AW" if w in RELATION_WORDS else "O") for w in str(rng.choice(RELATIONS[p["relation"]])).split()]
+    relation_words = [(w, "AW" if w in RELATION_WORDS else "O")
+                      for w in str(rng.choice(RELATIONS[p["relation"]])).split()]
     anchor_words = _noun_phrase(rng, p["a_colour"], None, anchor.category, tag_noun="AW")
-    return [("the", "O")] + _noun_phrase(rng, colour, texture, t.category) + relation_words + [("the", "O")] + anchor_words
+    return ([("the", "O")] + _noun_phrase(rng, colour, texture, t.category) + relation_words + [("the", "O")]
+            + anchor_words)
 
 
 def _as_command(words: list[tuple[str, str]], rng) -> Expression:

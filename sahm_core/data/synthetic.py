@@ -130,7 +130,8 @@ def _background(rng, size: int) -> np.ndarray:
 def _outline(category: str) -> list[tuple[np.ndarray, bool]]:
     """Contours of a shape in unit coordinates (radius ~1, y down); bool = filled (True) or cut out (False)."""
     circle = lambda r, cx=0.0, cy=0.0, n=64: np.stack(  # noqa: E731
-        [cx + r * np.cos(np.linspace(0, 2 * np.pi, n, endpoint=False)), cy + r * np.sin(np.linspace(0, 2 * np.pi, n, endpoint=False))], 1
+        [cx + r * np.cos(np.linspace(0, 2 * np.pi, n, endpoint=False)),
+         cy + r * np.sin(np.linspace(0, 2 * np.pi, n, endpoint=False))], 1
     )
     polygon = lambda k, r=1.0, phase=-np.pi / 2: circle(r, n=k) @ np.array(  # noqa: E731
         [[np.cos(phase), np.sin(phase)], [-np.sin(phase), np.cos(phase)]]
@@ -148,7 +149,8 @@ def _outline(category: str) -> list[tuple[np.ndarray, bool]]:
         return [(circle(1.0), True), (circle(0.55), False)]
     if category == "cross":
         a = 0.33
-        pts = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)]
+        pts = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a),
+               (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)]
         return [(np.array(pts, dtype=float), True)]
     if category == "heart":
         s = np.linspace(0, 2 * np.pi, 72, endpoint=False)
@@ -434,7 +436,8 @@ def make_dataset(out: Path, n: int, seed: int, size: int = 256, workers: int = 2
 
     out = Path(out)
     make_folders(out)
-    jobs = [(out, i, split, s, size, negative_fraction) for i, split, s in split_plan(n, seed, val_fraction, test_fraction)]
+    jobs = [(out, i, split, s, size, negative_fraction)
+            for i, split, s in split_plan(n, seed, val_fraction, test_fraction)]
     _photos()  # decoded once here; forked workers share them
     start = time.perf_counter()
     if workers <= 1:

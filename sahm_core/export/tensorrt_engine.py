@@ -114,8 +114,9 @@ def read_sidecar(engine: str | Path) -> tuple[EngineKey, str]:
         raise CheckpointError(f"{engine}: TensorRT engine file not found")
     path = sidecar_path(engine)
     if not path.is_file():
-        raise CheckpointError(f"{engine}: no metadata file {path.name} beside the engine, so its TensorRT version, GPU and "
-                              "source graph are unknown; refusing to load it (rebuild with `sahm build-engine`)")
+        raise CheckpointError(f"{engine}: no metadata file {path.name} beside the engine, so its TensorRT version, "
+                              "GPU and source graph are unknown; refusing to load it "
+                              "(rebuild with `sahm build-engine`)")
     try:
         doc = json.loads(path.read_text())
         if doc.get("format") != SIDECAR_FORMAT:
@@ -126,11 +127,13 @@ def read_sidecar(engine: str | Path) -> tuple[EngineKey, str]:
 
 
 def check_engine(engine: str | Path, wanted: EngineKey) -> str:
-    """Model config JSON of a plan whose key equals `wanted`; EngineMismatchError listing every differing field otherwise."""
+    """Model config JSON of a plan whose key equals `wanted`; EngineMismatchError listing every differing field
+    otherwise."""
     key, config_json = read_sidecar(engine)
     diffs = key.mismatches(wanted)
     if diffs:
-        raise EngineMismatchError(f"{engine}: engine does not match this setup ({'; '.join(diffs)}); it will not be loaded")
+        raise EngineMismatchError(f"{engine}: engine does not match this setup ({'; '.join(diffs)}); "
+                                  "it will not be loaded")
     return config_json
 
 
@@ -246,8 +249,10 @@ def _progress_monitor(trt):
 
 
 def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16", workspace_gb: float = 4.0,
-                 timing_cache: str | Path | None = None, model_config_json: str | None = None, device_index: int = 0) -> Path:
-    """Parse the ONNX graph, build a serialized plan and write it plus its sidecar key. Takes minutes on a large model."""
+                 timing_cache: str | Path | None = None, model_config_json: str | None = None,
+                 device_index: int = 0) -> Path:
+    """Parse the ONNX graph, build a serialized plan and write it plus its sidecar key. Takes minutes on a large
+    model."""
     from .onnx_export import onnx_metadata  # imports torch: only when building
 
     trt = _import_tensorrt()
@@ -383,7 +388,8 @@ class TensorRTRunner:
         return self._ctx is None
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Copy inputs to pinned memory, then H2D, execute and D2H asynchronously on one stream; wait once at the end."""
+        """Copy inputs to pinned memory, then H2D, execute and D2H asynchronously on one stream; wait once at the
+        end."""
         cuda = self._cuda
         with self._lock:
             if self._ctx is None:
@@ -434,8 +440,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--onnx", required=True, help="per-frame graph from `sahm export onnx`")
     parser.add_argument("--out", required=True, help="engine file to write (its key goes to OUT.json beside it)")
     parser.add_argument("--fp16", action="store_true", help="allow fp16 kernels (recommended on any recent GPU)")
-    parser.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace memory limit (default %(default)s GB)")
-    parser.add_argument("--timing-cache", help="timing cache file: read if present, updated after the build (faster rebuilds)")
+    parser.add_argument("--workspace-gb", type=float, default=4.0,
+                        help="builder workspace memory limit (default %(default)s GB)")
+    parser.add_argument("--timing-cache",
+                        help="timing cache file: read if present, updated after the build (faster rebuilds)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -22,11 +22,13 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 
 @lru_cache(maxsize=1)
 def supported_ops() -> dict:
-    """The parsed data file: source, source_url, tensorrt_version, opset_range, supported {op: restriction}, unsupported."""
+    """The parsed data file: source, source_url, tensorrt_version, opset_range, supported {op: restriction},
+    unsupported."""
     return json.loads(SUPPORTED_OPS_FILE.read_text())
 
 
-def _graph_ops(graph: onnx.GraphProto, functions: dict, where: str, found: dict[str, list[str]], seen_functions: set) -> None:
+def _graph_ops(graph: onnx.GraphProto, functions: dict, where: str, found: dict[str, list[str]],
+               seen_functions: set) -> None:
     for node in graph.node:
         place = f"{where}/{node.name or node.op_type}"
         function = functions.get((node.domain, node.op_type))
@@ -56,7 +58,8 @@ def graph_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
 
 
 def unsupported_ops(model: onnx.ModelProto) -> dict[str, list[str]]:
-    """Operators of the model that are not in TensorRT's supported list -> where they occur. Empty when all are supported.
+    """Operators of the model that are not in TensorRT's supported list -> where they occur. Empty when all are
+    supported.
 
     An op from a custom domain (e.g. com.microsoft) is never supported: TensorRT's parser knows only the ONNX domain
     (custom ops need a plugin, which this project does not ship).
@@ -77,5 +80,6 @@ def tensorrt_problems(model: onnx.ModelProto | str | Path) -> list[str]:
             problems.append(f"opset {imp.version} is outside TensorRT {data['tensorrt_version']}'s range {low}..{high}")
     for op, places in unsupported_ops(model).items():
         shown = ", ".join(places[:3]) + (f" (+{len(places) - 3} more)" if len(places) > 3 else "")
-        problems.append(f"operator {op} is not supported by TensorRT {data['tensorrt_version']}'s ONNX parser (at {shown})")
+        problems.append(f"operator {op} is not supported by TensorRT {data['tensorrt_version']}'s ONNX parser "
+                        f"(at {shown})")
     return problems

@@ -84,7 +84,8 @@ class FullResolutionHead(nn.Module):
         self.rgb_head = zero_conv(cfg.head_dim, 3)
 
     def forward(
-        self, seg: torch.Tensor, inpaint: torch.Tensor, image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor
+        self, seg: torch.Tensor, inpaint: torch.Tensor, image: torch.Tensor, mask_logits: torch.Tensor,
+        rgb_logits: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """S_1, I_1 (B,D,h,w), normalised image (B,3,S,S), logits (B,1|3,h,w) -> mask (B,1,S,S), RGB (B,3,S,S) logits"""
         features = F.pixel_shuffle(self.expand(torch.cat([seg, inpaint], dim=1)), self.factor)  # (B,head_dim,S,S)

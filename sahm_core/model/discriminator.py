@@ -9,7 +9,8 @@ from ..config import ModelConfig
 
 
 class PatchDiscriminator(nn.Module):
-    """image (B,3,S,S) in [0,1] -> (B,1,S/2**layers - 1,S/2**layers - 1) logits: strided 4x4 convs, then a stride-1 4x4 to one channel."""
+    """image (B,3,S,S) in [0,1] -> (B,1,S/2**layers - 1,S/2**layers - 1) logits: strided 4x4 convs, then a stride-1
+    4x4 to one channel."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

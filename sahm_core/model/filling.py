@@ -20,7 +20,8 @@ from .layers import ConvNormAct
 from .numerics import l2_normalize
 
 
-def attention_transfer(coarse: torch.Tensor, fine: torch.Tensor, hole: torch.Tensor, patch: int, scale: float) -> torch.Tensor:
+def attention_transfer(coarse: torch.Tensor, fine: torch.Tensor, hole: torch.Tensor, patch: int,
+                       scale: float) -> torch.Tensor:
     """Fill the hole of `fine` from its outside patches, matched on `coarse`.
 
     coarse (B,D,H/2,W/2) I_{i+1}; fine (B,D,H,W) the map being filled; hole (B,1,H,W) 0/1.

@@ -52,7 +52,8 @@ def pull_push(image: torch.Tensor, known: torch.Tensor, sweeps: int = 0) -> torc
         sums.append(F.avg_pool2d(sums[-1], 2))  # (B,C,H/2**l,W/2**l)
         weights.append(F.avg_pool2d(weights[-1], 2))  # (B,1,H/2**l,W/2**l)
     # Coarsest level: the image's mean visible colour where the last level saw nothing.
-    mean = sums[-1].mean(dim=(2, 3), keepdim=True) / weights[-1].mean(dim=(2, 3), keepdim=True).clamp_min(EPS)  # (B,C,1,1)
+    mean = (sums[-1].mean(dim=(2, 3), keepdim=True)
+            / weights[-1].mean(dim=(2, 3), keepdim=True).clamp_min(EPS))  # (B,C,1,1)
     fill = sums[-1] + (1 - weights[-1]) * mean
     for colour, weight in zip(reversed(sums[:-1]), reversed(weights[:-1])):
         coarse = F.interpolate(fill, size=colour.shape[-2:], mode="bilinear", align_corners=False)
@@ -70,8 +71,8 @@ def grow_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
 
 
 def background_prior(frame: torch.Tensor, mask: torch.Tensor, sweeps: int) -> torch.Tensor:
-    """frame (B,3,h,w) in [0,1], mask (B,1,h,w) probabilities -> pull-push fill (B,3,h,w) in [PRIOR_CLAMP, 1 - PRIOR_CLAMP],
-    relaxed by `sweeps` Jacobi steps per pyramid level.
+    """frame (B,3,h,w) in [0,1], mask (B,1,h,w) probabilities -> pull-push fill (B,3,h,w) in
+    [PRIOR_CLAMP, 1 - PRIOR_CLAMP], relaxed by `sweeps` Jacobi steps per pyramid level.
 
     The mask is dilated by one pixel first: an object's anti-aliased rim carries its colour and must not
     leak into the fill.

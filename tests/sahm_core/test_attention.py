@@ -126,7 +126,7 @@ def test_heads_added_with_learnable_weights(inputs):
         attention.head_weights.copy_(torch.tensor([0.5, -1.5, 2.0]))
     visual, tokens = inputs
     valid, attribute, identity = [1, 1, 1, 1, 1, 0], [0, 1, 1, 0, 0, 1], [0, 0, 0, 1, 0, 1]
-    v, l = visual[0].double().numpy(), tokens[0].double().numpy()
+    v, l = visual[0].double().numpy(), tokens[0].double().numpy()  # noqa: E741 - the paper's visual / language features
     attribute_keep = [a * b for a, b in zip(valid, attribute)]  # the padded token is not an attribute
     identity_keep = [a * b for a, b in zip(valid, identity)]
     expected = (

@@ -12,7 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from sahm_core.data import RemovalDataset
-from sahm_core.data.comcoco import CLUSTERS, CLUSTER_OF, annotation_mask, build, least_similar, load_refs
+from sahm_core.data.comcoco import CLUSTER_OF, CLUSTERS, annotation_mask, build, least_similar, load_refs
 from sahm_core.data.layout import read_mask, read_refs, read_rgb
 from sahm_core.lexicon import COCO_CATEGORIES
 
@@ -32,9 +32,11 @@ def _ellipse(cx, cy, rx, ry):
 SCENES = {
     1: [("dog", _ellipse(50, 80, 28, 18), (150, 90, 40), "polygon")],
     2: [("cat", _ellipse(110, 70, 20, 25), (235, 235, 230), "rle")],
-    3: [("dog", _ellipse(40, 90, 22, 15), (60, 40, 20), "polygon"), ("cat", _ellipse(120, 50, 15, 15), (250, 150, 40), "raw-rle")],
+    3: [("dog", _ellipse(40, 90, 22, 15), (60, 40, 20), "polygon"),
+        ("cat", _ellipse(120, 50, 15, 15), (250, 150, 40), "raw-rle")],
     4: [("cup", _ellipse(80, 60, 18, 22), (210, 30, 30), "polygon")],
-    5: [("bowl", _ellipse(60, 70, 30, 14), (30, 60, 200), "rle"), ("cup", _ellipse(130, 40, 12, 16), (30, 160, 60), "polygon")],
+    5: [("bowl", _ellipse(60, 70, 30, 14), (30, 60, 200), "rle"),
+        ("cup", _ellipse(130, 40, 12, 16), (30, 160, 60), "polygon")],
     6: [("person", np.array([[20, 20], [50, 20], [50, 110], [20, 110]], float), (200, 170, 140), "polygon")],
     7: [("person", np.array([[100, 15], [130, 15], [130, 105], [100, 105]], float), (40, 40, 40), "rle")],
 }
@@ -206,7 +208,8 @@ class _Evil:
 def test_restricted_unpickler_refuses_classes(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "refs(unc).p"
-    path.write_bytes(pickle.dumps([{"ann_id": 1, "image_id": 1, "split": "train", "sentences": [], "x": _Evil(marker)}]))
+    path.write_bytes(pickle.dumps([{"ann_id": 1, "image_id": 1, "split": "train", "sentences": [],
+                                    "x": _Evil(marker)}]))
     with pytest.raises(pickle.UnpicklingError, match="refused to load"):
         load_refs(path)
     assert not marker.exists()

@@ -28,7 +28,8 @@ def _dataset(root, n=4, size=(48, 64)):
         target = image.copy()
         image[mask > 0] = 250
         paths = write_example(root, f"x{k}", image, target, mask)
-        refs.append({"id": f"x{k}", **paths, "text": f"remove the left box {k}", "split": "train", "negative": negative})
+        refs.append({"id": f"x{k}", **paths, "text": f"remove the left box {k}", "split": "train",
+                     "negative": negative})
     write_refs(root, refs)
     return refs
 

@@ -57,7 +57,8 @@ def interpret(text: str, objects) -> list[int]:
     relation, split_at, anchor_from = None, len(words), None
     for i, w in enumerate(words):
         if w in ("left", "right") and i + 1 < len(words) and words[i + 1] == "of":
-            relation, split_at, anchor_from = w + "_of", i - (words[i - 1] == "the") - (words[i - 2:i - 1] == ["to"]), i + 2
+            relation, split_at, anchor_from = (w + "_of", i - (words[i - 1] == "the") - (words[i - 2:i - 1] == ["to"]),
+                                               i + 2)
         elif w in ("above", "below", "under"):
             relation, split_at, anchor_from = ("above" if w == "above" else "below"), i, i + 1
     target = _phrase(words[:split_at])
@@ -69,7 +70,8 @@ def interpret(text: str, objects) -> list[int]:
 
         def holds(o):
             dx, dy = o.cx - a.cx, o.cy - a.cy
-            along, across = {"left_of": (-dx, dy), "right_of": (dx, dy), "above": (-dy, dx), "below": (dy, dx)}[relation]
+            along, across = {"left_of": (-dx, dy), "right_of": (dx, dy), "above": (-dy, dx),
+                             "below": (dy, dx)}[relation]
             return along > 0 and along > abs(across)
 
         return [i for i in found if i != anchors[0] and holds(objects[i])]
@@ -77,7 +79,8 @@ def interpret(text: str, objects) -> list[int]:
         pick = max if target["size"] == "big" else min
         return [pick(found, key=lambda i: objects[i].size)] if found else []
     if target["place"]:
-        axis, pick = {"left": ("cx", min), "right": ("cx", max), "top": ("cy", min), "bottom": ("cy", max)}[target["place"]]
+        axis, pick = {"left": ("cx", min), "right": ("cx", max), "top": ("cy", min),
+                      "bottom": ("cy", max)}[target["place"]]
         return [pick(found, key=lambda i: getattr(objects[i], axis))] if found else []
     return found
 
@@ -166,7 +169,8 @@ def test_splits_have_disjoint_seeds_and_the_right_sizes():
     plan = split_plan(1000, seed=7, val_fraction=0.1, test_fraction=0.05)
     by_split = {name: {seed for _, split, seed in plan if split == name} for name in ("train", "val", "test")}
     assert [len(v) for v in by_split.values()] == [850, 100, 50]
-    assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"] or by_split["val"] & by_split["test"])
+    assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"]
+                or by_split["val"] & by_split["test"])
     assert plan == split_plan(1000, seed=7, val_fraction=0.1, test_fraction=0.05)
     assert {s for *_, s in split_plan(100, seed=8, val_fraction=0.1, test_fraction=0.1)}.isdisjoint(
         {s for *_, s in split_plan(100, seed=7, val_fraction=0.1, test_fraction=0.1)})

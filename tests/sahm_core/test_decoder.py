@@ -91,9 +91,11 @@ def brute_force_transfer(coarse, fine, hole, patch, scale):
     out = fine[0].double().numpy().copy()
     c, f, h = coarse[0].double().numpy(), fine[0].double().numpy(), hole[0, 0].numpy()
     cells = [(r, q) for r in range(rows) for q in range(cols)]
-    key = {cell: c[:, cell[0] * half:(cell[0] + 1) * half, cell[1] * half:(cell[1] + 1) * half].ravel() for cell in cells}
+    key = {cell: c[:, cell[0] * half:(cell[0] + 1) * half, cell[1] * half:(cell[1] + 1) * half].ravel()
+           for cell in cells}
     value = {cell: f[:, cell[0] * patch:(cell[0] + 1) * patch, cell[1] * patch:(cell[1] + 1) * patch] for cell in cells}
-    in_hole = {cell: h[cell[0] * patch:(cell[0] + 1) * patch, cell[1] * patch:(cell[1] + 1) * patch].max() > 0 for cell in cells}
+    in_hole = {cell: h[cell[0] * patch:(cell[0] + 1) * patch, cell[1] * patch:(cell[1] + 1) * patch].max() > 0
+               for cell in cells}
     outside = [cell for cell in cells if not in_hole[cell]]
     for cell in cells:
         if not in_hole[cell]:
@@ -122,7 +124,8 @@ def maps():
 def test_attention_transfer_matches_brute_force(maps):
     coarse, fine, hole = maps
     got = attention_transfer(coarse, fine, hole, patch=2, scale=10.0)
-    np.testing.assert_allclose(got[0].double().numpy(), brute_force_transfer(coarse, fine, hole, 2, 10.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0].double().numpy(), brute_force_transfer(coarse, fine, hole, 2, 10.0),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_attention_transfer_matches_brute_force_with_larger_patches():
@@ -131,7 +134,8 @@ def test_attention_transfer_matches_brute_force_with_larger_patches():
     hole = torch.zeros(1, 1, 12, 12)
     hole[..., 5:7, 3:9] = 1.0  # a blob in the middle
     got = attention_transfer(coarse, fine, hole, patch=4, scale=5.0)
-    np.testing.assert_allclose(got[0].double().numpy(), brute_force_transfer(coarse, fine, hole, 4, 5.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[0].double().numpy(), brute_force_transfer(coarse, fine, hole, 4, 5.0),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_filling_leaves_outside_untouched_and_copies_only_from_outside(maps):
@@ -149,7 +153,8 @@ def test_filling_leaves_outside_untouched_and_copies_only_from_outside(maps):
     # while the patches outside the hole are what the hole is made of
     perturbed = fine.clone()
     perturbed[..., 4:] += 1.0
-    assert not torch.allclose(attention_transfer(coarse, perturbed, hole, patch=2, scale=10.0)[..., :3], filled[..., :3])
+    assert not torch.allclose(attention_transfer(coarse, perturbed, hole, patch=2, scale=10.0)[..., :3],
+                              filled[..., :3])
 
 
 def test_filling_with_everything_in_the_hole_is_finite_zeros(maps):

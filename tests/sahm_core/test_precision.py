@@ -64,7 +64,8 @@ class GpuFp16(TorchDispatchMode):
 
 
 def test_gpu_fp16_mode_flushes_what_a_gpu_flushes():
-    """The emulation itself: a subnormal constant floor is zero, products below 2**-14 are zero, sums of squares overflow."""
+    """The emulation itself: a subnormal constant floor is zero, products below 2**-14 are zero, sums of squares
+    overflow."""
     zero = torch.zeros(3, dtype=torch.float16)
     with GpuFp16():
         assert torch.isnan(zero / zero.clamp_min(1e-6)).all()  # 1e-6 is an fp16 subnormal: flushed

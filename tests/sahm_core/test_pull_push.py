@@ -42,7 +42,8 @@ def pull_push_loops(image: np.ndarray, known: np.ndarray, sweeps: int = 0) -> np
     mean = sums[-1].mean(axis=(1, 2)) / max(weights[-1].mean(), 1e-6)
     fill = sums[-1] + (1 - weights[-1]) * mean[:, None, None]
     for s, w in zip(reversed(sums[:-1]), reversed(weights[:-1])):
-        coarse = torch.nn.functional.interpolate(torch.from_numpy(fill)[None], size=w.shape, mode="bilinear", align_corners=False)[0].numpy()
+        coarse = torch.nn.functional.interpolate(torch.from_numpy(fill)[None], size=w.shape, mode="bilinear",
+                                                 align_corners=False)[0].numpy()
         fill = s + (1 - w) * coarse
         for _ in range(sweeps):
             fill = relax_loops(fill, s, w)
@@ -86,13 +87,15 @@ def test_relaxation_converges_to_the_harmonic_fill():
     known = np.ones((16, 16), bool)
     known[3:11, 5:15] = False
     known[13:, :4] = False  # a second hole touching the border
-    fill = pull_push(torch.from_numpy(image), torch.from_numpy(known[None, None].astype(np.float64)), sweeps=400).numpy()
+    fill = pull_push(torch.from_numpy(image), torch.from_numpy(known[None, None].astype(np.float64)),
+                     sweeps=400).numpy()
     for c in range(3):
         np.testing.assert_allclose(fill[0, c], harmonic_fill(image[0, c], known), atol=1e-8)
 
 
 def test_a_hole_in_a_gradient_is_filled_with_the_gradient():
-    """A linear ramp is harmonic: the relaxed fill converges to it (max error 0.016 plain, 0.0034 at 8 sweeps per level)."""
+    """A linear ramp is harmonic: the relaxed fill converges to it (max error 0.016 plain, 0.0034 at 8 sweeps per
+    level)."""
     ramp = torch.linspace(0.1, 0.9, 64, dtype=torch.float64).view(1, 1, 1, 64).expand(1, 3, 64, 64)
     known = torch.ones(1, 1, 64, 64, dtype=torch.float64)
     known[..., 16:48, 12:52] = 0.0

@@ -59,7 +59,8 @@ def test_log_likelihood_matches_brute_force_log_sum_exp(crf):
 
 def test_tagger_loss_is_the_crf_nll_of_its_emissions():
     torch.manual_seed(1)
-    model = BiLSTMCRF(TaggerConfig(static_dim=8, static_vocab=10, proj_dim=4, char_dim=3, char_channels=4, hidden=5)).eval()
+    model = BiLSTMCRF(TaggerConfig(static_dim=8, static_vocab=10, proj_dim=4, char_dim=3, char_channels=4,
+                                   hidden=5)).eval()
     static, chars = torch.randn(1, 3, 8), torch.randint(0, 20, (1, 3, 16))
     tags, mask = torch.tensor([[1, 0, 3]]), torch.ones(1, 3, dtype=torch.bool)
     em = model.emissions(static, chars)[0]
@@ -78,7 +79,8 @@ def test_split_words_keeps_character_spans():
 def test_template_notation_gives_bio_units():
     rng = random.Random(0)
     sentence = expand_template("erase the traffic_light/IW next/AW to the {lcat}", rng)
-    assert sentence[:6] == [("erase", "O"), ("the", "O"), ("traffic", "B-IW"), ("light", "I-IW"), ("next", "B-AW"), ("to", "O")]
+    assert sentence[:6] == [("erase", "O"), ("the", "O"), ("traffic", "B-IW"), ("light", "I-IW"), ("next", "B-AW"),
+                            ("to", "O")]
     assert sentence[6] == ("the", "O") and sentence[7][1] == "B-AW"  # the landmark object is an attribute
 
 

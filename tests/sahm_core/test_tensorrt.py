@@ -22,10 +22,21 @@ import pytest
 from sahm_core.checkpoint import CheckpointError, read_config
 from sahm_core.cli import main as sahm_main
 from sahm_core.config import replace
-from sahm_core.export.tensorrt_engine import (EngineKey, EngineMismatchError, TensorRTRunner, TensorRTUnavailable,
-                                              build_engine, cached_engine_path, check_engine, default_precision,
-                                              precision_flags, read_sidecar, sidecar_path, tensorrt_available,
-                                              write_sidecar)
+from sahm_core.export.tensorrt_engine import (
+    EngineKey,
+    EngineMismatchError,
+    TensorRTRunner,
+    TensorRTUnavailable,
+    build_engine,
+    cached_engine_path,
+    check_engine,
+    default_precision,
+    precision_flags,
+    read_sidecar,
+    sidecar_path,
+    tensorrt_available,
+    write_sidecar,
+)
 from sahm_core.runtime import BackendUnavailable, Remover, exported_onnx
 
 TRT_MISSING = tensorrt_available()  # None where TensorRT can run, else the reason
@@ -67,7 +78,8 @@ def test_sidecar_round_trip_and_matching_key(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("tensorrt_version", "10.3.0"), ("compute_capability", "8.7"),
-                                         ("onnx_sha256", "cd" * 32), ("precision", "fp32"), ("input_shape", (1, 3, 480, 480))])
+                                         ("onnx_sha256", "cd" * 32), ("precision", "fp32"),
+                                         ("input_shape", (1, 3, 480, 480))])
 def test_mismatched_plan_is_refused_naming_file_and_field(tmp_path, field, value):
     engine = _engine(tmp_path)
     wanted = dataclasses.replace(KEY, **{field: value})
