@@ -13,8 +13,10 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "replay": ("ros_ror.replay", "run the remover over a rosbag2 (sqlite3 or mcap) and write a new bag with the results"),
-    "demo": ("ros_ror.demo", "build a synthetic camera bag, replay it through the bundled model, draw before/after/mask"),
+    "replay": ("ros_ror.replay",
+               "run the remover over a rosbag2 (sqlite3 or mcap) and write a new bag with the results"),
+    "demo": ("ros_ror.demo",
+             "build a synthetic camera bag, replay it through the bundled model, draw before/after/mask"),
     "bench": ("ros_ror.bench", "latency / output rate / drops / memory of the node on a 640x480 30 Hz stream"),
     "ament-prefix": ("ros_ror.ament_prefix", "index ros_ror in an ament prefix so `ros2 launch ros_ror ...` finds it"),
 }

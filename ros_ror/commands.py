@@ -14,7 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 
 STOP_WORDS = frozenset({"stop", "cancel", "clear"})
-FILLER_WORDS = frozenset({"ok", "okay", "please", "hey", "now", "so", "um", "uh", "just", "alright", "and", "then", "robot"})
+FILLER_WORDS = frozenset({"ok", "okay", "please", "hey", "now", "so", "um", "uh", "just", "alright", "and", "then",
+                          "robot"})
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
@@ -42,7 +43,8 @@ def parse_command(text: object, max_chars: int = 300) -> Command:
     if not normalised:
         raise CommandError("empty", "empty command")
     if len(normalised) > max_chars:
-        raise CommandError("too_long", f"command has {len(normalised)} characters, more than max_command_chars={max_chars}")
+        raise CommandError("too_long",
+                           f"command has {len(normalised)} characters, more than max_command_chars={max_chars}")
     words = [w.lower() for w in _WORD.findall(normalised)]
     if not words:
         raise CommandError("no_words", f"command {normalised[:40]!r} has no words")

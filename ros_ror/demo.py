@@ -44,8 +44,9 @@ def camera_frames(scene: np.ndarray, count: int, width: int, height: int) -> lis
     return views
 
 
-def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float = 30.0, width: int = 320, height: int = 240,
-                     command_at: float = 0.7, stop_at: float = 2.3, storage: str = "sqlite3") -> str:
+def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float = 30.0, width: int = 320,
+                     height: int = 240, command_at: float = 0.7, stop_at: float = 2.3,
+                     storage: str = "sqlite3") -> str:
     """Write the demo camera + speech bag; returns the spoken command."""
     from rosbags.typesys import Stores, get_typestore
 
@@ -65,9 +66,11 @@ def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float
             t = START_NS + round(i * 1e9 / fps)
             while spoken and spoken[0][0] * 1e9 <= t - START_NS:
                 at, text = spoken.pop(0)
-                writer.write(command_conn, START_NS + round(at * 1e9), typestore.serialize_cdr(String(data=text), "std_msgs/msg/String"))
+                writer.write(command_conn, START_NS + round(at * 1e9),
+                             typestore.serialize_cdr(String(data=text), "std_msgs/msg/String"))
             header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id=FRAME_ID)
-            msg = Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3, data=frame.reshape(-1))
+            msg = Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
+                        data=frame.reshape(-1))
             writer.write(image_conn, t, typestore.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     return sample.text
 
@@ -114,8 +117,10 @@ def write_sheet(frames: list[dict], path: Path) -> None:
         frame, result = frames[index], frames[index]["result"]
         seconds = (frame["t"] - frames[0]["t"]) * 1e-9
         said = f'"{result.command}"' if result.command else "no command"
-        state = f"found, score {result.score:.2f}, {100 * result.mask_area:.1f}% of frame" if result.found else "nothing removed"
-        for ax, key, title in zip(row, ("input", "cleaned", "mask"), (f"t={seconds:.2f}s  before", f"after: {state}", f"mask ({said})")):
+        state = (f"found, score {result.score:.2f}, {100 * result.mask_area:.1f}% of frame" if result.found
+                 else "nothing removed")
+        for ax, key, title in zip(row, ("input", "cleaned", "mask"),
+                                  (f"t={seconds:.2f}s  before", f"after: {state}", f"mask ({said})")):
             ax.imshow(frame[key], cmap="gray" if key == "mask" else None, vmin=0, vmax=255)
             ax.set_title(title, fontsize=9)
             ax.axis("off")
@@ -126,7 +131,8 @@ def write_sheet(frames: list[dict], path: Path) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="folder for sample.bag, output.bag and sheet.png (replaced)")
-    parser.add_argument("--model", default=None, help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
+    parser.add_argument("--model", default=None,
+                        help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
     parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--seed", type=int, default=4, help="synthetic scene")
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -153,7 +159,8 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     command = write_sample_bag(out / "sample.bag", seed=args.seed, seconds=args.seconds, width=width, height=height,
                                command_at=0.25 * args.seconds, stop_at=0.75 * args.seconds, storage=args.storage)
-    print(f"sample bag: {out / 'sample.bag'} ({args.seconds:g} s of {width}x{height} at 30 Hz, command {command!r}, then {STOP_TEXT!r})")
+    print(f"sample bag: {out / 'sample.bag'} ({args.seconds:g} s of {width}x{height} at 30 Hz, "
+          f"command {command!r}, then {STOP_TEXT!r})")
     remover = Remover.load(model, backend=args.backend)
     print(f"model: {model} on {remover.backend}")
     try:

@@ -48,7 +48,8 @@ class DecodedFrame:
     alpha: np.ndarray | None = None  # (H, W) uint8 for rgba8 / bgra8, carried through unchanged
 
 
-def decode_image(height: int, width: int, encoding: str, step: int, data, max_pixels: int | None = None) -> DecodedFrame:
+def decode_image(height: int, width: int, encoding: str, step: int, data,
+                 max_pixels: int | None = None) -> DecodedFrame:
     """Fields of a sensor_msgs/Image -> RGB. Checks run cheapest first, before touching `data`."""
     if encoding not in ENCODINGS:
         raise ImageError("encoding", f"unsupported encoding {encoding[:40]!r}; supported: {', '.join(ENCODINGS)}")
@@ -59,7 +60,8 @@ def decode_image(height: int, width: int, encoding: str, step: int, data, max_pi
     channels, order = ENCODINGS[encoding]
     row_bytes = width * channels
     if step < row_bytes:
-        raise ImageError("step", f"step {step} is smaller than width x channels = {width} x {channels} = {row_bytes} for {encoding}")
+        raise ImageError("step", f"step {step} is smaller than width x channels = "
+                                 f"{width} x {channels} = {row_bytes} for {encoding}")
     buffer = np.frombuffer(memoryview(data).cast("B"), dtype=np.uint8)
     expected = step * height
     if buffer.size != expected:
@@ -71,7 +73,8 @@ def decode_image(height: int, width: int, encoding: str, step: int, data, max_pi
     return DecodedFrame(rgb=rgb, encoding=encoding, alpha=alpha)
 
 
-def encode_image(rgb: np.ndarray, encoding: str, alpha: np.ndarray | None = None, step: int | None = None) -> tuple[bytes, int]:
+def encode_image(rgb: np.ndarray, encoding: str, alpha: np.ndarray | None = None,
+                 step: int | None = None) -> tuple[bytes, int]:
     """RGB -> (data, step) in `encoding`; `step` None packs rows tightly, a larger step pads them with zeros."""
     if encoding not in ENCODINGS:
         raise ImageError("encoding", f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")

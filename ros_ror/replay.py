@@ -63,7 +63,8 @@ class ReplaySummary:
             f"  not found       {self.not_found}",
             f"  no command      {self.passed_through}",
             f"  skipped         {sum(self.skipped.values())}" + (f" ({_counts(self.skipped)})" if self.skipped else ""),
-            f"commands          {self.commands} ({self.stops} stop)" + (f", rejected: {_counts(self.rejected_commands)}" if self.rejected_commands else ""),
+            f"commands          {self.commands} ({self.stops} stop)"
+            + (f", rejected: {_counts(self.rejected_commands)}" if self.rejected_commands else ""),
             f"mean latency      {mean} per frame with a command",
             "topics written    " + ", ".join(f"{t} ({n})" for t, n in sorted(self.written.items())),
         ]
@@ -101,7 +102,8 @@ def replay(
             typestore = replay_typestore()
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
             outputs = {
-                "cleaned": writer.add_connection(f"{namespace}/{CLEANED_IMAGE}", image_conn.msgtype, typestore=typestore),
+                "cleaned": writer.add_connection(f"{namespace}/{CLEANED_IMAGE}", image_conn.msgtype,
+                                                 typestore=typestore),
                 "mask": writer.add_connection(f"{namespace}/{MASK}", "sensor_msgs/msg/Image", typestore=typestore),
                 "result": writer.add_connection(f"{namespace}/{RESULT}", MSG_TYPE, typestore=typestore),
             }
@@ -170,7 +172,8 @@ def _only_connection(reader, topic: str, types: tuple[str, ...], role: str):
         raise ReplayError(f"{role} topic {topic!r} is not in the bag; topics: {available}")
     wrong = [c.msgtype for c in conns if c.msgtype not in types]
     if wrong or len(conns) > 1:
-        raise ReplayError(f"{role} topic {topic!r} has type(s) {', '.join(c.msgtype for c in conns)}; expected one of {', '.join(types)}")
+        raise ReplayError(f"{role} topic {topic!r} has type(s) {', '.join(c.msgtype for c in conns)}; "
+                          f"expected one of {', '.join(types)}")
     return conns[0]
 
 
@@ -183,10 +186,12 @@ def _copy_connection(writer, conn, typestore):
     """Same topic, type and QoS in the output; the bag's own definition when it has one."""
     qos = conn.ext.offered_qos_profiles
     if conn.msgdef.data and conn.digest:
-        return writer.add_connection(conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest, offered_qos_profiles=qos)
+        return writer.add_connection(conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest,
+                                     offered_qos_profiles=qos)
     if conn.msgtype in typestore.fielddefs:
         return writer.add_connection(conn.topic, conn.msgtype, typestore=typestore, offered_qos_profiles=qos)
-    raise ReplayError(f"topic {conn.topic!r} has type {conn.msgtype!r} with no definition in the bag and none known here")
+    raise ReplayError(f"topic {conn.topic!r} has type {conn.msgtype!r} with no definition in the bag "
+                      "and none known here")
 
 
 def _apply_command(tracker: CommandTracker, typestore, raw, now: float, summary: ReplaySummary) -> None:
@@ -203,7 +208,8 @@ def _apply_command(tracker: CommandTracker, typestore, raw, now: float, summary:
     summary.stops += command.stop
 
 
-def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer, outputs, pass_through, summary) -> None:
+def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer, outputs, pass_through,
+                   summary) -> None:
     try:
         msg = typestore.deserialize_cdr(raw, msgtype)
     except Exception:  # noqa: BLE001 - one undecodable message is reported, not fatal
@@ -211,7 +217,8 @@ def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer,
         return
     compressed = msgtype.endswith("CompressedImage")
     try:
-        frame = decode_compressed(msg.format, msg.data) if compressed else decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+        frame = (decode_compressed(msg.format, msg.data) if compressed
+                 else decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data))
     except ImageError as e:
         summary.skipped[e.reason] += 1
         return
@@ -234,12 +241,16 @@ def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer,
     types = typestore.types
     height, width = mask.shape
     if compressed:
-        cleaned = types["sensor_msgs/msg/CompressedImage"](header=msg.header, format=msg.format, data=np.frombuffer(encode_compressed(image, frame.encoding), np.uint8))
+        cleaned = types["sensor_msgs/msg/CompressedImage"](
+            header=msg.header, format=msg.format, data=np.frombuffer(encode_compressed(image, frame.encoding), np.uint8)
+        )
     else:
         data, step = encode_image(image, frame.encoding, frame.alpha)
-        cleaned = types["sensor_msgs/msg/Image"](header=msg.header, height=height, width=width, encoding=frame.encoding, is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
+        cleaned = types["sensor_msgs/msg/Image"](header=msg.header, height=height, width=width, encoding=frame.encoding,
+                                                 is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
     mask_data, mask_step = mask_fields(mask)
-    mask_msg = types["sensor_msgs/msg/Image"](header=msg.header, height=height, width=width, encoding="mono8", is_bigendian=0, step=mask_step, data=np.frombuffer(mask_data, np.uint8))
+    mask_msg = types["sensor_msgs/msg/Image"](header=msg.header, height=height, width=width, encoding="mono8",
+                                              is_bigendian=0, step=mask_step, data=np.frombuffer(mask_data, np.uint8))
     result = types[MSG_TYPE](header=msg.header, **dataclasses.asdict(fields))
     for key, message in (("cleaned", cleaned), ("mask", mask_msg), ("result", result)):
         writer.write(outputs[key], timestamp, typestore.serialize_cdr(message, outputs[key].msgtype))
@@ -250,7 +261,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("out_bag", help="output rosbag2 folder (must not exist)")
     parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     parser.add_argument("--command-topic", required=True, help="std_msgs/String topic with the spoken commands")
-    parser.add_argument("--model", default=None, help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
+    parser.add_argument("--model", default=None,
+                        help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
     parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the backend's)")
     parser.add_argument("--mask-threshold", type=float, default=0.5)
@@ -273,8 +285,9 @@ def main(args) -> int:
         model = args.model or bundled_model_dir()
         remover = Remover.load(model, backend=args.backend, device=args.device, mask_threshold=args.mask_threshold,
                                min_mask_area=args.min_mask_area, min_score=args.min_score)
-        summary = replay(args.in_bag, args.out_bag, args.image_topic, args.command_topic, remover, namespace=args.namespace,
-                         storage=args.storage, command_timeout=args.command_timeout, pass_through=not args.no_pass_through)
+        summary = replay(args.in_bag, args.out_bag, args.image_topic, args.command_topic, remover,
+                         namespace=args.namespace, storage=args.storage, command_timeout=args.command_timeout,
+                         pass_through=not args.no_pass_through)
     except (ReplayError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -77,7 +77,8 @@ class ResultPublisher:
         from std_msgs.msg import String
 
         stamp = {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}
-        body = {"type": FALLBACK_TYPE, "header": {"stamp": stamp, "frame_id": header.frame_id}, **dataclasses.asdict(fields)}
+        body = {"type": FALLBACK_TYPE, "header": {"stamp": stamp, "frame_id": header.frame_id},
+                **dataclasses.asdict(fields)}
         self._publisher.publish(String(data=json.dumps(body)))
 
 

@@ -41,7 +41,8 @@ class Harness:
             Parameter("backend", value="onnxruntime"),
             Parameter("max_frame_pixels", value=MAX_PIXELS),
             *(Parameter(k, value=v) for k, v in {**thresholds, **parameters}.items()),
-            # Reliable, deep input queue: in this test every published message must reach the node, so drops can be counted.
+            # Reliable, deep input queue: in this test every published message must reach the node,
+            # so drops can be counted.
             Parameter(f"qos_overrides.{image_topic}.subscription.reliability", value="reliable"),
             Parameter(f"qos_overrides.{image_topic}.subscription.depth", value=FUZZ_DEPTH),
             Parameter(f"qos_overrides.{image_topic}/compressed.subscription.reliability", value="reliable"),
@@ -52,12 +53,16 @@ class Harness:
         self.tester = rclpy.create_node("ros_ror_tester", context=self.context)
         deep = QoSProfile(depth=FUZZ_DEPTH, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self.compressed = bool(parameters.get("compressed_input"))
-        frame_type, cleaned_topic = (CompressedImage, "cleaned/image/compressed") if self.compressed else (Image, "cleaned/image")
-        self.image_pub = self.tester.create_publisher(frame_type, f"{image_topic}/compressed" if self.compressed else image_topic, deep)
+        frame_type, cleaned_topic = ((CompressedImage, "cleaned/image/compressed") if self.compressed
+                                     else (Image, "cleaned/image"))
+        self.image_pub = self.tester.create_publisher(
+            frame_type, f"{image_topic}/compressed" if self.compressed else image_topic, deep
+        )
         self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
         self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}}
         self.lock = threading.Lock()
-        self.tester.create_subscription(frame_type, f"/{NODE_NAME}/{cleaned_topic}", lambda m: self._store("cleaned", m), 50)
+        self.tester.create_subscription(frame_type, f"/{NODE_NAME}/{cleaned_topic}",
+                                        lambda m: self._store("cleaned", m), 50)
         self.tester.create_subscription(Image, f"/{NODE_NAME}/mask", lambda m: self._store("mask", m), 50)
         result_class = generated_message_class() or String
         self.tester.create_subscription(result_class, f"/{NODE_NAME}/result", lambda m: self._store("result", m), 50)
@@ -69,7 +74,8 @@ class Harness:
         if self.node.get_parameter("autostart").value:
             assert self.node.autostarted.wait(timeout=600), "autostart never finished"
         wait_for(lambda: self.image_pub.get_subscription_count() > 0 and self.command_pub.get_subscription_count() > 0
-                 and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0 for t in (cleaned_topic, "mask", "result")))
+                 and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0
+                         for t in (cleaned_topic, "mask", "result")))
         self.sent = 0
 
     def _store(self, kind, msg):
@@ -118,7 +124,8 @@ def _stamp_key(msg):
 def result_dict(msg) -> dict:
     if hasattr(msg, "data"):
         return json.loads(msg.data)
-    return {k: getattr(msg, k) for k in ("command", "found", "score", "mask_area", "mask_pixels", "width", "height", "backend")}
+    return {k: getattr(msg, k)
+            for k in ("command", "found", "score", "mask_area", "mask_pixels", "width", "height", "backend")}
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:

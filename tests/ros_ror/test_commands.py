@@ -9,8 +9,8 @@ from ros_ror.commands import CommandError, CommandTracker, parse_command
 
 @pytest.mark.parametrize(
     "text",
-    ["stop", "STOP", "  Stop  ", "cancel", "clear", "ok stop removing", "Okay, please cancel that.", "stop removing the cup",
-     "hey robot, clear", "\tclear\n"],
+    ["stop", "STOP", "  Stop  ", "cancel", "clear", "ok stop removing", "Okay, please cancel that.",
+     "stop removing the cup", "hey robot, clear", "\tclear\n"],
 )
 def test_stop_words_end_the_command(text):
     assert parse_command(text).stop
@@ -18,7 +18,8 @@ def test_stop_words_end_the_command(text):
 
 @pytest.mark.parametrize(
     "text",
-    ["remove the red cup", "remove the clear bottle", "erase the stop sign", "the cup on the left", "删除杯子", "entferne die Tasse"],
+    ["remove the red cup", "remove the clear bottle", "erase the stop sign", "the cup on the left", "删除杯子",
+     "entferne die Tasse"],
 )
 def test_removal_requests_are_not_stops(text):
     command = parse_command(text)
@@ -32,8 +33,9 @@ def test_whitespace_is_normalised_and_case_kept():
 
 @pytest.mark.parametrize(
     "text, reason",
-    [("", "empty"), ("   \n\t ", "empty"), ("x" * 301, "too_long"), ("remove\x00 the cup", "not_text"), ("\x1b[31m", "not_text"),
-     ("!!! ???", "no_words"), ("🙂🙂", "no_words"), (b"remove the cup", "not_text"), (None, "not_text"), (42, "not_text")],
+    [("", "empty"), ("   \n\t ", "empty"), ("x" * 301, "too_long"), ("remove\x00 the cup", "not_text"),
+     ("\x1b[31m", "not_text"), ("!!! ???", "no_words"), ("🙂🙂", "no_words"), (b"remove the cup", "not_text"),
+     (None, "not_text"), (42, "not_text")],
 )
 def test_non_commands_are_rejected_with_a_reason(text, reason):
     with pytest.raises(CommandError) as err:

@@ -10,8 +10,8 @@ from ros_ror.demo import COMMAND_TOPIC, IMAGE_TOPIC, STOP_TEXT, read_outputs
 
 def test_demo_writes_bags_sheet_and_summary(tmp_path, onnx_model_dir, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--out", str(out), "--model", str(onnx_model_dir), "--backend", "onnxruntime", "--seconds", "0.5",
-                 "--size", "64x48", "--storage", "mcap"])
+    code = main(["demo", "--out", str(out), "--model", str(onnx_model_dir), "--backend", "onnxruntime",
+                 "--seconds", "0.5", "--size", "64x48", "--storage", "mcap"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "frames            15" in printed and "commands          2 (1 stop)" in printed
@@ -23,8 +23,10 @@ def test_demo_writes_bags_sheet_and_summary(tmp_path, onnx_model_dir, capsys):
     assert all(f["input"].shape == (48, 64, 3) and f["cleaned"].shape == (48, 64, 3) for f in frames)
     spoken = [f["result"].command for f in frames]
     # command at 25 % of the clip, "stop" at 75 %: silence, the command, silence again
-    first, last = spoken.index(next(c for c in spoken if c)), len(spoken) - 1 - spoken[::-1].index(next(c for c in spoken if c))
-    assert first > 0 and last < len(spoken) - 1 and all(spoken[first:last + 1]) and not any(spoken[:first] + spoken[last + 1:])
+    first, last = (spoken.index(next(c for c in spoken if c)),
+                   len(spoken) - 1 - spoken[::-1].index(next(c for c in spoken if c)))
+    assert (first > 0 and last < len(spoken) - 1 and all(spoken[first:last + 1])
+            and not any(spoken[:first] + spoken[last + 1:]))
     sheet = cv2.imread(str(out / "sheet.png"))
     assert sheet is not None and sheet.shape[0] > 300 and sheet.shape[1] > 300
     assert IMAGE_TOPIC in printed and COMMAND_TOPIC in printed and STOP_TEXT in printed

@@ -150,7 +150,8 @@ def test_launch_by_package_applies_every_argument_and_round_trips_a_frame(tmp_pa
     try:
         wait_for(lambda: launch.process.poll() is not None or probe.node.count_publishers(f"{NODE}/mask") > 0, 120)
         assert launch.process.poll() is None, launch.output
-        wait_for(lambda: {"/rig/camera/image_raw", "/rig/camera/camera_info", "/rig/speech"} <= probe.subscribed_topics())
+        wait_for(lambda: {"/rig/camera/image_raw", "/rig/camera/camera_info", "/rig/speech"}
+                 <= probe.subscribed_topics())
         got = probe.parameters(["model_path", "backend", "use_sim_time", "max_command_chars", "autostart"])
         # use_sim_time was not given to launch, so the params file's value stands.
         assert got == {"model_path": str(onnx_model_dir), "backend": "onnxruntime", "use_sim_time": True,

@@ -89,7 +89,8 @@ def test_transitions_load_answer_silence_and_free(managed, scene):
     assert transition(managed, "configure") and managed.node._remover.backend == "torch"
 
 
-def test_a_model_that_cannot_load_fails_configure_and_the_node_stays_up(tmp_path, onnx_model_dir, permissive_thresholds, scene):
+def test_a_model_that_cannot_load_fails_configure_and_the_node_stays_up(tmp_path, onnx_model_dir, permissive_thresholds,
+                                                                        scene):
     missing = tmp_path / "no_such_model"
     h = Harness(missing, permissive_thresholds)  # autostart: configure runs at start-up and fails
     try:
@@ -147,7 +148,9 @@ def test_fifty_enable_disable_cycles_do_not_grow_memory(onnx_model_dir, permissi
             assert client.call(SetBool.Request(data=True), timeout_sec=120).success
             samples.append(rss_mib())
         with capsys.disabled():
-            print(f"\nRSS after enable/disable cycles 1, 5, 50: {samples[0]:.1f}, {samples[4]:.1f}, {samples[-1]:.1f} MiB")
-        assert samples[-1] - samples[4] < 100, samples  # after warm-up; one leaked nano session per cycle would be ~1 GB
+            print(f"\nRSS after enable/disable cycles 1, 5, 50: {samples[0]:.1f}, {samples[4]:.1f}, "
+                  f"{samples[-1]:.1f} MiB")
+        # after warm-up; one leaked nano session per cycle would be ~1 GB
+        assert samples[-1] - samples[4] < 100, samples
     finally:
         h.close()

@@ -54,7 +54,8 @@ def test_compressed_frames_are_removed_and_answered_in_their_own_format(compress
     seen = decode_rgb(msg.data)  # what the node decoded (jpeg is lossy)
     reference_remover.set_command(COMMAND)
     reference = reference_remover.remove(seen)
-    assert cleaned.format == fmt and (cleaned.header.frame_id, cleaned.header.stamp) == (msg.header.frame_id, msg.header.stamp)
+    assert cleaned.format == fmt and ((cleaned.header.frame_id, cleaned.header.stamp)
+                                      == (msg.header.frame_id, msg.header.stamp))
     m = pixels_of(mask)[:, :, 0]
     np.testing.assert_array_equal(m, reference.mask)
     # The node encodes its answer like cv2.imencode does: png is lossless, jpeg is deterministic.
@@ -93,7 +94,8 @@ def test_max_fps_caps_the_frames_processed(compressed, scene):
         sent = 12
         for seed in range(sent):
             compressed.publish(compressed_msg(scene(seed=seed), "png"))
-        wait_for(lambda: counter(compressed, "frames_in") - frames_in + counter(compressed, "dropped_max_fps") - capped == sent)
+        wait_for(lambda: counter(compressed, "frames_in") - frames_in
+                 + counter(compressed, "dropped_max_fps") - capped == sent)
         span = time.monotonic() - start  # an upper bound on the spread of the arrival times
         accepted = counter(compressed, "frames_in") - frames_in
         print(f"max_fps 2: {accepted} of {sent} frames accepted over {span:.2f} s")
@@ -120,7 +122,8 @@ def test_command_timeout_runs_on_sim_time_from_clock(sim_time, scene):
     set_clock(100)
     sim_time.command(COMMAND, expect_active=COMMAND)
     set_clock(104)
-    assert result_dict(sim_time.exchange(image_msg(scene(seed=7), "rgb8"))[2])["command"] == COMMAND  # 4 s of 5: still active
+    # 4 s of 5: still active
+    assert result_dict(sim_time.exchange(image_msg(scene(seed=7), "rgb8"))[2])["command"] == COMMAND
     wall = time.monotonic()
     set_clock(106)
     assert sim_time.diagnostics()["command"] == ""  # expired by the clock message, not by waiting

@@ -22,7 +22,8 @@ NODE = "ros_ror_remove"
 def node_process(tmp_path, nano_model_dir):
     """The real params file, then a second file that changes two values (proof the files are read)."""
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({NODE: {"ros__parameters": {"max_command_chars": 123, "model_path": str(nano_model_dir)}}}))
+    override.write_text(yaml.safe_dump({NODE: {"ros__parameters": {"max_command_chars": 123,
+                                                                    "model_path": str(nano_model_dir)}}}))
     cmd = [sys.executable, "-m", "ros_ror.remove_node", "--ros-args",
            "--params-file", str(ROOT / "config/remove.yaml"), "--params-file", str(override)]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
@@ -55,7 +56,8 @@ def test_params_file_loads_with_pip_only_ros(node_process, nano_model_dir):
         values = future.result().values
         got = {}
         for name, value in zip(expected, values):
-            got[name] = {1: value.bool_value, 2: value.integer_value, 3: value.double_value, 4: value.string_value}[value.type]
+            got[name] = {1: value.bool_value, 2: value.integer_value, 3: value.double_value,
+                         4: value.string_value}[value.type]
         assert got == expected
     finally:
         executor.shutdown()  # it holds the node's handle: destroying the node first would wait forever

@@ -55,7 +55,8 @@ def test_command_removes_and_matches_the_remover(harness, scene, reference_remov
     np.testing.assert_array_equal(out[m == 0], untouched[m == 0])  # outside the mask: the input, bit for bit
     fields = result_dict(result)
     assert fields["command"] == COMMAND and fields["found"] is True
-    assert fields["mask_pixels"] == np.count_nonzero(m) and (fields["width"], fields["height"]) == (msg.width, msg.height)
+    assert (fields["mask_pixels"] == np.count_nonzero(m)
+            and (fields["width"], fields["height"]) == (msg.width, msg.height))
     assert fields["mask_area"] == pytest.approx(np.count_nonzero(m) / m.size, rel=1e-6)
     assert fields["backend"] == "onnxruntime"
 
@@ -117,7 +118,8 @@ def malformed_images(rng: np.random.Generator):
         data = rng.integers(0, 256, int(size), dtype=np.uint8).tobytes()
         return Image(height=int(height), width=int(width), encoding=encoding, step=int(step), data=data)
 
-    unknown = ["yuv422", "16UC1", "32FC1", "bayer_rggb8", "RGB8", "", "rgb16", "jpeg", "mono16", "8UC3", "héllo", "x" * 300]
+    unknown = ["yuv422", "16UC1", "32FC1", "bayer_rggb8", "RGB8", "", "rgb16", "jpeg", "mono16", "8UC3", "héllo",
+               "x" * 300]
     for _ in range(180):
         h, w = rng.integers(1, 40, 2)
         yield img(h, w, str(rng.choice(unknown)), w * 3, h * w * 3), "encoding"
@@ -153,7 +155,8 @@ def odd_commands(rng: np.random.Generator):
     for _ in range(40):
         yield f"remove{rng.choice(controls)}the cup", "not_text"
     for _ in range(40):
-        yield "".join(rng.choice(list("!?.,;:-🙂🚀 ")) for _ in range(int(rng.integers(1, 30)))).strip() or "!", "no_words"
+        yield ("".join(rng.choice(list("!?.,;:-🙂🚀 ")) for _ in range(int(rng.integers(1, 30)))).strip() or "!",
+               "no_words")
     for text in ["删除杯子", "entferne die rote Tasse", "убери чашку", "remove the 🍎 apple", "REMOVE THE CUP"] * 8:
         yield text, None
 
@@ -184,7 +187,8 @@ def test_fuzz_malformed_frames_and_odd_commands_through_real_topics(harness, sce
 
     try:
         wait_for(lambda: sum(dropped_since(harness.diagnostics(), "dropped_").values()) >= total
-                 and sum(dropped_since(harness.diagnostics(), "rejected_commands_").values()) >= sum(expected_rejects.values()), timeout=60)
+                 and sum(dropped_since(harness.diagnostics(), "rejected_commands_").values())
+                 >= sum(expected_rejects.values()), timeout=60)
     finally:
         diag = harness.diagnostics()
         print("diagnostics after the fuzz:", diag)
@@ -192,7 +196,8 @@ def test_fuzz_malformed_frames_and_odd_commands_through_real_topics(harness, sce
     rejects = +dropped_since(diag, "rejected_commands_")
     with capsys.disabled():
         print(f"\nfuzz: {total} malformed frames dropped by reason: {dict(sorted(drops.items()))}")
-        print(f"fuzz: {sum(expected_rejects.values()) + accepted} odd commands: rejected {dict(sorted(rejects.items()))}, accepted {accepted}")
+        print(f"fuzz: {sum(expected_rejects.values()) + accepted} odd commands: "
+              f"rejected {dict(sorted(rejects.items()))}, accepted {accepted}")
     assert drops == expected_drops
     assert rejects == expected_rejects
     # Still alive: a valid command and frame are answered, with the model.

@@ -24,12 +24,14 @@ WITH_COMMAND = {3, 4, 5}
 
 
 def image(rgb: np.ndarray, i: int, encoding: str = "rgb8", step_pad: int = 0):
-    Header, Time, Image = (TYPES.types[t] for t in ("std_msgs/msg/Header", "builtin_interfaces/msg/Time", "sensor_msgs/msg/Image"))
+    Header, Time, Image = (TYPES.types[t] for t in ("std_msgs/msg/Header", "builtin_interfaces/msg/Time",
+                                                    "sensor_msgs/msg/Image"))
     h, w, _ = rgb.shape
     pixels = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
     rows = np.concatenate([pixels.reshape(h, -1), np.zeros((h, step_pad), np.uint8)], axis=1)
     header = Header(stamp=Time(sec=50 + i, nanosec=i), frame_id=f"cam{i}")
-    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=rows.shape[1], data=rows.reshape(-1))
+    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0, step=rows.shape[1],
+                 data=rows.reshape(-1))
 
 
 def write_bag(path: Path, frames: list[np.ndarray], storage: StoragePlugin, bad_frame: int | None = None) -> None:
@@ -69,7 +71,8 @@ def replay_remover(onnx_model_dir, permissive_thresholds):
 
 
 @pytest.mark.parametrize("storage", [StoragePlugin.SQLITE3, StoragePlugin.MCAP], ids=["sqlite3", "mcap"])
-def test_replay_writes_cleaned_masks_and_results_with_original_timestamps(tmp_path, scene, replay_remover, reference_remover, storage):
+def test_replay_writes_cleaned_masks_and_results_with_original_timestamps(tmp_path, scene, replay_remover,
+                                                                          reference_remover, storage):
     from ros_ror.replay import replay_typestore
 
     frames = [scene(seed=i % 3) for i in range(len(FRAME_TIMES))]
@@ -90,8 +93,10 @@ def test_replay_writes_cleaned_masks_and_results_with_original_timestamps(tmp_pa
     assert [t for t, _ in bag[IMAGE]] == FRAME_TIMES
 
     reference_remover.set_command(COMMAND_TEXT)
-    for i, ((_, cleaned), (_, mask), (_, result)) in enumerate(zip(bag[f"{ns}/cleaned/image"], bag[f"{ns}/mask"], bag[f"{ns}/result"])):
-        assert (cleaned.header.stamp.sec, cleaned.header.stamp.nanosec, cleaned.header.frame_id) == (50 + i, i, f"cam{i}")
+    for i, ((_, cleaned), (_, mask), (_, result)) in enumerate(zip(bag[f"{ns}/cleaned/image"], bag[f"{ns}/mask"],
+                                                                   bag[f"{ns}/result"])):
+        assert ((cleaned.header.stamp.sec, cleaned.header.stamp.nanosec, cleaned.header.frame_id)
+                == (50 + i, i, f"cam{i}"))
         assert result.header.frame_id == mask.header.frame_id == f"cam{i}"
         assert cleaned.encoding == ("bgr8" if i % 2 else "rgb8") and mask.encoding == "mono8"
         m = rgb_of(mask)[:, :, 0]
@@ -217,12 +222,14 @@ def test_missing_input_and_existing_output_are_refused(tmp_path, small_bag, repl
 
 @pytest.mark.parametrize(
     "image_topic, command_topic, message",
-    [("/camera/missing", COMMAND, r"image topic '/camera/missing' is not in the bag; topics: /cam/image \[sensor_msgs/msg/Image\]"),
+    [("/camera/missing", COMMAND,
+      r"image topic '/camera/missing' is not in the bag; topics: /cam/image \[sensor_msgs/msg/Image\]"),
      (IMAGE, "/nobody/speaks", "command topic '/nobody/speaks' is not in the bag"),
      (COMMAND, COMMAND, "image topic '/speech' has type"),
      (IMAGE, IMAGE, "command topic '/cam/image' has type")],
 )
-def test_missing_topics_and_wrong_types_are_clear_errors(tmp_path, small_bag, replay_remover, image_topic, command_topic, message):
+def test_missing_topics_and_wrong_types_are_clear_errors(tmp_path, small_bag, replay_remover, image_topic,
+                                                         command_topic, message):
     with pytest.raises(ReplayError, match=message):
         replay(small_bag, tmp_path / "out", image_topic, command_topic, replay_remover, progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
