@@ -14,12 +14,13 @@ FASTDDS_BUILTIN_TRANSPORTS for everything this launch starts (README, "DDS").
 
 import os
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 NODE_NAME = "ros_ror_remove"
 # name -> (default, description); an empty default means "the params file decides"
@@ -66,7 +67,8 @@ def generate_launch_description():
     default_params = PathJoinSubstitution([FindPackageShare("ros_ror"), "config", "remove.yaml"])
     declared = [DeclareLaunchArgument(name, default_value=default, description=text)
                 for name, (default, text) in ARGUMENTS.items()]
-    declared.append(DeclareLaunchArgument("params_file", default_value=default_params, description="node parameters (YAML)"))
+    declared.append(DeclareLaunchArgument("params_file", default_value=default_params,
+                                          description="node parameters (YAML)"))
     transports = LaunchConfiguration("fastdds_transports")
     return LaunchDescription([
         *declared,

@@ -3,7 +3,7 @@
 The build test runs what colcon runs for an ament_cmake package (CMake configure, build, install) against
 the ROS 2 build wheels of this environment, then imports the generated message in the install's own
 environment (its ament setup script) and checks rclpy's serialization against rosbags' CDR encoding of
-msg/RemovalResult.msg, an implementation that shares no code with rosidl.
+msg/RemovalResult.msg, an implementation that shares no code with rosidl: each decodes the other's bytes.
 """
 
 from __future__ import annotations
@@ -233,12 +233,18 @@ store = replay_typestore()
 types = store.types
 header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](**stamp), frame_id="camera")
 reference = bytes(store.serialize_cdr(types[MSG_TYPE](header=header, **fields), MSG_TYPE))
+# Each side decodes the other's bytes. (Not a byte comparison: rclpy leaves CDR padding bytes uninitialised.)
+by_rosbags = store.deserialize_cdr(data, MSG_TYPE)
+by_rclpy = deserialize_message(reference, RemovalResult)
 print(json.dumps({{
     "message_module": __import__(RemovalResult.__module__, fromlist=["_"]).__file__,
     "ros_ror": ros_ror.__file__,
     "node_uses_generated": generated_message_class() is RemovalResult,
     "share": get_package_share_directory("ros_ror"),
-    "cdr": data.hex(), "reference_cdr": reference.hex(),
+    "cdr_length": len(data), "reference_cdr_length": len(reference),
+    "rclpy_bytes_by_rosbags": {{name: getattr(by_rosbags, name) for name in fields}},
+    "rosbags_bytes_by_rclpy": {{name: getattr(by_rclpy, name) for name in fields}},
+    "headers": [[m.header.frame_id, m.header.stamp.sec, m.header.stamp.nanosec] for m in (by_rosbags, by_rclpy)],
     "back": {{name: getattr(back, name) for name in fields}},
     "back_header": [back.header.frame_id, back.header.stamp.sec, back.header.stamp.nanosec],
 }}))
@@ -259,7 +265,9 @@ def test_colcon_build_generates_removal_result(install_prefix):
     assert site_packages.is_relative_to(install_prefix), "ros_ror imported from outside the install"
     assert Path(found["message_module"]).is_relative_to(site_packages / PACKAGE / "msg")
     assert found["node_uses_generated"], "ros_ror.result would still publish the JSON fallback"
-    assert found["cdr"] == found["reference_cdr"]
+    assert found["cdr_length"] == found["reference_cdr_length"]
+    assert found["rclpy_bytes_by_rosbags"] == fields and found["rosbags_bytes_by_rclpy"] == fields
+    assert found["headers"] == [["camera", 1700000000, 123456789]] * 2
     assert found["back"] == fields
     assert found["back_header"] == ["camera", 1700000000, 123456789]
     # our ros_ror/__init__.py, not the empty one rosidl generates for the same package
