@@ -12,15 +12,14 @@ environment, as for every other process on the robot; `fastdds_transports` sets
 FASTDDS_BUILTIN_TRANSPORTS for everything this launch starts (README, "DDS").
 """
 
-import os
+import posixpath
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
 from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 NODE_NAME = "ros_ror_remove"
 # name -> (default, description); an empty default means "the params file decides"
@@ -47,7 +46,7 @@ def _node(context):
     if value["use_sim_time"]:
         overrides["use_sim_time"] = value["use_sim_time"].lower() in ("true", "1", "yes")
     image_topic = value["image_topic"]
-    camera_info_topic = value["camera_info_topic"] or f"{os.path.dirname(image_topic).rstrip('/')}/camera_info"
+    camera_info_topic = value["camera_info_topic"] or posixpath.join(posixpath.dirname(image_topic), "camera_info")
     return [
         LifecycleNode(
             package="ros_ror",
