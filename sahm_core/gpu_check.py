@@ -66,7 +66,7 @@ from .data import RemovalDataset
 from .data.synthetic import make_dataset, render_sample
 from .export.cache import CACHE_ENV
 from .export.onnx_export import PerFrameGraph
-from .losses import generator_loss
+from .losses import LossWeights, generator_loss
 from .model import PatchDiscriminator, build_model
 from .model.alignment import DeformableConv2d
 from .runtime import (
@@ -500,7 +500,7 @@ def ddp_step(model_cfg: ModelConfig, device: torch.device, work: Path, batch: in
     torch.manual_seed(0)
     plain = build_model(cfg).to(device).train()
     disc = PatchDiscriminator(cfg).to(device).requires_grad_(False)  # a fixed critic, as in the generator step
-    weights = TrainConfig().loss_weights
+    weights = LossWeights()
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=(work / "ddp_store").resolve().as_uri(), rank=0, world_size=1)
     try:

@@ -36,12 +36,15 @@ from scipy.ndimage import distance_transform_edt
 
 @dataclass(frozen=True)
 class LossWeights:
-    seg: float = 1.0
-    rec: float = 5.0
-    adv: float = 20.0
-    expansion: float = 0.0  # off by default (not in the SAHM paper)
-    dice: float = 0.0  # off by default (not in the SAHM paper)
-    presence: float = 0.0  # BCE on the presence logit, off by default (not in the SAHM paper)
+    """The generator's loss weights, declared once: train.TrainConfig inherits these fields, so they are flat
+    keys of train_config.json and of `sahm train --set`."""
+
+    seg_weight: float = 1.0  # eq. 14 (paper: 1, 5, 20)
+    rec_weight: float = 5.0
+    adv_weight: float = 20.0
+    expansion_weight: float = 0.0  # mask expansion loss (2403.15849), off by default
+    dice_weight: float = 0.0  # soft Dice on every scale's mask (not in the paper), off by default
+    presence_weight: float = 0.0  # BCE on the presence logit (not in the paper), off by default
     expansion_alpha: float = 0.03  # 2403.15849 Table IV: best alpha on [-1, 1]-scaled distances
 
 
@@ -118,12 +121,13 @@ def generator_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 14 (+ optional L_X). out: SAHMOutput; target (B,3,S,S); mask (B,1,S,S). -> (total, metrics)."""
     terms: dict[str, tuple[float, Callable[[], torch.Tensor]]] = {
-        "seg": (weights.seg, lambda: segmentation_loss(out.scale_masks, mask)),
-        "rec": (weights.rec, lambda: reconstruction_loss(out.scale_images, target)),
-        "adv": (weights.adv, lambda: generator_adversarial_loss(discriminator(out.image))),
-        "dice": (weights.dice, lambda: dice_loss(out.scale_masks, mask)),
-        "presence": (weights.presence, lambda: presence_loss(out.presence_logit, mask)),
-        "expansion": (weights.expansion, lambda: mask_expansion_loss(out.mask_logits, mask, weights.expansion_alpha)),
+        "seg": (weights.seg_weight, lambda: segmentation_loss(out.scale_masks, mask)),
+        "rec": (weights.rec_weight, lambda: reconstruction_loss(out.scale_images, target)),
+        "adv": (weights.adv_weight, lambda: generator_adversarial_loss(discriminator(out.image))),
+        "dice": (weights.dice_weight, lambda: dice_loss(out.scale_masks, mask)),
+        "presence": (weights.presence_weight, lambda: presence_loss(out.presence_logit, mask)),
+        "expansion": (weights.expansion_weight,
+                      lambda: mask_expansion_loss(out.mask_logits, mask, weights.expansion_alpha)),
     }
     total = torch.zeros((), device=target.device)
     metrics = {}

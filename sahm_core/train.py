@@ -52,8 +52,9 @@ CURVE_FILE = "training_curve.png"
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; the network's shape is the ModelConfig, stored with the weights."""
+class TrainConfig(LossWeights):
+    """Optimisation settings and the loss weights (the fields of LossWeights); the network's shape is the
+    ModelConfig, stored with the weights."""
 
     batch_size: int = 32  # global batch over all processes (paper: 32)
     epochs: int = 76  # paper: 76 rounds
@@ -65,13 +66,6 @@ class TrainConfig:
     betas: tuple[float, float] = (0.85, 0.91)
     weight_decay: float = 0.005
     grad_clip: float = 1.0  # max global grad norm per optimiser (0: no clipping)
-    seg_weight: float = 1.0  # eq. 14
-    rec_weight: float = 5.0
-    adv_weight: float = 20.0
-    expansion_weight: float = 0.0  # mask expansion loss (2403.15849), off by default
-    dice_weight: float = 0.0  # soft Dice on every scale's mask (not in the paper), off by default
-    presence_weight: float = 0.0  # BCE on the presence logit (not in the paper), off by default
-    expansion_alpha: float = 0.03
     augment: bool = True  # random crop + flip
     bf16: bool = True  # bf16 autocast on CUDA
     cpu_bf16: bool = False  # bf16 autocast on CPU too: ~1.4x faster on AMX / AVX512-BF16 CPUs, slower without
@@ -83,11 +77,6 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list
-
-    @property
-    def loss_weights(self) -> LossWeights:
-        return LossWeights(seg=self.seg_weight, rec=self.rec_weight, adv=self.adv_weight, dice=self.dice_weight, presence=self.presence_weight,
-                           expansion=self.expansion_weight, expansion_alpha=self.expansion_alpha)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -418,7 +407,6 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
         model = synchronise_batchnorm(model, device)  # same parameters and state_dict keys, global-batch statistics
     disc = PatchDiscriminator(model_cfg).to(device)
     encoder = shared_encoder(model_cfg, str(device))
-    weights = cfg.loss_weights
     opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     schedule = lambda step: lr_factor(step, cfg, steps_per_epoch, total_steps)  # noqa: E731
@@ -440,7 +428,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         step = state["step"]
     # A zero-weight seg or rec term leaves a decoder branch without gradient, which DDP must be told about.
-    unused_branches = min(weights.seg, weights.rec) == 0
+    unused_branches = min(cfg.seg_weight, cfg.rec_weight) == 0
     model_ddp = DistributedDataParallel(model, find_unused_parameters=unused_branches) if ddp.world > 1 else model
     disc_ddp = DistributedDataParallel(disc) if ddp.world > 1 else disc
     use_bf16 = cfg.bf16 if device.type == "cuda" else cfg.cpu_bf16
@@ -476,7 +464,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
             disc.requires_grad_(False)
             with autocast:
                 out = model_ddp(image, text)
-                g_loss, metrics = generator_loss(out, target, mask, disc, weights)
+                g_loss, metrics = generator_loss(out, target, mask, disc, cfg)
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             if cfg.grad_clip:
@@ -486,7 +474,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
             disc.requires_grad_(True)
 
             # Discriminator step: eq. 13 on targets vs the generator's (detached) images.
-            if weights.adv:
+            if cfg.adv_weight:
                 with autocast:
                     d_loss, d_metrics = discriminator_loss(disc_ddp, target, out.image.detach())
                 opt_d.zero_grad(set_to_none=True)

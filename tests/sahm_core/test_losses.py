@@ -96,7 +96,8 @@ def test_adversarial_losses_at_an_undecided_discriminator_are_log2():
     assert total.item() == pytest.approx(2 * math.log(2))
     assert float(metrics["disc/real_prob"]) == pytest.approx(0.5)
     out = fake_output(torch.zeros(2, 1, 8, 8), torch.zeros(2, 3, 8, 8))
-    total, metrics = generator_loss(out, real, torch.zeros(2, 1, 8, 8), undecided, LossWeights(seg=0, rec=0, adv=20))
+    only_adversarial = LossWeights(seg_weight=0, rec_weight=0, adv_weight=20)
+    total, metrics = generator_loss(out, real, torch.zeros(2, 1, 8, 8), undecided, only_adversarial)
     assert float(metrics["loss/adv"]) == pytest.approx(math.log(2))
     assert total.item() == pytest.approx(20 * math.log(2))
 
@@ -131,13 +132,14 @@ def test_total_is_the_weighted_sum_and_zero_weight_terms_are_not_computed():
     mask = (torch.rand(2, 1, 8, 8) > 0.5).float()
     target = torch.rand(2, 3, 8, 8)
     out = fake_output(torch.randn(2, 1, 8, 8), torch.rand(2, 3, 8, 8))
-    total, metrics = generator_loss(out, target, mask, must_not_run, LossWeights(seg=1, rec=5, adv=0, expansion=0))
+    weights = LossWeights(seg_weight=1, rec_weight=5, adv_weight=0)
+    total, metrics = generator_loss(out, target, mask, must_not_run, weights)
     assert set(metrics) == {"loss/seg", "loss/rec", "loss/total"}
     seg = segmentation_loss(out.scale_masks, mask).item()
     rec = reconstruction_loss(out.scale_images, target).item()
     assert total.item() == pytest.approx(seg + 5 * rec, rel=1e-6)
 
-    weights = LossWeights(seg=0, rec=0, adv=0, expansion=2.0, expansion_alpha=0.1)
+    weights = LossWeights(seg_weight=0, rec_weight=0, adv_weight=0, expansion_weight=2.0, expansion_alpha=0.1)
     total, metrics = generator_loss(out, target, mask, must_not_run, weights)
     assert set(metrics) == {"loss/expansion", "loss/total"}
     assert total.item() == pytest.approx(2 * mask_expansion_loss(out.mask_logits, mask, 0.1).item(), rel=1e-6)
