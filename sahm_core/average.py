@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
-from .checkpoint import CheckpointError, load_weights, save_weights, weights_file
+from .checkpoint import CheckpointError, load_state, load_weights, save_weights, weights_file
 from .config import ModelConfig
 
 
@@ -91,7 +91,7 @@ def average(paths: list[str | Path], data_dirs: list[str | Path], out: str | Pat
     state, cfg = average_weights(files)
     loader = sample_batches([Path(d) for d in data_dirs], cfg.image_size, batches, batch_size, seed)
     model = build_model(cfg)
-    model.load_state_dict(state)
+    load_state(model, state, files[0])
     recalibrate_batchnorm(model, loader, shared_encoder(cfg, "cpu"))
     out = Path(out)
     save_weights(out, model.state_dict(), cfg, extra={"averaged_from": json.dumps([str(f) for f in files])})

@@ -3,17 +3,24 @@
 One file carries everything needed to rebuild the network, so nothing is
 inferred from file names. Optimiser / scheduler state lives in a separate
 `.pt` file loaded with `torch.load(weights_only=True)` (see train.py).
+`load_model` is the one way from a weights file to a SAHM (runtime, export, eval, gpu-check);
+`load_into` fills a module that already exists (a resumed training run).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
 
 from .config import ModelConfig
+
+if TYPE_CHECKING:
+    from .model import SAHM
 
 CONFIG_KEY = "sahm_model_config"
 FORMAT_KEY = "sahm_format"
@@ -73,3 +80,31 @@ def load_weights(path: str | Path, expect: ModelConfig | None = None) -> tuple[d
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt safetensors data ({e})") from e
     return state, cfg
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """module.load_state_dict(state); weights that do not fit (stale code, wrong file) are a CheckpointError."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: weights do not fit the {type(module).__name__} built from its config ({e})") from None
+
+
+def load_into(module: nn.Module, path: str | Path, expect: ModelConfig | None = None) -> ModelConfig:
+    """Load the weights file `path` into an existing module (e.g. a resumed run's SAHM or discriminator)."""
+    state, cfg = load_weights(path, expect=expect)
+    load_state(module, state, path)
+    return cfg
+
+
+def load_model(path: str | Path, expect: ModelConfig | None = None, device: str | torch.device = "cpu"
+               ) -> tuple["SAHM", ModelConfig]:
+    """The SAHM a weights file (or a model / run directory holding WEIGHTS_FILE) describes, with its weights,
+    in eval mode on `device`, and its config. `expect` guards against a checkpoint of another config."""
+    from .model import build_model  # the network's imports (timm) only where a network is built
+
+    path = weights_file(path)
+    state, cfg = load_weights(path, expect=expect)
+    model = build_model(cfg)
+    load_state(model, state, path)
+    return model.to(device).eval(), cfg

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, read_config, weights_file
+from .checkpoint import CheckpointError, load_model, weights_file
 from .config import ModelConfig
 from .runtime import composite, found_decision
-from .train import load_into
 
 PR_THRESHOLDS = (0.5, 0.7, 0.9)
 PSNR_CAP_DB = 100.0  # identical images (e.g. a negative passed through) have infinite PSNR
@@ -269,12 +268,12 @@ def evaluate(
 ) -> dict:
     """Runs the evaluation, writes metrics.json and contact_sheet.png into out_dir, returns the metrics."""
     from .data import RemovalDataset
-    from .model import build_model
     from .text import shared_encoder
 
     out_dir = Path(out_dir)
     weights_path = weights_file(checkpoint)
-    cfg = read_config(weights_path)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg = load_model(weights_path, device=device)
     reasons = unavailable_reasons(lpips_weights, lpips_backbone, fid_weights)
     lpips = LPIPS(lpips_weights, lpips_backbone) if "lpips" not in reasons else None
     inception = InceptionFeatures(fid_weights) if "fid" not in reasons else None
@@ -284,10 +283,6 @@ def evaluate(
     if len(dataset) == 0:
         raise ValueError(f"{data_dir}: split {split!r} has no samples")
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(cfg)
-    load_into(model, weights_path, cfg)
-    model = model.to(device).eval()
     encoder = shared_encoder(cfg, str(device))
 
     scores = {m: {"psnr": [], "ssim": [], "psnr_mask": [], "ssim_mask": [], "lpips": []} for m in METHODS}

@@ -60,7 +60,7 @@ from torch.utils.data import default_collate
 
 from . import __version__
 from .bench import _timed
-from .checkpoint import WEIGHTS_FILE, CheckpointError, read_config, save_weights
+from .checkpoint import WEIGHTS_FILE, CheckpointError, load_model, read_config, save_weights
 from .config import ModelConfig, model_config, replace
 from .data import RemovalDataset
 from .data.synthetic import make_dataset, render_sample
@@ -82,7 +82,7 @@ from .runtime import (
 )
 from .text import shared_encoder
 from .text_features import TextFeatures
-from .train import HISTORY_FILE, TrainConfig, encode_texts, load_into, synchronise_batchnorm, train
+from .train import HISTORY_FILE, TrainConfig, encode_texts, synchronise_batchnorm, train
 
 log = logging.getLogger(__name__)
 
@@ -297,9 +297,7 @@ class GpuCheck:
     def torch_model(self, subject: Subject) -> torch.nn.Module:
         """The subject's SAHM on the CPU in eval mode, loaded once."""
         if subject.name not in self._models:
-            model = build_model(subject.files.config)
-            load_into(model, subject.files.weights, subject.files.config)
-            self._models[subject.name] = model.eval()
+            self._models[subject.name], _ = load_model(subject.files.weights, expect=subject.files.config)
         return self._models[subject.name]
 
     def image(self, subject: Subject) -> np.ndarray:

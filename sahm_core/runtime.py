@@ -217,19 +217,13 @@ class TorchBackend:
     def __init__(self, files: ModelFiles, device: str, precision: str = "fp32"):
         import torch
 
-        from .checkpoint import load_weights
+        from .checkpoint import load_model
         from .export.onnx_export import PerFrameGraph
-        from .model import build_model
 
         check_torch_precision(precision)
         if files.weights is None:
             raise CheckpointError(f"{files.source}: the torch backend needs {WEIGHTS_FILE}, and there is none")
-        state, cfg = load_weights(files.weights, expect=files.config)
-        model = build_model(cfg)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise CheckpointError(f"{files.weights}: weights do not fit a {cfg.name!r} SAHM ({e})") from e
+        model, _ = load_model(files.weights, expect=files.config)  # on the CPU: moved below, freed if that fails
         self._torch = torch
         self.device = torch.device(device)
         self.precision = precision

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import WEIGHTS_FILE, CheckpointError, load_weights, read_config, save_weights
+from .checkpoint import WEIGHTS_FILE, CheckpointError, load_into, read_config, save_weights
 from .config import ModelConfig, dataclass_from_dict, model_config
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .text_features import TextFeatures
@@ -309,16 +309,6 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
         overrides = [k for k, v in fields.items() if v != getattr(TrainConfig(), k)]
     changed = {k: fields[k] for k in overrides}
     return dataclasses.replace(TrainConfig.from_dict(state["train_config"]), **changed), state
-
-
-def load_into(module: nn.Module, path: Path, cfg: ModelConfig | None = None) -> ModelConfig:
-    """Load safetensors weights into module; weights that do not fit (stale code, wrong file) are a CheckpointError."""
-    state, saved_cfg = load_weights(path, expect=cfg)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the {type(module).__name__} built from its config ({e})") from None
-    return saved_cfg
 
 
 def save_checkpoint(run_dir: Path, model, disc, opt_g, opt_d, sched_g, sched_d, step: int, cfg: TrainConfig, model_cfg: ModelConfig):

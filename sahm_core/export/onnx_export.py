@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import CONFIG_KEY, CheckpointError, load_weights
+from ..checkpoint import CONFIG_KEY, CheckpointError, load_model
 from ..config import ModelConfig
 from ..text_features import TextFeatures
 from .cache import file_sha256
@@ -86,14 +86,7 @@ def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """Load a .safetensors checkpoint (config from its metadata) and export its per-frame graph."""
-    from ..model import build_model
-
-    state, cfg = load_weights(checkpoint)
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint}: weights do not fit a {cfg.name!r} SAHM ({e})") from e
+    model, cfg = load_model(checkpoint)
     log.info("exporting %s (%s, %dx%d) to %s, opset %d", checkpoint, cfg.name, cfg.image_size, cfg.image_size, out, opset)
     return export_model(model, cfg, out, opset=opset, weights_sha256=file_sha256(checkpoint))
 

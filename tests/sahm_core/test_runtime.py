@@ -17,12 +17,11 @@ import torch
 import sahm_core
 from sahm_core import runtime
 from sahm_core.bench import _rss_mb
-from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_weights, save_weights
+from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_model, load_weights, save_weights
 from sahm_core.cli import main as sahm_main
 from sahm_core.config import replace
 from sahm_core.export.onnx_export import VERSION_KEY, PerFrameGraph, example_inputs, onnx_metadata
 from sahm_core.export.tensorrt_engine import tensorrt_available
-from sahm_core.model import build_model
 from sahm_core.runtime import (BackendUnavailable, Candidate, ModelFiles, Remover, auto_candidates, composite,
                                exported_onnx, found_decision, to_model_input)
 from sahm_core.text import CommandEncoder
@@ -46,10 +45,8 @@ def median_probability(nano_model_dir):
     Random weights put the probabilities anywhere; a threshold at the median makes about half of the frame "the
     object", so compositing is exercised on a large mask with a long boundary.
     """
-    state, cfg = load_weights(nano_model_dir / "model.safetensors")
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    graph = PerFrameGraph(model.eval())
+    model, cfg = load_model(nano_model_dir)
+    graph = PerFrameGraph(model)
     text = CommandEncoder.for_config(cfg).encode(COMMAND)
 
     def median(frame):
@@ -227,6 +224,20 @@ def test_missing_and_corrupt_model_files_name_the_file(tmp_path, nano_model_dir)
         Remover.load(corrupt, backend="torch")
     with pytest.raises(CheckpointError, match="unknown model file type"):
         Remover.load(shutil.copy(nano_model_dir / "model.safetensors", tmp_path / "model.bin"))
+
+
+def test_load_model_rebuilds_the_saved_network_and_names_weights_that_do_not_fit(tmp_path, nano_model_dir):
+    state, cfg = load_weights(nano_model_dir / "model.safetensors")
+    model, loaded_cfg = load_model(nano_model_dir)  # a model dir or its weights file
+    assert loaded_cfg == cfg and not model.training
+    loaded = model.state_dict()
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], v) for k, v in state.items())
+    with pytest.raises(CheckpointError, match="expected 'other'"):
+        load_model(nano_model_dir, expect=replace(cfg, name="other"))
+    del state[next(k for k in state if k.endswith(".weight"))]  # weights from other code: a missing tensor
+    save_weights(tmp_path / "stale.safetensors", state, cfg)
+    with pytest.raises(CheckpointError, match="stale.safetensors: weights do not fit the SAHM"):
+        load_model(tmp_path / "stale.safetensors")
 
 
 def test_onnx_is_exported_into_the_cache_not_the_model_dir(tmp_path, nano_model_dir, shared_cache):
