@@ -7,8 +7,8 @@ Wider Optima and Better Generalization"). Every checkpoint must have the same Mo
 BatchNorm's running statistics of the mean weights are not the mean of the checkpoints' statistics: the
 layers see different inputs once the weights before them change. So they are measured again, as SWA
 does: running statistics reset, then forward passes in train mode over training samples, each layer's
-statistics the plain average over those batches (momentum None). Nothing else is trained. (torch's
-`swa_utils.update_bn` does the same for one-input models; SAHM's forward also needs the encoded commands.)
+statistics the plain average over those batches (momentum None): torch's `swa_utils.update_bn`, fed
+(image, encoded command) pairs. Nothing else is trained.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from .checkpoint import CheckpointError, load_state, load_weights, save_weights, weights_file
 from .config import ModelConfig
+from .text_features import TextFeatures
 
 
 def average_weights(paths: list[Path]) -> tuple[dict[str, torch.Tensor], ModelConfig]:
@@ -35,7 +37,8 @@ def average_weights(paths: list[Path]) -> tuple[dict[str, torch.Tensor], ModelCo
     for path in paths[1:]:
         state, _ = load_weights(path, expect=cfg)  # a checkpoint of another config is a CheckpointError
         if state.keys() != first.keys():
-            raise CheckpointError(f"{path}: its tensors are not those of {paths[0]} (weights from another code version?)")
+            raise CheckpointError(f"{path}: its tensors are not those of {paths[0]} "
+                                  "(weights from another code version?)")
         states.append(state)
     mean = {}
     for key, tensor in first.items():
@@ -46,29 +49,33 @@ def average_weights(paths: list[Path]) -> tuple[dict[str, torch.Tensor], ModelCo
     return mean, cfg
 
 
-def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict], encoder) -> int:
-    """Re-measure every BatchNorm layer's running mean / variance as the average over `batches`.
+class PairInput(nn.Module):
+    """SAHM called with one argument, as update_bn calls a model: (image (B,3,S,S), TextFeatures) -> output."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pair: tuple[torch.Tensor, TextFeatures]):
+        return self.model(*pair)
+
+
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[dict], encoder) -> None:
+    """Re-measure every BatchNorm layer's running mean / variance as the average over `batches` (update_bn).
 
     batches: dicts with "image" (B,3,S,S) and "text" (B commands), as RemovalDataset batches.
-    Returns the number of BatchNorm layers; the model is left in eval mode.
+    The model is left in eval mode.
     """
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # cumulative average: every batch counts the same
-    model.train()
-    with torch.no_grad():
-        for batch in batches:
-            model(batch["image"], encoder.encode_batch(list(batch["text"])))
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
+    # update_bn passes a list's first element to the model, so each pair is wrapped in a one-element list.
+    pairs = ([(batch["image"], encoder.encode_batch(list(batch["text"])))] for batch in batches)
+    with torch.no_grad():  # update_bn does not turn off autograd itself
+        update_bn(pairs, PairInput(model))
     model.eval()
-    return len(layers)
 
 
 def sample_batches(data_dirs: list[Path], size: int, batches: int, batch_size: int, seed: int) -> DataLoader:
-    """`batches` batches of distinct training samples (no augmentation), drawn at random from the folders' train splits."""
+    """`batches` batches of distinct training samples (no augmentation), drawn at random from the folders' train
+    splits."""
     from .train import open_train_splits
 
     dataset = ConcatDataset(open_train_splits(data_dirs, size, augment=False))
