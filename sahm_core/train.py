@@ -15,7 +15,8 @@ history.jsonl (logged scalars), training_curve.png, tb/ (TensorBoard scalars and
 Exact resume: data order and augmentation are functions of (seed, epoch, sample index) only (see
 `SeededSamples`), the learning rate of the step number only, and the RNG state is restored, so
 k steps + `--resume` + k steps equals 2k steps in one go. `batch_size` is the global batch, split evenly
-over processes, so N processes give the same update as one process (DDP averages gradients).
+over processes (DDP averages gradients): N GPUs give the same update as one, their BatchNorm statistics
+synchronised; N CPU processes normalise each with its own shard's statistics (see `synchronise_batchnorm`).
 """
 
 from __future__ import annotations
@@ -209,61 +210,17 @@ def epoch_loader(data: SeededSamples, cfg: TrainConfig, ddp: Dist, epoch: int, f
     return DataLoader(data, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers, pin_memory=pin)
 
 
-class SumOverProcesses(torch.autograd.Function):
-    """All-reduce (sum) whose backward sums the gradients too: d(sum_r x_r)/dx_r = 1 for every process r."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        total = x.clone()
-        dist.all_reduce(total)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        total = grad.clone()
-        dist.all_reduce(total)
-        return total
-
-
-class CrossProcessBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the whole global batch, on any backend (gloo included).
-
-    torch.nn.SyncBatchNorm does this on GPUs only. The sums go through SumOverProcesses, so
-    each process's backward also carries the other processes' dependence on its samples, and DDP's
-    gradient average equals the single-process gradient over the whole batch.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)
-        channels = x.shape[1]
-        x64 = x.double()  # E[x^2] - E[x]^2 in float64 stays as accurate as the fused single-process kernel
-        count = x64.new_tensor([x.numel() / channels])
-        sums = SumOverProcesses.apply(torch.cat([x64.sum((0, 2, 3)), (x64 * x64).sum((0, 2, 3)), count]))  # (2C+1,) over processes
-        n = sums[-1]
-        mean = sums[:channels] / n
-        var = sums[channels : 2 * channels] / n - mean * mean
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            self.running_mean.lerp_(mean.to(x.dtype), self.momentum)
-            self.running_var.lerp_((var * n / (n - 1)).to(x.dtype), self.momentum)  # unbiased, as F.batch_norm
-        scale = (self.weight / torch.sqrt(var + self.eps)).to(x.dtype)
-        shift = self.bias - mean.to(x.dtype) * scale
-        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)  # (C,) -> (1,C,1,1)
-
-
 def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """Under DDP, BatchNorm must see the global batch or N processes would not train like one."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            synced = CrossProcessBatchNorm(child.num_features, child.eps, child.momentum).to(child.weight.device)
-            synced.load_state_dict(child.state_dict())
-            setattr(module, name, synced)
-        else:
-            synchronise_batchnorm(child, device)
-    return module
+    """BatchNorm for DDP. On CUDA, SyncBatchNorm: statistics over the global batch, so N GPUs train like one GPU
+    with the whole batch (same parameters and state_dict keys).
+
+    On the CPU the module is returned as it is: torch's SyncBatchNorm refuses CPU tensors ("SyncBatchNorm expected
+    input tensor to be on GPU or XPU or privateuseone"). Each process then normalises with its own shard's
+    statistics (DDP's default; the running statistics are rank 0's, broadcast before every forward), so N gloo
+    processes train like one process whose BatchNorm takes each shard's statistics separately, not exactly like
+    one process with the whole batch (tests/sahm_core/test_train.py checks both).
+    """
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module) if device.type == "cuda" else module
 
 
 def encode_texts(encoder, texts: list[str]) -> TextFeatures:
@@ -394,7 +351,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
     if ddp.world > 1:
-        model = synchronise_batchnorm(model, device)  # same parameters and state_dict keys, global-batch statistics
+        model = synchronise_batchnorm(model, device)
     disc = PatchDiscriminator(model_cfg).to(device)
     encoder = shared_encoder(model_cfg, str(device))
     opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)

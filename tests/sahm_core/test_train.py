@@ -160,9 +160,46 @@ train(replace(model_config("nano"), image_size={size}, embed_dim=16, decoder_dim
 """
 
 
-def test_two_gloo_processes_match_one_process_with_the_whole_batch(data_dir, tmp_path):
-    # The decoder uses BatchNorm: under DDP train() swaps in CrossProcessBatchNorm (global-batch statistics),
-    # and there is no dropout, so splitting the batch changes nothing but the order of floating-point sums.
+class ShardBatchNorm(torch.nn.BatchNorm2d):
+    """BatchNorm2d as `processes` DDP processes on the CPU apply it to one global batch: DistributedSampler gives
+    process r the samples r, r + N, ... of each batch, each process normalises its shard with the shard's own
+    statistics, and the running statistics are process 0's (DDP broadcasts rank 0's buffers before each forward)."""
+
+    def __init__(self, layer: torch.nn.BatchNorm2d, processes: int):
+        super().__init__(layer.num_features, layer.eps, layer.momentum)
+        self.load_state_dict(layer.state_dict())
+        self.processes = processes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        self.num_batches_tracked += 1
+        out = torch.empty_like(x)
+        for rank in range(self.processes):
+            running = (self.running_mean, self.running_var) if rank == 0 else (None, None)
+            out[rank :: self.processes] = torch.nn.functional.batch_norm(
+                x[rank :: self.processes], *running, self.weight, self.bias, True, self.momentum, self.eps)
+        return out
+
+
+def with_shard_batchnorm(module: torch.nn.Module, processes: int) -> torch.nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.BatchNorm2d):
+            setattr(module, name, ShardBatchNorm(child, processes))
+        else:
+            with_shard_batchnorm(child, processes)
+    return module
+
+
+def elementwise_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+    assert a.keys() == b.keys()
+    return torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
+
+
+def test_two_gloo_processes_match_one_process_with_batchnorm_per_shard(data_dir, tmp_path, monkeypatch):
+    # On the CPU, DDP keeps plain BatchNorm (torch's SyncBatchNorm needs a GPU), so each process normalises its
+    # own half of the batch. The reference is one process with the whole batch whose BatchNorm does exactly that;
+    # there is no dropout, so the split changes nothing else but the order of floating-point sums.
     # Without the removal margin: its max-pool sends each gradient to one pixel of a tie, and an untrained model's
     # near-flat mask is all ties, so summation-order noise would reroute gradients. The margin is per sample and
     # has nothing to do with how DDP splits and synchronises a batch.
@@ -173,18 +210,24 @@ def test_two_gloo_processes_match_one_process_with_the_whole_batch(data_dir, tmp
     done = subprocess.run([*torchrun, str(script), str(data_dir), str(tmp_path / "ddp")], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    single = train(replace(SMALL, removal_margin=0), dataclasses.replace(FAST, steps=2, image_interval=1000), data_dir,
-                   tmp_path / "single", device=DEVICE)
-    a, b = weights(tmp_path / "ddp"), weights(single)
-    assert a.keys() == b.keys()
-    diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
+    cfg, steps = dataclasses.replace(FAST, steps=2, image_interval=1000), 2
+    whole_batch = train(replace(SMALL, removal_margin=0), cfg, data_dir, tmp_path / "whole", device=DEVICE)
+    import sahm_core.model
+
+    build_model = sahm_core.model.build_model
+    monkeypatch.setattr(sahm_core.model, "build_model", lambda c: with_shard_batchnorm(build_model(c), processes=2))
+    per_shard = train(replace(SMALL, removal_margin=0), cfg, data_dir, tmp_path / "per_shard", device=DEVICE)
+
+    ddp = weights(tmp_path / "ddp")
+    diff = elementwise_gap(ddp, weights(per_shard))
     # AdamW's first steps are ~lr * sign(grad): where a gradient is ~0 (below Adam's eps), summation-order noise can
-    # flip a sign, so a few elements may differ by up to 2 * lr per step. A wrong gradient (unsynchronised
-    # BatchNorm, un-averaged or mis-split batches) moves a large share of the elements by ~lr instead.
-    lr, steps = FAST.lr, 2
-    assert diff.max() <= 2 * lr * steps
+    # flip a sign, so a few elements may differ by up to 2 * lr per step. A wrong gradient (un-averaged or mis-split
+    # batches, other BatchNorm statistics) moves a large share of the elements by ~lr instead.
+    assert diff.max() <= 2 * FAST.lr * steps
     assert diff.mean() < 1e-6
     assert (diff > 1e-5).double().mean() < 1e-3
+    # ... as the whole-batch statistics do: against one process with plain BatchNorm, a large share moves.
+    assert (elementwise_gap(ddp, weights(whole_batch)) > 1e-5).double().mean() > 0.1
 
 
 def run_cli(*argv: str, capsys) -> tuple[int, str]:
@@ -234,33 +277,19 @@ def test_cli_trains_the_nano_config_end_to_end(data_dir, tmp_path, capsys):
     assert saved["steps"] == 1 and saved["batch_size"] == 2
 
 
-def test_cross_process_batchnorm_matches_batchnorm_in_one_process():
-    """Reference: torch's BatchNorm2d; in a one-process group the all-reduce is the identity."""
-    import torch.distributed as dist
+def test_batchnorm_is_synchronised_on_cuda_only_and_checkpoints_keep_their_keys():
+    """Reference: the plain model's state_dict. SyncBatchNorm's conversion needs no GPU; its forward needs one."""
+    from sahm_core.model import build_model
+    from sahm_core.train import synchronise_batchnorm
 
-    from sahm_core.train import CrossProcessBatchNorm
-
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29614", rank=0, world_size=1)
-    try:
-        torch.manual_seed(0)
-        reference, synced = torch.nn.BatchNorm2d(3), CrossProcessBatchNorm(3)
-        with torch.no_grad():
-            reference.weight.uniform_(0.5, 1.5)
-            reference.bias.uniform_(-0.5, 0.5)
-        synced.load_state_dict(reference.state_dict())
-        x = torch.randn(4, 3, 5, 6) * 2 + 1
-        x_ref, x_syn = x.clone().requires_grad_(), x.clone().requires_grad_()
-        grad_out = torch.randn(4, 3, 5, 6)
-        out_ref, out_syn = reference(x_ref), synced(x_syn)
-        torch.testing.assert_close(out_syn, out_ref, rtol=1e-5, atol=1e-5)
-        (out_ref * grad_out).sum().backward()
-        (out_syn * grad_out).sum().backward()
-        torch.testing.assert_close(x_syn.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(synced.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-5)
-        for name, buffer in reference.state_dict().items():
-            torch.testing.assert_close(synced.state_dict()[name], buffer, rtol=1e-5, atol=1e-6)
-    finally:
-        dist.destroy_process_group()
+    plain = build_model(SMALL)
+    assert synchronise_batchnorm(plain, torch.device("cpu")) is plain
+    expected = {k: v.clone() for k, v in plain.state_dict().items()}
+    synced = synchronise_batchnorm(plain, torch.device("cuda"))
+    kinds = {type(m) for m in synced.modules()}
+    assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    state = synced.state_dict()
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
 
 
 def test_device_option_defaults_to_cuda_only_where_torch_sees_a_gpu(monkeypatch):
