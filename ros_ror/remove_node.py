@@ -46,6 +46,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
+from sahm_core.found import DEFAULT_RULE, RULE_HELP  # numpy only: torch loads at configure, not here
+
 from .commands import CommandError, CommandTracker, sync_command
 from .image_conversions import (
     DecodedFrame,
@@ -83,9 +85,9 @@ PARAMETERS: dict[str, _Param] = {
                               "Read at configure; settable while unconfigured"),
     "device": _Param("", "device for the backend, e.g. cpu or cuda:0; empty = the backend's default. "
                          "Read at configure; settable while unconfigured"),
-    "mask_threshold": _Param(0.5, "mask probability above which a pixel is removed (below 1)", float_range=_FRACTION),
-    "min_mask_area": _Param(0.002, "masks smaller than this fraction of the frame count as not found", float_range=_FRACTION),
-    "min_score": _Param(0.6, "object score below which the command counts as not found", float_range=_FRACTION),
+    # the found rule: defaults and meaning from sahm_core's FoundRule, shared with the Remover, sahm eval and replay
+    **{name: _Param(getattr(DEFAULT_RULE, name), help_text, float_range=_FRACTION)
+       for name, help_text in RULE_HELP.items()},
     "autostart": _Param(True, "configure and activate at start-up (false: wait for lifecycle transitions)",
                         read_only=True),
     "command_timeout": _Param(0.0, "seconds a command stays active; 0 = until stop / cancel / clear",
@@ -103,7 +105,7 @@ PARAMETERS: dict[str, _Param] = {
                                  float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
     "warn_throttle": _Param(5.0, "seconds between repeated warnings of one kind", float_range=_SECONDS),
 }
-_THRESHOLDS = ("mask_threshold", "min_mask_area", "min_score")
+_THRESHOLDS = tuple(RULE_HELP)  # the FoundRule fields
 _MODEL_PARAMETERS = ("model_path", "backend", "device")  # read by configure, so only changed while unconfigured
 # Drops that are the node working as configured (a busy model, the fps cap, not active), not bad input.
 _ROUTINE_DROPS = ("stale", "max_fps", "inactive")

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sahm_core.found import add_rule_arguments
+
 from .commands import CommandError, CommandTracker, sync_command
 from .image_conversions import ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
 from .result import MSG_TYPE, ResultFields, fields_from_removal, rosbags_types
@@ -265,9 +267,7 @@ def add_arguments(parser) -> None:
                         help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
     parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the backend's)")
-    parser.add_argument("--mask-threshold", type=float, default=0.5)
-    parser.add_argument("--min-score", type=float, default=0.6)
-    parser.add_argument("--min-mask-area", type=float, default=0.002, help="fraction of the frame")
+    add_rule_arguments(parser)  # sahm_core's found / not-found rule, the node's defaults
     parser.add_argument("--storage", default=None, choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument("--namespace", default=f"/{NODE_NAME}", help="prefix of the output topics")
     parser.add_argument("--command-timeout", type=float, default=0.0, help="seconds a command lasts; 0 = until stop")

@@ -88,7 +88,8 @@ def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters
 
 def measure_prepost(size: int, margin: int, iters: int = 200) -> dict:
     """Pre-processing + found decision + compositing of one 640x480 frame, as Remover.remove does it."""
-    from .runtime import composite, found_decision, to_model_input
+    from .found import DEFAULT_RULE, found_decision
+    from .runtime import composite, to_model_input
 
     rng = np.random.default_rng(0)
     h, w = PREPOST_SHAPE
@@ -100,8 +101,8 @@ def measure_prepost(size: int, margin: int, iters: int = 200) -> dict:
 
     def prepost():
         to_model_input(frame, size)
-        found_decision(mask_prob)
-        composite(frame, cleaned, mask_prob, 0.5, margin)
+        found_decision(mask_prob, DEFAULT_RULE)
+        composite(frame, cleaned, mask_prob, DEFAULT_RULE.mask_threshold, margin)
 
     return {"frame": f"{w}x{h}", **_timed(prepost, iters)}
 

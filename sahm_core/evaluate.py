@@ -18,6 +18,7 @@ its full SSIM map is averaged over the whole image or over the mask.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -31,7 +32,8 @@ from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_model, weights_file
 from .config import ModelConfig
-from .runtime import composite, found_decision
+from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, rule_from_args
+from .runtime import composite
 
 PR_THRESHOLDS = (0.5, 0.7, 0.9)
 PSNR_CAP_DB = 100.0  # identical images (e.g. a negative passed through) have infinite PSNR
@@ -261,9 +263,7 @@ def evaluate(
     lpips_weights: str | None = None,
     lpips_backbone: str | None = None,
     fid_weights: str | None = None,
-    mask_threshold: float = 0.5,
-    min_score: float = 0.6,
-    min_mask_area: float = 0.002,
+    rule: FoundRule = DEFAULT_RULE,
     sheet_rows: int = 8,
 ) -> dict:
     """Runs the evaluation, writes metrics.json and contact_sheet.png into out_dir, returns the metrics."""
@@ -298,10 +298,10 @@ def evaluate(
                 image_u8, target_u8 = to_uint8(batch["image"][k]), to_uint8(batch["target"][k])
                 gt = batch["mask"][k, 0].numpy() > 0.5
                 mask_prob = prob[k, 0].numpy()
-                found, _, _ = found_decision(mask_prob, mask_threshold, min_score, min_mask_area)
-                removed, erased = composite(image_u8, cleaned[k].float().cpu().numpy(), mask_prob, mask_threshold,
+                found, _, _ = found_decision(mask_prob, rule)
+                removed, erased = composite(image_u8, cleaned[k].float().cpu().numpy(), mask_prob, rule.mask_threshold,
                                             cfg.removal_margin)
-                pred = mask_prob > mask_threshold  # the segmentation; `erased` adds the removal margin
+                pred = mask_prob > rule.mask_threshold  # the segmentation; `erased` adds the removal margin
                 sahm = removed if found else image_u8  # the runtime passes the frame through when nothing is found
                 outputs = {
                     "no removal": image_u8,
@@ -345,7 +345,7 @@ def evaluate(
         "samples": len(dataset),
         "positives": len(found_pos),
         "negatives": len(found_neg),
-        "found_rule": {"mask_threshold": mask_threshold, "min_score": min_score, "min_mask_area": min_mask_area},
+        "found_rule": dataclasses.asdict(rule),
         "removal": {m: {k: float(np.mean(v)) if v else None for k, v in s.items()} | {"fid": fid(features, m)}
                     for m, s in scores.items()},
         "unavailable": reasons,
@@ -384,9 +384,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for metrics.json and contact_sheet.png")
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--mask-threshold", type=float, default=0.5, help="probability above which a pixel is removed")
-    parser.add_argument("--min-score", type=float, default=0.6, help="found / not-found rule, as the runtime's")
-    parser.add_argument("--min-mask-area", type=float, default=0.002, help="found / not-found rule, as the runtime's")
+    add_rule_arguments(parser)  # the runtime's found / not-found rule
     parser.add_argument("--lpips-weights", help="local LPIPS v0.1 linear-layer weights for AlexNet (e.g. lpips' alex.pth)")
     parser.add_argument("--lpips-backbone", help="local torchvision AlexNet weights (.pth or .safetensors)")
     parser.add_argument("--fid-weights", help="local torchvision Inception-v3 weights (.pth or .safetensors)")
@@ -397,7 +395,7 @@ def main(args: argparse.Namespace) -> int:
         metrics = evaluate(
             args.checkpoint, args.data, args.split, args.out, limit=args.limit, batch_size=args.batch_size,
             lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone, fid_weights=args.fid_weights,
-            mask_threshold=args.mask_threshold, min_score=args.min_score, min_mask_area=args.min_mask_area,
+            rule=rule_from_args(args),
         )
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"sahm eval: error: {e}")

@@ -9,8 +9,8 @@ pre-processing, the per-frame graph and compositing (`remove`):
   so a stretched frame is what the network knows, and no model pixels are spent
   on padding (a 4:3 letterbox would waste a quarter of them).
 - Graph: image + the four text tensors -> cleaned image, mask probabilities.
-- Post: `found_decision` (the one definition of found / not-found, shared with
-  the evaluator) looks at the mask at model resolution. When found, the mask
+- Post: `found_decision` with the Remover's `FoundRule` (sahm_core.found: the one definition of found /
+  not-found, shared with the evaluator, replay and the node) looks at the mask at model resolution. When found, the mask
   probabilities are grown by the model's removal margin (the same max filter the
   network blends with), upsampled to the frame and binarised (m), and the frame is
   composited as orig*(1-m) + up(pred)*m, done as a copy of the frame with only
@@ -36,6 +36,7 @@ context manager.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import logging
 import time
@@ -51,6 +52,7 @@ from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, read_config
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
 from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
+from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, rule_from_args
 
 log = logging.getLogger(__name__)
 
@@ -75,25 +77,6 @@ class Removal(NamedTuple):
 
 class BackendUnavailable(RuntimeError):
     """A backend that cannot run in this environment (package missing, no GPU)."""
-
-
-# ---------------------------------------------------------------- found / not-found (shared with the evaluator)
-
-def found_decision(mask_prob: np.ndarray, mask_threshold: float = 0.5, min_score: float = 0.6,
-                   min_mask_area: float = 0.002) -> tuple[bool, float, float]:
-    """Whether the referred object was found, from the mask probabilities at model resolution.
-
-    mask_prob: (S,S) (or any shape) float probabilities. Returns (found, score, area) where
-    area = fraction of pixels with probability > mask_threshold and score = mean probability over those pixels
-    (0 when there are none): how sure the network is about the region it would erase. Found iff
-    score >= min_score and area >= min_mask_area; a negative command ("the cup" when there is no cup) should
-    produce a small, faint or empty mask and so pass the frame through.
-    """
-    selected = mask_prob > mask_threshold
-    count = int(np.count_nonzero(selected))
-    area = count / max(1, mask_prob.size)
-    score = float(mask_prob[selected].mean()) if count else 0.0
-    return bool(count > 0 and score >= min_score and area >= min_mask_area), score, area
 
 
 # ---------------------------------------------------------------- pre / post-processing
@@ -436,23 +419,24 @@ def auto_candidates(files: ModelFiles, device: str, precision: str | None = None
 class Remover:
     """Encode a command once, then remove the referred object from every frame. See the module docstring.
 
-    mask_threshold, min_score and min_mask_area are plain attributes: a caller (e.g. a ROS parameter callback) may
-    change them between frames without reloading the model. `backend` and `device` say what runs the graph.
+    The found rule's mask_threshold, min_score and min_mask_area are plain attributes: a caller (e.g. a ROS parameter
+    callback) may change them between frames without reloading the model; `rule` is the FoundRule they make now.
+    `backend` and `device` say what runs the graph.
     """
 
-    def __init__(self, backend, config: ModelConfig, mask_threshold: float = 0.5, min_score: float = 0.6,
-                 min_mask_area: float = 0.002):
+    def __init__(self, backend, config: ModelConfig, rule: FoundRule = DEFAULT_RULE):
         self._backend = backend
         self.backend: str = backend.name
         self.device: str = str(backend.device)
         self.config = config
-        self.mask_threshold, self.min_score, self.min_mask_area = mask_threshold, min_score, min_mask_area
+        self.mask_threshold, self.min_score, self.min_mask_area = dataclasses.astuple(rule)
         self.command: str | None = None
         self._text: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", device: str | None = None, mask_threshold: float = 0.5,
-             min_mask_area: float = 0.002, min_score: float = 0.6, threads: int | None = None,
+    def load(cls, path: str | Path, backend: str = "auto", device: str | None = None,
+             mask_threshold: float = DEFAULT_RULE.mask_threshold, min_mask_area: float = DEFAULT_RULE.min_mask_area,
+             min_score: float = DEFAULT_RULE.min_score, threads: int | None = None,
              precision: str | None = None) -> "Remover":
         """Load a model dir / .safetensors / .onnx / .engine on one backend.
 
@@ -462,16 +446,13 @@ class Remover:
         sees a GPU, else cpu. precision: the torch backend's (fp32 / fp16 / bf16); None = fp32 for backend="torch",
         fp16 for auto's torch-on-CUDA candidate.
         """
-        if not 0.0 <= mask_threshold < 1.0 or not 0.0 <= min_mask_area <= 1.0 or not 0.0 <= min_score <= 1.0:
-            raise ValueError(f"thresholds out of range: mask_threshold={mask_threshold} (0..1), "
-                             f"min_mask_area={min_mask_area} (0..1), min_score={min_score} (0..1)")
+        rule = FoundRule(mask_threshold=mask_threshold, min_score=min_score, min_mask_area=min_mask_area)
         if precision is not None:
             check_torch_precision(precision)  # here, not only in the torch candidate: auto would just skip it
         files = resolve_model(path)
         device = device or _default_device()
-        thresholds = dict(mask_threshold=mask_threshold, min_score=min_score, min_mask_area=min_mask_area)
         if backend != "auto":
-            return cls(load_backend(files, backend, device, threads, precision), files.config, **thresholds)
+            return cls(load_backend(files, backend, device, threads, precision), files.config, rule)
         failures = []
         candidates = auto_candidates(files, device, precision)
         for i, candidate in enumerate(candidates):
@@ -486,8 +467,13 @@ class Remover:
                 continue
             if failures:
                 log.info("loaded %s on backend %s after %d fallback(s)", path, candidate, len(failures))
-            return cls(loaded, files.config, **thresholds)
+            return cls(loaded, files.config, rule)
         raise CheckpointError(f"{path}: no backend could load the model: " + " | ".join(failures))
+
+    @property
+    def rule(self) -> FoundRule:
+        """The found rule as the attributes stand now; ValueError if one was set out of range."""
+        return FoundRule(mask_threshold=self.mask_threshold, min_score=self.min_score, min_mask_area=self.min_mask_area)
 
     def close(self) -> None:
         """Free the backend and every GPU resource it holds; idempotent. remove() afterwards raises RuntimeError."""
@@ -528,10 +514,11 @@ class Remover:
         if text is None:
             return self._unchanged(frame, 0.0, start)
         cleaned, mask = backend.run(to_model_input(frame, self.config.image_size), text)
-        found, score, _ = found_decision(mask[0, 0], self.mask_threshold, self.min_score, self.min_mask_area)
+        rule = self.rule  # one read: a parameter callback may change the attributes mid-frame
+        found, score, _ = found_decision(mask[0, 0], rule)
         if not found:
             return self._unchanged(frame, score, start)
-        image, binary = composite(frame, cleaned[0], mask[0, 0], self.mask_threshold, self.config.removal_margin)
+        image, binary = composite(frame, cleaned[0], mask[0, 0], rule.mask_threshold, self.config.removal_margin)
         return Removal(image, binary, score, True, time.perf_counter() - start)
 
     @staticmethod
@@ -552,17 +539,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument("--precision", default=None, choices=TORCH_PRECISIONS,
                         help="torch backend's precision (default: fp32; auto's torch on CUDA: fp16)")
-    parser.add_argument("--mask-threshold", type=float, default=0.5)
-    parser.add_argument("--min-score", type=float, default=0.6)
-    parser.add_argument("--min-mask-area", type=float, default=0.002, help="fraction of the frame")
+    add_rule_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sahm_core").setLevel(logging.INFO)  # our progress lines, not every library's INFO chatter
     try:
-        remover = Remover.load(args.model, backend=args.backend, device=args.device, mask_threshold=args.mask_threshold,
-                               min_score=args.min_score, min_mask_area=args.min_mask_area, precision=args.precision)
+        remover = Remover.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                               **dataclasses.asdict(rule_from_args(args)))
         remover.set_command(args.command_text)
     except (CheckpointError, RuntimeError, ValueError) as e:  # RuntimeError: BackendUnavailable, TensorRT build errors
         print(f"sahm remove: {e}")

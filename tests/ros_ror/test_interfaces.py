@@ -12,6 +12,7 @@ import yaml
 
 from ros_ror.remove_node import NODE_NAME, PARAMETERS
 from ros_ror.result import MSG_TYPE, ResultFields, msg_definition, rosbags_types
+from sahm_core.found import FoundRule
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_FIELDS = {
@@ -40,8 +41,16 @@ def test_result_fields_match_the_message():
     assert [f.name for f in dataclasses.fields(ResultFields)] == [k for k in EXPECTED_FIELDS if k != "header"]
 
 
-def test_params_file_names_only_declared_parameters_with_matching_types():
+def test_params_file_names_only_declared_parameters_with_matching_types_and_values():
     params = yaml.safe_load((ROOT / "config/remove.yaml").read_text())[NODE_NAME]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         assert type(value) is type(PARAMETERS[name].default), name  # ROS parameters do not coerce int <-> double
+        # the file documents the defaults: a value that differs is a second source (e.g. of the found rule)
+        assert value == PARAMETERS[name].default, name
+
+
+def test_found_rule_parameters_are_sahm_cores_rule():
+    rule = FoundRule()
+    for field in dataclasses.fields(FoundRule):
+        assert PARAMETERS[field.name].default == getattr(rule, field.name), field.name

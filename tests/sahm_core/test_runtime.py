@@ -3,6 +3,7 @@ auto's order on CUDA and CPU, the ONNX Runtime provider check, torch precision, 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -22,8 +23,18 @@ from sahm_core.cli import main as sahm_main
 from sahm_core.config import replace
 from sahm_core.export.onnx_export import VERSION_KEY, PerFrameGraph, example_inputs, onnx_metadata
 from sahm_core.export.tensorrt_engine import tensorrt_available
-from sahm_core.runtime import (BackendUnavailable, Candidate, ModelFiles, Remover, auto_candidates, composite,
-                               exported_onnx, found_decision, to_model_input)
+from sahm_core.found import FoundRule, rule_from_args
+from sahm_core.runtime import (
+    BackendUnavailable,
+    Candidate,
+    ModelFiles,
+    Remover,
+    auto_candidates,
+    composite,
+    exported_onnx,
+    found_decision,
+    to_model_input,
+)
 from sahm_core.text import CommandEncoder
 
 COMMAND = "remove the red circle on the left"
@@ -74,11 +85,31 @@ def _frame(h, w, seed=0):
 def test_found_decision_worked_by_hand():
     prob = np.array([[0.875, 0.75], [0.25, 0.375]], np.float32)  # exact in binary floating point
     # threshold 0.5 selects 0.875 and 0.75: area 2/4, score mean(0.875, 0.75) = 0.8125
-    found, score, area = found_decision(prob, mask_threshold=0.5, min_score=0.8125, min_mask_area=0.5)
+    found, score, area = found_decision(prob, FoundRule(mask_threshold=0.5, min_score=0.8125, min_mask_area=0.5))
     assert found and score == 0.8125 and area == 0.5
-    assert not found_decision(prob, 0.5, min_score=0.82, min_mask_area=0.5)[0]  # score just under
-    assert not found_decision(prob, 0.5, min_score=0.8125, min_mask_area=0.51)[0]  # area just under
-    assert found_decision(prob, mask_threshold=0.95, min_score=0.0, min_mask_area=0.0) == (False, 0.0, 0.0)  # empty mask
+    assert not found_decision(prob, FoundRule(0.5, min_score=0.82, min_mask_area=0.5))[0]  # score just under
+    assert not found_decision(prob, FoundRule(0.5, min_score=0.8125, min_mask_area=0.51))[0]  # area just under
+    empty = FoundRule(mask_threshold=0.95, min_score=0.0, min_mask_area=0.0)
+    assert found_decision(prob, empty) == (False, 0.0, 0.0)  # empty mask
+    # the default rule: 0.8125 >= 0.6 and 2/4 >= 0.002
+    assert FoundRule() == FoundRule(0.5, 0.6, 0.002) and found_decision(prob) == (True, 0.8125, 0.5)
+
+
+def test_found_rule_is_validated_and_shared_by_every_command_line():
+    for bad in (dict(mask_threshold=1.0), dict(mask_threshold=-0.1), dict(min_score=1.5), dict(min_mask_area=-1e-3)):
+        with pytest.raises(ValueError, match=f"found rule out of range.*{next(iter(bad))}"):
+            FoundRule(**bad)
+    from ros_ror.replay import add_arguments as replay_arguments
+    from sahm_core.evaluate import add_arguments as eval_arguments
+
+    for add_arguments, required in ((runtime.add_arguments, ["x.png", "--model", "m", "--command", "c", "--out", "o"]),
+                                    (eval_arguments, ["--checkpoint", "c", "--data", "d", "--out", "o"]),
+                                    (replay_arguments, ["in", "out", "--image-topic", "i", "--command-topic", "c"])):
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        assert rule_from_args(parser.parse_args(required)) == FoundRule()
+        changed = parser.parse_args(required + ["--mask-threshold", "0.25", "--min-score", "0.5", "--min-mask-area", "0"])
+        assert rule_from_args(changed) == FoundRule(0.25, 0.5, 0.0)
 
 
 def test_to_model_input_shape_range_and_channel_order():
@@ -180,6 +211,7 @@ def test_not_found_returns_frame_unchanged(removers, median_probability):
     threshold = median_probability(frame)
     remover = removers["onnxruntime"]
     remover.mask_threshold, remover.min_score = threshold, 1.0
+    assert remover.rule == FoundRule(threshold, 1.0, LOOSE["min_mask_area"])  # the attributes, as they stand now
     try:
         result = remover.remove(frame)
     finally:
