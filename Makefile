@@ -14,7 +14,7 @@ export AMENT_PREFIX_PATH := $(abspath $(VENV))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test gpu-check clean
+.PHONY: setup demo test lint gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -ra tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 # GPU paths in one go (report.json + report.md); GPU parts say "skipped: no CUDA device" without one.
 gpu-check: setup

@@ -1,4 +1,4 @@
-"""One setup.py for pip (both Python packages) and colcon (ament_python package `ros_ror`)."""
+"""pip install of both Python packages (colcon builds the ament_cmake package from CMakeLists.txt instead)."""
 
 from glob import glob
 
@@ -23,7 +23,7 @@ setup(
         (f"share/{PACKAGE}/models/nano", glob("models/nano/*")),  # the bundled demo model (ros_ror.resources finds it)
     ],
     install_requires=[
-        # Regular PyPI torch + torchvision: the CPU-only torch wheel breaks torchvision (DESIGN.md, Facts).
+        # Regular PyPI torch + torchvision: the CPU-only torch wheel breaks torchvision (docs/architecture.md, Facts).
         "torch>=2.4",
         "torchvision>=0.19",
         "timm>=1.0",
@@ -35,7 +35,6 @@ setup(
         "opencv-python-headless>=4.8",
         "scikit-image>=0.22",  # bundled photographs for synthetic backgrounds
         "pycocotools>=2.0.7",  # COCO polygon / RLE masks for the ComCOCO builder
-        "cv-bridge>=1.13",
         "onnx>=1.16",
         # ONNX Runtime comes from an extra, [cpu] or [gpu]: `onnxruntime` and `onnxruntime-gpu` install the same
         # module and cannot coexist, and an extra can add a package but never take a base one away.
@@ -65,6 +64,8 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "cv-bridge>=1.13",  # only to show, in a test, what it gets wrong with padded rows
+            "ruff>=0.17,<0.18",  # `make lint`; pinned to a minor release so new rules arrive on purpose
             "mcap>=1.6",  # the official mcap reader + its ROS 2 decoder (how Foxglove reads bags): bag tests
             "mcap-ros2-support>=0.6",
             "catkin-pkg>=1.1",  # package.xml as ROS tooling parses it
