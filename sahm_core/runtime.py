@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,14 @@ def _check_onnx_matches(onnx_file: Path, files: ModelFiles) -> None:
 
 # ---------------------------------------------------------------- backends
 
+def cuda_index(device: str) -> int:
+    """The GPU of a CUDA device string: "cuda" -> 0, "cuda:N" -> N; ValueError naming anything else."""
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if match is None:
+        raise ValueError(f"device must be 'cuda' or 'cuda:N' here, got {device!r}")
+    return int(match[1] or 0)
+
+
 def check_torch_precision(precision: str) -> None:
     if precision not in TORCH_PRECISIONS:
         raise ValueError(f"torch precision must be one of {TORCH_PRECISIONS}, got {precision!r}")
@@ -265,8 +274,7 @@ class OnnxRuntimeBackend:
         if wants_cuda:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailable(self._no_cuda_reason(ort, "has no CUDAExecutionProvider"))
-            index = int(device.split(":")[1]) if ":" in device else 0
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": cuda_index(device)}))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -324,7 +332,7 @@ class TensorRTBackend:
             raise BackendUnavailable(reason)
         if not device.startswith("cuda"):
             raise BackendUnavailable(f"TensorRT needs a CUDA device, got device={device!r}")
-        index = int(device.split(":")[1]) if ":" in device else 0
+        index = cuda_index(device)
         onnx_file = files.onnx
         if onnx_file is None and files.weights is not None:
             onnx_file = exported_onnx(files.weights, files.config)

@@ -112,6 +112,14 @@ def test_found_rule_is_validated_and_shared_by_every_command_line():
         assert rule_from_args(changed) == FoundRule(0.25, 0.5, 0.0)
 
 
+def test_cuda_index_agrees_with_torch_and_names_a_bad_device():
+    for device in ("cuda", "cuda:0", "cuda:3", "cuda:12"):
+        assert runtime.cuda_index(device) == (torch.device(device).index or 0)
+    for bad in ("cpu", "cuda:", "cuda:x", "cuda:-1", "cudas:1", "gpu:0"):
+        with pytest.raises(ValueError, match=f"got '{bad}'"):
+            runtime.cuda_index(bad)
+
+
 def test_to_model_input_shape_range_and_channel_order():
     frame = np.zeros((479, 641, 3), np.uint8)
     frame[..., 0] = 255  # pure red
