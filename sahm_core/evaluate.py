@@ -96,12 +96,12 @@ def model_cost(model, text, cfg: ModelConfig, device: torch.device, frames: int 
     text = text.to(device)
     with torch.no_grad():
         for _ in range(3):  # warm-up: allocator, cuDNN autotuning
-            model.remove(image, text)
+            model.per_frame(image, text)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
         for _ in range(frames):
-            model.remove(image, text)
+            model.per_frame(image, text)
         sync()
         elapsed = time.perf_counter() - start
     return {
@@ -292,7 +292,7 @@ def evaluate(
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"eval {split}", unit="batch"):
             text = encoder.encode_batch(list(batch["text"])).to(device)
-            cleaned, mask_logits = model.remove(batch["image"].to(device), text)
+            cleaned, mask_logits = model.per_frame(batch["image"].to(device), text)
             prob = torch.sigmoid(mask_logits.float()).cpu()
             for k in range(prob.shape[0]):
                 image_u8, target_u8 = to_uint8(batch["image"][k]), to_uint8(batch["target"][k])

@@ -44,7 +44,7 @@ class PerFrameGraph(nn.Module):
 
     def forward(self, image, tokens, valid, attribute, identity):
         """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T) -> cleaned (B,3,S,S), mask (B,1,S,S) in [0,1]."""
-        cleaned, mask_logits = self.model.remove(image, TextFeatures(tokens, valid, attribute, identity))
+        cleaned, mask_logits = self.model.per_frame(image, TextFeatures(tokens, valid, attribute, identity))
         return cleaned, torch.sigmoid(mask_logits)
 
 

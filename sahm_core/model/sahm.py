@@ -81,7 +81,7 @@ class SAHM(nn.Module):
         images = [self.blend_scale(image, mask, rgb) for mask, rgb in zip(masks, rgbs)]
         return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images, presence_logit=presence)
 
-    def remove(self, image: torch.Tensor, text: TextFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_frame(self, image: torch.Tensor, text: TextFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-frame path: forward's image (B,3,S,S) and mask_logits (B,1,S,S), without blending the coarse
         scales, which exist for deep supervision (their background priors cost nano 9 of 60 ms on 2 CPU threads)."""
         masks, rgbs, _ = self.predict(image, text)

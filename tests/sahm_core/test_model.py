@@ -185,14 +185,14 @@ def test_an_untrained_model_fills_the_hole_with_the_pull_push_prior():
 
 
 def test_the_per_frame_path_is_forward_at_full_resolution_bit_for_bit():
-    """remove() (what the ONNX graph and the runtime compute) skips the coarse scales' blends only."""
+    """per_frame() (what the ONNX graph and the runtime compute) skips the coarse scales' blends only."""
     torch.manual_seed(0)
     model = build_model(NANO).eval()
     nudge_off_zero(model)  # RGB heads and gates off zero, so the fill is not just the prior
     with torch.no_grad():
         image, text = make_image(2), make_text(2)
         out = model(image, text)
-        cleaned, mask_logits = model.remove(image, text)
+        cleaned, mask_logits = model.per_frame(image, text)
     assert torch.equal(cleaned, out.image) and torch.equal(mask_logits, out.mask_logits)
 
 
