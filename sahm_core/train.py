@@ -3,17 +3,19 @@
 Several data folders train as one set (their 'train' splits concatenated, in the order given), e.g. your
 own recordings plus synthetic scenes, or a folder of extra negatives beside the original data.
 
-The whole loop is in `train()`: per step, the frozen text encoder encodes the batch's commands (no grad),
-the generator step (SAHM forward, eq. 14 loss, AdamW) and the discriminator step (eq. 13, its own AdamW).
+`train()` sets up (run directory, data, networks, resume) with the functions above it, then runs the loop:
+per step the lr (a function of the step), the batch, its commands encoded by the frozen text encoder (no
+grad), the generator step (SAHM forward, eq. 14 loss, AdamW), the discriminator step (eq. 13, its own
+AdamW), the log and the checkpoint.
 Settings follow the paper (section 5.1): AdamW betas (0.85, 0.91), weight decay 0.005, lr 6e-4 with
 exponential decay, batch 32, 76 epochs, random crop + flip at the config's resolution.
 
 Run directory: train_config.json, model.safetensors (generator, ModelConfig in its metadata),
-discriminator.safetensors, state.pt (optimisers, schedulers, step, RNG; torch.load(weights_only=True)),
+discriminator.safetensors, state.pt (optimisers, step, RNG; torch.load(weights_only=True)),
 history.jsonl (logged scalars), training_curve.png, tb/ (TensorBoard scalars and image grids).
 
 Exact resume: data order and augmentation are functions of (seed, epoch, sample index) only (see
-`SeededSamples`), the learning rate of the step number only, and the RNG state is restored, so
+`SeededSamples`), the learning rate of the step number only (`learning_rate`), and the RNG state is restored, so
 k steps + `--resume` + k steps equals 2k steps in one go. `batch_size` is the global batch, split evenly
 over processes (DDP averages gradients): N GPUs give the same update as one, their BatchNorm statistics
 synchronised; N CPU processes normalise each with its own shard's statistics (see `synchronise_batchnorm`).
@@ -27,9 +29,10 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +66,7 @@ class TrainConfig(LossWeights):
     lr: float = 6e-4  # generator and discriminator (paper: 6e-4)
     lr_decay_per_epoch: float = 0.95  # exponential decay, applied smoothly per step; 0.95**76 ~ 0.02
     warmup_steps: int = 0  # linear warm-up before the decay (0: none, as in the paper)
-    anneal_steps: int = 0  # then a linear ramp of the lr to zero over the run's last N steps (0: none; not in the paper)
+    anneal_steps: int = 0  # then a linear ramp of the lr to zero over the run's last N steps (0: none; not in paper)
     betas: tuple[float, float] = (0.85, 0.91)
     weight_decay: float = 0.005
     grad_clip: float = 1.0  # max global grad norm per optimiser (0: no clipping)
@@ -200,14 +203,46 @@ def open_train_splits(data_dirs: list[Path], size: int, augment: bool) -> list[D
     return [RemovalDataset(folder, "train", size, augment=augment) for folder in data_dirs]
 
 
-def epoch_loader(data: SeededSamples, cfg: TrainConfig, ddp: Dist, epoch: int, first_batch: int, pin: bool) -> DataLoader:
+@dataclass
+class TrainingSet:
+    samples: SeededSamples  # every folder's 'train' split, concatenated
+    steps_per_epoch: int
+    total_steps: int
+
+
+def open_training_set(data: str | Path | list[str | Path], size: int, cfg: TrainConfig) -> TrainingSet:
+    """The data folders' training samples at `size` px, and the run's length. The process count comes from
+    torchrun's WORLD_SIZE, so a batch that does not split fails before the process group starts."""
+    data_dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+    samples = SeededSamples(ConcatDataset(open_train_splits(data_dirs, size, augment=cfg.augment)), cfg.seed)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    steps_per_epoch = math.ceil(len(samples) / world) // (cfg.batch_size // world)  # len(DistributedSampler) // B
+    if steps_per_epoch == 0:
+        names = ", ".join(map(str, data_dirs))
+        raise ValueError(f"{names}: {len(samples)} training samples, fewer than one batch of {cfg.batch_size}")
+    return TrainingSet(samples, steps_per_epoch, cfg.steps or cfg.epochs * steps_per_epoch)
+
+
+def epoch_loader(data: SeededSamples, cfg: TrainConfig, ddp: Dist, epoch: int, first_batch: int,
+                 pin: bool) -> DataLoader:
     """This process's batches of one epoch, starting at batch `first_batch` (for resume)."""
     sampler = DistributedSampler(data, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
     sampler.set_epoch(epoch)
     per_rank = cfg.batch_size // ddp.world
     order = list(sampler)[first_batch * per_rank :]
     data.epoch = epoch  # workers copy the dataset when the loader's iterator starts
-    return DataLoader(data, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers, pin_memory=pin)
+    return DataLoader(data, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers,
+                      pin_memory=pin)
+
+
+def batches_from(step: int, data: TrainingSet, cfg: TrainConfig, ddp: Dist, pin: bool) -> Iterator[dict]:
+    """This process's batches from `step` on, epoch after epoch; a resumed run starts at its step's batch."""
+    epoch, first_batch = divmod(step, data.steps_per_epoch)
+    while True:
+        yield from epoch_loader(data.samples, cfg, ddp, epoch, first_batch, pin)
+        epoch, first_batch = epoch + 1, 0
 
 
 def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
@@ -232,11 +267,40 @@ def encode_texts(encoder, texts: list[str]) -> TextFeatures:
         return TextFeatures(*(t.clone() for t in encoder.encode_batch(list(texts))))
 
 
-def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
-    """cfg.lr's multiplier at `step`: linear warm-up, the paper's per-epoch exponential decay, optional final anneal."""
+def learning_rate(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
+    """Both optimisers' lr at `step` (0-based): cfg.lr times a linear warm-up, the paper's per-epoch exponential
+    decay (applied smoothly per step) and an optional final linear anneal to zero. A function of the step and
+    the config only, so a resumed run (with any --set) recomputes it instead of restoring it."""
     warmup = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
     anneal = min(1.0, (total_steps - step) / cfg.anneal_steps) if cfg.anneal_steps else 1.0
-    return warmup * cfg.lr_decay_per_epoch ** (step / steps_per_epoch) * anneal
+    return cfg.lr * (warmup * cfg.lr_decay_per_epoch ** (step / steps_per_epoch) * anneal)
+
+
+def adamw(module: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """The paper's optimiser; `optimise` sets its lr before every step."""
+    return torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, lr: float,
+             grad_clip: float) -> torch.Tensor:
+    """Backward `loss`, clip `module`'s gradient to norm `grad_clip` (0: no clipping) and step `opt` at `lr`.
+    Returns the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(module.parameters(), grad_clip or math.inf)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.step()
+    return grad_norm
+
+
+def data_parallel(model: nn.Module, disc: nn.Module, ddp: Dist, cfg: TrainConfig) -> tuple[nn.Module, nn.Module]:
+    """What the step calls: under torchrun, DDP wrappers (gradients averaged over processes); else the modules."""
+    if ddp.world == 1:
+        return model, disc
+    # A zero-weight seg or rec term leaves a decoder branch without gradient, which DDP must be told about.
+    unused_branches = min(cfg.seg_weight, cfg.rec_weight) == 0
+    return DistributedDataParallel(model, find_unused_parameters=unused_branches), DistributedDataParallel(disc)
 
 
 def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume: bool,
@@ -250,7 +314,8 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
     state_path = run_dir / STATE_FILE
     if not resume:
         if (run_dir / WEIGHTS_FILE).exists() or state_path.exists():
-            raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose a new --out")
+            raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it "
+                                  "or choose a new --out")
         return cfg, None
     if not state_path.is_file() or not (run_dir / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"--resume: {run_dir} has no {STATE_FILE} and {WEIGHTS_FILE} to resume from")
@@ -268,15 +333,26 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
     return dataclasses.replace(TrainConfig.from_dict(state["train_config"]), **changed), state
 
 
-def save_checkpoint(run_dir: Path, model, disc, opt_g, opt_d, sched_g, sched_d, step: int, cfg: TrainConfig, model_cfg: ModelConfig):
+def restore_state(state: dict, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> int:
+    """Optimiser moments and RNG from a saved state.pt; returns its step. (Runs saved with lr schedulers in the
+    state resume too: the lr is recomputed from the step.)"""
+    opt_g.load_state_dict(state["optimizer_g"])
+    opt_d.load_state_dict(state["optimizer_d"])
+    torch.set_rng_state(state["rng_cpu"])
+    if torch.cuda.is_available() and state["rng_cuda"]:
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return state["step"]
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, disc: nn.Module, opt_g: torch.optim.Optimizer,
+                    opt_d: torch.optim.Optimizer, step: int, cfg: TrainConfig, model_cfg: ModelConfig) -> None:
     save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), model_cfg, extra={"step": str(step)})
-    save_weights(run_dir / DISC_FILE, disc.state_dict(), model_cfg, extra={"sahm_part": "discriminator", "step": str(step)})
+    save_weights(run_dir / DISC_FILE, disc.state_dict(), model_cfg,
+                 extra={"sahm_part": "discriminator", "step": str(step)})
     state = {
         "step": step,
         "optimizer_g": opt_g.state_dict(),
         "optimizer_d": opt_d.state_dict(),
-        "scheduler_g": sched_g.state_dict(),
-        "scheduler_d": sched_d.state_dict(),
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "train_config": json.loads(cfg.to_json()),
@@ -293,7 +369,8 @@ def image_grid(batch: dict, out) -> torch.Tensor:
 
     n = min(4, batch["image"].shape[0])
     pred_mask = torch.sigmoid(out.mask_logits[:n].float()).expand(-1, 3, -1, -1)
-    rows = [batch["image"][:n], out.image[:n].float().clamp(0, 1), pred_mask, batch["mask"][:n].expand(-1, 3, -1, -1), batch["target"][:n]]
+    rows = [batch["image"][:n], out.image[:n].float().clamp(0, 1), pred_mask, batch["mask"][:n].expand(-1, 3, -1, -1),
+            batch["target"][:n]]
     return make_grid(torch.cat([r.detach().cpu() for r in rows]), nrow=n)
 
 
@@ -322,6 +399,40 @@ def plot_history(run_dir: Path) -> None:
     plt.close(fig)
 
 
+class RunLog:
+    """Rank 0's record of a run: train_config.json, history.jsonl, TensorBoard scalars and image grids, a progress
+    bar. Opened for a resumed run, it drops the history rows and TensorBoard events after the resumed step."""
+
+    def __init__(self, run_dir: Path, cfg: TrainConfig, step: int, total_steps: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / TRAIN_CONFIG_FILE).write_text(cfg.to_json())
+        self.history, self.cfg, self.total_steps = run_dir / HISTORY_FILE, cfg, total_steps
+        if self.history.exists():
+            rows = [r for r in self.history.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
+            self.history.write_text("".join(r + "\n" for r in rows))
+        self.writer = SummaryWriter(run_dir / "tb", purge_step=step + 1)
+        self.bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
+
+    def log(self, step: int, metrics: dict[str, torch.Tensor], next_lr: float, batch: dict, out) -> None:
+        """After step `step`: its metrics (rank 0's shard) and the lr the next step uses; now and then images."""
+        self.bar.update(1)
+        if step % self.cfg.log_interval == 0 or step == self.total_steps:
+            scalars = {k: float(v) for k, v in metrics.items()} | {"lr": next_lr}
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, step)
+            with self.history.open("a") as f:
+                f.write(json.dumps({"step": step, **scalars}) + "\n")
+            self.bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", lr=f"{next_lr:.2e}")
+        if step % self.cfg.image_interval == 0:
+            self.writer.add_image("train/input_pred_predmask_mask_target", image_grid(batch, out), step)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str | Path], run_dir: str | Path,
           resume: bool = False, overrides: Iterable[str] | None = None, device: str | None = None) -> Path:
     """Train (or resume) a run on one data folder or several; returns the run directory. One process or torchrun.
@@ -331,21 +442,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     a run may resume on another device. bf16 autocast runs on CUDA (cfg.bf16), on the CPU only with cfg.cpu_bf16."""
     from .model import PatchDiscriminator, build_model
     from .text import shared_encoder
-    data_dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
+
     run_dir = Path(run_dir)
     requested_device = resolve_device(device)  # a bad --device fails before anything is read
     cfg, state = resolve_run(run_dir, cfg, model_cfg, resume, overrides)
-    parts = open_train_splits(data_dirs, model_cfg.image_size, augment=cfg.augment)  # the resumed run's augment
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    dataset = SeededSamples(ConcatDataset(parts), cfg.seed)
-    per_rank = cfg.batch_size // world
-    steps_per_epoch = math.ceil(len(dataset) / world) // per_rank  # == len(DistributedSampler) // per_rank
-    if steps_per_epoch == 0:
-        names = ", ".join(map(str, data_dirs))
-        raise ValueError(f"{names}: {len(dataset)} training samples, fewer than one batch of {cfg.batch_size}")
-    total_steps = cfg.steps or cfg.epochs * steps_per_epoch
+    train_set = open_training_set(data, model_cfg.image_size, cfg)  # with the resumed run's augment
     ddp, device = init_distributed(requested_device)
 
     torch.manual_seed(cfg.seed)
@@ -354,56 +455,26 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
         model = synchronise_batchnorm(model, device)
     disc = PatchDiscriminator(model_cfg).to(device)
     encoder = shared_encoder(model_cfg, str(device))
-    opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    schedule = lambda step: lr_factor(step, cfg, steps_per_epoch, total_steps)  # noqa: E731
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
+    opt_g, opt_d = adamw(model, cfg), adamw(disc, cfg)
     step = 0
     if state is not None:
         load_into(model, run_dir / WEIGHTS_FILE, model_cfg)
         load_into(disc, run_dir / DISC_FILE, model_cfg)
-        for opt, sched, part in ((opt_g, sched_g, "g"), (opt_d, sched_d, "d")):
-            opt.load_state_dict(state[f"optimizer_{part}"])
-            sched.load_state_dict(state[f"scheduler_{part}"])
-            # The saved lrs would override a resumed run's new --set lr / lr_decay_per_epoch / anneal_steps.
-            sched.base_lrs = [cfg.lr] * len(sched.base_lrs)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * schedule(sched.last_epoch)
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and state["rng_cuda"]:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        step = state["step"]
-    # A zero-weight seg or rec term leaves a decoder branch without gradient, which DDP must be told about.
-    unused_branches = min(cfg.seg_weight, cfg.rec_weight) == 0
-    model_ddp = DistributedDataParallel(model, find_unused_parameters=unused_branches) if ddp.world > 1 else model
-    disc_ddp = DistributedDataParallel(disc) if ddp.world > 1 else disc
+        step = restore_state(state, opt_g, opt_d)
+    model_ddp, disc_ddp = data_parallel(model, disc, ddp, cfg)
     use_bf16 = cfg.bf16 if device.type == "cuda" else cfg.cpu_bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-    writer = bar = None
-    if ddp.main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / TRAIN_CONFIG_FILE).write_text(cfg.to_json())
-        history = run_dir / HISTORY_FILE
-        if history.exists():  # drop entries logged after the checkpoint we resume from
-            rows = [r for r in history.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= step]
-            history.write_text("".join(r + "\n" for r in rows))
-        writer = SummaryWriter(run_dir / "tb", purge_step=step + 1)
-        bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True)
+    schedule = partial(learning_rate, cfg=cfg, steps_per_epoch=train_set.steps_per_epoch,
+                       total_steps=train_set.total_steps)
+    batches = batches_from(step, train_set, cfg, ddp, pin=device.type == "cuda")
+    log = RunLog(run_dir, cfg, step, train_set.total_steps) if ddp.main else None
 
     model.train()
     disc.train()
-    loader = iter(())
     try:
-        while step < total_steps:
-            batch = next(loader, None)
-            if batch is None:  # start the epoch this step falls in, at the right batch
-                epoch, first = divmod(step, steps_per_epoch)
-                loader = iter(epoch_loader(dataset, cfg, ddp, epoch, first, pin=device.type == "cuda"))
-                batch = next(loader)
+        while step < train_set.total_steps:
+            lr = schedule(step)
+            batch = next(batches)
             image, target, mask = (batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask"))
             text = encode_texts(encoder, batch["text"]).to(device)
 
@@ -412,49 +483,29 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
             with autocast:
                 out = model_ddp(image, text)
                 g_loss, metrics = generator_loss(out, target, mask, disc, cfg)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            if cfg.grad_clip:
-                metrics["grad_norm/generator"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt_g.step()
-            sched_g.step()
+            metrics["grad_norm/generator"] = optimise(opt_g, g_loss, model, lr, cfg.grad_clip)
             disc.requires_grad_(True)
 
             # Discriminator step: eq. 13 on targets vs the generator's (detached) images.
             if cfg.adv_weight:
                 with autocast:
                     d_loss, d_metrics = discriminator_loss(disc_ddp, target, out.image.detach())
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(disc.parameters(), cfg.grad_clip)
-                opt_d.step()
-                metrics.update(d_metrics)
-                sched_d.step()
+                optimise(opt_d, d_loss, disc, lr, cfg.grad_clip)
+                metrics |= d_metrics
             step += 1
 
-            if ddp.main:  # rank 0 logs its own shard's values
-                bar.update(1)
-                if step % cfg.log_interval == 0 or step == total_steps:
-                    scalars = {k: float(v) for k, v in metrics.items()} | {"lr": sched_g.get_last_lr()[0]}
-                    for k, v in scalars.items():
-                        writer.add_scalar(k, v, step)
-                    with (run_dir / HISTORY_FILE).open("a") as f:
-                        f.write(json.dumps({"step": step, **scalars}) + "\n")
-                    bar.set_postfix(loss=f"{scalars['loss/total']:.4f}", lr=f"{scalars['lr']:.2e}")
-                if step % cfg.image_interval == 0:
-                    writer.add_image("train/input_pred_predmask_mask_target", image_grid(batch, out), step)
-                if step % cfg.ckpt_interval == 0 or step == total_steps:
-                    save_checkpoint(run_dir, model, disc, opt_g, opt_d, sched_g, sched_d, step, cfg, model_cfg)
+            if ddp.main:
+                log.log(step, metrics, schedule(step), batch, out)
+                if step % cfg.ckpt_interval == 0 or step == train_set.total_steps:
+                    save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg)
     except KeyboardInterrupt:
         if ddp.main and ddp.world == 1:
-            save_checkpoint(run_dir, model, disc, opt_g, opt_d, sched_g, sched_d, step, cfg, model_cfg)
+            save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg)
             print(f"\ninterrupted at step {step}; saved, continue with --resume")
         raise
     finally:
-        if bar is not None:
-            bar.close()
-            writer.close()
+        if log is not None:
+            log.close()
         if ddp.world > 1:
             dist.destroy_process_group()
     if ddp.main:
@@ -465,7 +516,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="nano", help="model config preset (nano, tiny)")
     parser.add_argument("--data", required=True, nargs="+", metavar="DIR",
-                        help="removal dataset folder(s) (refs.jsonl + images/ targets/ masks/); several train as one set")
+                        help="removal dataset folder(s) (refs.jsonl + images/ targets/ masks/); "
+                             "several train as one set")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, tensorboard, curves)")
     parser.add_argument("--steps", type=int, help="train this many steps in total instead of the config's epochs")
     parser.add_argument("--batch-size", type=int, help="global batch size over all processes (default 32)")

@@ -20,7 +20,7 @@ from sahm_core.checkpoint import CheckpointError, read_config, save_weights
 from sahm_core.config import model_config, replace
 from sahm_core.data.layout import make_folders, read_mask, read_refs, read_rgb, write_example, write_refs
 from sahm_core.data.synthetic import make_dataset
-from sahm_core.train import TrainConfig, lr_factor, train
+from sahm_core.train import TrainConfig, learning_rate, train
 
 SIZE = 64
 # nano's structure at a quarter of its size and half its widths: every part runs, in a fraction of the time
@@ -108,7 +108,8 @@ def test_resume_continues_exactly(data_dir, tmp_path):
         a, b = weights(once, name), weights(split, name)
         assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{name}:{key}: {m}")
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, key=key: f"{name}:{key}: {m}")
     assert [r["step"] for r in history(split)] == list(range(1, 5))
     assert {"loss/seg", "loss/rec", "loss/adv", "loss/disc", "lr"} <= set(history(split)[0])
     assert history(split)[-1]["loss/total"] == pytest.approx(history(once)[-1]["loss/total"], rel=1e-4)
@@ -116,10 +117,10 @@ def test_resume_continues_exactly(data_dir, tmp_path):
 
 def test_lr_schedule_worked_by_hand():
     # 2 steps an epoch, 10 in all: warm-up over steps 0-1, halving every epoch, linear ramp to zero over steps 6-9
-    cfg = TrainConfig(lr_decay_per_epoch=0.5, warmup_steps=2, anneal_steps=4)
+    cfg = TrainConfig(lr=1e-3, lr_decay_per_epoch=0.5, warmup_steps=2, anneal_steps=4)
     expected = {0: 0.5, 1: 0.5**0.5, 2: 0.5, 5: 0.5**2.5, 6: 0.125, 8: 0.0625 * 0.5, 9: 0.5**4.5 * 0.25}
     for step, factor in expected.items():
-        assert lr_factor(step, cfg, steps_per_epoch=2, total_steps=10) == pytest.approx(factor), step
+        assert learning_rate(step, cfg, steps_per_epoch=2, total_steps=10) == pytest.approx(1e-3 * factor), step
 
 
 def test_resume_applies_a_changed_learning_rate_schedule(data_dir, tmp_path):
