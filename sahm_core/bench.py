@@ -109,10 +109,12 @@ def measure_prepost(size: int, margin: int, iters: int = 200) -> dict:
 
 def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) -> Path:
     """A model dir to benchmark: the checkpoint's, or a random-init model of the named config at `size`."""
+    from dataclasses import replace
+
     import torch
 
     from .checkpoint import WEIGHTS_FILE, read_config, save_weights, weights_file
-    from .config import model_config, replace
+    from .config import model_config
     from .model import build_model
 
     if checkpoint:

@@ -13,7 +13,7 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("sahm_core.model.info", "parameters per part and GFLOPs of a model config"),
+    "info": ("sahm_core.info", "parameters per part and GFLOPs of a model config"),
     "train": ("sahm_core.train", "train SAHM on a removal dataset (torchrun for several GPUs)"),
     "average": ("sahm_core.average", "average checkpoints of one config (SWA) and re-measure BatchNorm statistics"),
     "eval": ("sahm_core.evaluate", "evaluate a checkpoint: removal, segmentation, not-found, cost, baselines"),

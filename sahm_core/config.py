@@ -95,8 +95,4 @@ def model_config(name: str) -> ModelConfig:
         raise ValueError(f"unknown model config {name!r}; choose one of: {', '.join(MODEL_CONFIGS)}") from None
 
 
-def replace(cfg: ModelConfig, **changes) -> ModelConfig:
-    return dataclasses.replace(cfg, **changes)
-
-
-__all__ = ["ModelConfig", "MODEL_CONFIGS", "model_config", "replace"]
+__all__ = ["ModelConfig", "MODEL_CONFIGS", "model_config"]

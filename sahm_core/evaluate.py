@@ -90,7 +90,7 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 def model_cost(model, text, cfg: ModelConfig, device: torch.device, frames: int = 20) -> dict:
     """Parameters, GFLOPs and FPS of one per-frame forward (batch 1) at the config's resolution."""
-    from .model.info import GENERATOR, count_gflops, count_parameters
+    from .info import GENERATOR, count_gflops, count_parameters
 
     image = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=device)
     text = text.to(device)

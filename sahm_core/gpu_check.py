@@ -46,7 +46,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
@@ -61,7 +61,7 @@ from torch.utils.data import default_collate
 from . import __version__
 from .bench import _timed
 from .checkpoint import WEIGHTS_FILE, CheckpointError, load_model, read_config, save_weights
-from .config import ModelConfig, model_config, replace
+from .config import ModelConfig, model_config
 from .data import RemovalDataset
 from .data.synthetic import make_dataset, render_sample
 from .export.cache import CACHE_ENV

@@ -26,11 +26,3 @@ class TextFeatures(NamedTuple):
 
     def to(self, device) -> "TextFeatures":
         return TextFeatures(*(t.to(device) for t in self))
-
-    def repeat(self, batch: int) -> "TextFeatures":
-        """One command repeated for a batch of frames: (1, ...) -> (batch, ...)."""
-        return TextFeatures(*(t.expand(batch, *t.shape[1:]) for t in self))
-
-    @staticmethod
-    def cat(items: list["TextFeatures"]) -> "TextFeatures":
-        return TextFeatures(*(torch.cat(parts, dim=0) for parts in zip(*items)))

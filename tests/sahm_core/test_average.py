@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from sahm_core import cli
 from sahm_core.average import recalibrate_batchnorm, sample_batches
 from sahm_core.checkpoint import save_weights
-from sahm_core.config import model_config, replace
+from sahm_core.config import model_config
 from sahm_core.data.synthetic import make_dataset
 from sahm_core.model import build_model
 from sahm_core.text import shared_encoder

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,10 +13,20 @@ import torch
 
 from sahm_core import cli
 from sahm_core.checkpoint import save_weights
-from sahm_core.config import model_config, replace
+from sahm_core.config import model_config
 from sahm_core.data import RemovalDataset
 from sahm_core.data.synthetic import make_dataset
-from sahm_core.evaluate import LPIPS, METHODS, PSNR_CAP_DB, frechet_distance, iou, psnr, segmentation_metrics, ssim, telea
+from sahm_core.evaluate import (
+    LPIPS,
+    METHODS,
+    PSNR_CAP_DB,
+    frechet_distance,
+    iou,
+    psnr,
+    segmentation_metrics,
+    ssim,
+    telea,
+)
 from sahm_core.model import build_model
 
 SIZE = 64

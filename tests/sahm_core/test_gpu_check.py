@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import onnxruntime as ort
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from sahm_core.checkpoint import load_weights
-from sahm_core.config import model_config, replace
+from sahm_core.config import model_config
 from sahm_core.data.synthetic import render_sample
 from sahm_core.export.onnx_export import INPUT_NAMES, PerFrameGraph
 from sahm_core.gpu_check import (

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from sahm_core import cli
-from sahm_core.config import model_config, replace
+from sahm_core.config import model_config
 from sahm_core.model import SAHM, SAHMOutput, build_model
 from sahm_core.model.backbone import stage_sizes
 from sahm_core.model.presence import INITIAL_LOGIT

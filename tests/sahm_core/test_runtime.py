@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -20,7 +21,6 @@ from sahm_core import runtime
 from sahm_core.bench import _rss_mb
 from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_model, load_weights, save_weights
 from sahm_core.cli import main as sahm_main
-from sahm_core.config import replace
 from sahm_core.export.onnx_export import VERSION_KEY, PerFrameGraph, example_inputs, onnx_metadata
 from sahm_core.export.tensorrt_engine import tensorrt_available
 from sahm_core.found import FoundRule, rule_from_args

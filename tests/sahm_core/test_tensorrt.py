@@ -15,13 +15,13 @@ import sys
 import threading
 import types
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from sahm_core.checkpoint import CheckpointError, read_config
 from sahm_core.cli import main as sahm_main
-from sahm_core.config import replace
 from sahm_core.export.tensorrt_engine import (
     EngineKey,
     EngineMismatchError,

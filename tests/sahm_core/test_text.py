@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 
 import pytest
 import torch
 
-from sahm_core.config import model_config, replace
-from sahm_core.text import CommandEncoder, resolve_encoder_dir, token_word_index
+from sahm_core.config import model_config
 from sahm_core.syntax import split_words
+from sahm_core.text import CommandEncoder, resolve_encoder_dir, token_word_index
 
 T = 20
 

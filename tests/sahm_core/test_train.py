@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from safetensors.torch import load_file
 
 from sahm_core import cli
 from sahm_core.checkpoint import CheckpointError, read_config, save_weights
-from sahm_core.config import model_config, replace
+from sahm_core.config import model_config
 from sahm_core.data.layout import make_folders, read_mask, read_refs, read_rgb, write_example, write_refs
 from sahm_core.data.synthetic import make_dataset
 from sahm_core.train import TrainConfig, learning_rate, train
@@ -152,7 +153,8 @@ def test_resume_applies_a_set_value_equal_to_the_default(data_dir, tmp_path, cap
 DDP_SCRIPT = """
 import dataclasses, sys, torch
 torch.set_num_threads(1)
-from sahm_core.config import model_config, replace
+from dataclasses import replace
+from sahm_core.config import model_config
 from sahm_core.train import TrainConfig, train
 cfg = TrainConfig(batch_size=4, steps=2, log_interval=1, image_interval=1000, ckpt_interval=1000, num_workers=0)
 # gloo on the CPU, named: on a one-GPU machine the default would send rank 1 to a cuda:1 that does not exist

@@ -15,10 +15,9 @@ import re
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..config import MODEL_CONFIGS, ModelConfig, model_config
-from ..text_features import TextFeatures
-from .discriminator import PatchDiscriminator
-from .sahm import build_model
+from .config import MODEL_CONFIGS, ModelConfig, model_config
+from .model import PatchDiscriminator, build_model
+from .text_features import TextFeatures
 
 # part -> names (relative to SAHM) of the modules that make it up; the first match wins
 PARTS: dict[str, str] = {
