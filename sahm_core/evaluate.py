@@ -21,7 +21,10 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -39,6 +42,7 @@ PR_THRESHOLDS = (0.5, 0.7, 0.9)
 PSNR_CAP_DB = 100.0  # identical images (e.g. a negative passed through) have infinite PSNR
 TELEA_RADIUS = 3
 METHODS = ("no removal", "Telea + GT mask (oracle)", "Telea + SAHM mask", "SAHM")
+REMOVAL_SCORES = ("psnr", "ssim", "psnr_mask", "ssim_mask", "lpips")  # per sample, averaged; FID is per set
 
 
 def psnr(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
@@ -214,10 +218,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
 
 
-def fid(features: dict[str, list[torch.Tensor]], method: str) -> float | None:
-    if not features[method]:
+def fid(records: list["Record"], method: str) -> float | None:
+    """FID of a method's outputs against the targets, over the records that carry Inception features."""
+    features = [r.features for r in records if r.features]
+    if not features:
         return None
-    return frechet_distance(torch.stack(features[method]).double().numpy(), torch.stack(features["target"]).double().numpy())
+    return frechet_distance(torch.stack([f[method] for f in features]).double().numpy(),
+                            torch.stack([f["target"] for f in features]).double().numpy())
 
 
 def unavailable_reasons(lpips_weights: str | None, lpips_backbone: str | None, fid_weights: str | None) -> dict[str, str]:
@@ -253,19 +260,117 @@ def contact_sheet(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(
-    checkpoint: str | Path,
-    data_dir: str | Path,
-    split: str,
-    out_dir: str | Path,
-    limit: int | None = None,
-    batch_size: int = 8,
-    lpips_weights: str | None = None,
-    lpips_backbone: str | None = None,
-    fid_weights: str | None = None,
-    rule: FoundRule = DEFAULT_RULE,
-    sheet_rows: int = 8,
-) -> dict:
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `sahm eval` measures: which samples, the found rule, and the optional local LPIPS / FID weights."""
+
+    split: str = "test"
+    limit: int | None = None  # only the first N samples
+    batch_size: int = 8
+    rule: FoundRule = DEFAULT_RULE
+    lpips_weights: str | None = None  # LPIPS v0.1 linear layers for AlexNet
+    lpips_backbone: str | None = None  # torchvision AlexNet
+    fid_weights: str | None = None  # torchvision Inception-v3
+    sheet_rows: int = 8  # contact sheet: the first N samples
+
+
+class Sample(NamedTuple):
+    """One sample as SAHM and the baselines leave it, at model resolution S."""
+
+    text: str
+    negative: bool
+    image: np.ndarray  # SxSx3 uint8 input
+    target: np.ndarray  # SxSx3 uint8 ground truth without the object
+    gt: np.ndarray  # SxS bool ground-truth mask
+    pred: np.ndarray  # SxS bool segmentation (probability > mask_threshold); the erased region adds the margin
+    found: bool
+    outputs: dict[str, np.ndarray]  # METHODS -> SxSx3 uint8
+
+
+@dataclass
+class Record:
+    """What one sample contributes to the metrics."""
+
+    negative: bool
+    found: bool
+    inter_union: tuple[int, int]  # the segmentation (empty when not found) against the ground-truth mask
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> psnr, ssim, ... (positives only)
+    features: dict[str, torch.Tensor] = field(default_factory=dict)  # method | "target" -> Inception features
+
+
+class Scorers(NamedTuple):
+    """The learned metrics, when their local weights were given."""
+
+    lpips: LPIPS | None
+    inception: InceptionFeatures | None
+
+
+def batch_samples(model, encoder, batch: dict, rule: FoundRule, margin: int, device: torch.device) -> Iterator[Sample]:
+    """Run SAHM's per-frame path on a dataset batch and make each sample's outputs as the runtime would publish them:
+    the composite under the found rule, or the unchanged input when nothing was found."""
+    text = encoder.encode_batch(list(batch["text"])).to(device)
+    cleaned, mask_logits = model.per_frame(batch["image"].to(device), text)
+    prob = torch.sigmoid(mask_logits.float()).cpu()
+    for k in range(prob.shape[0]):
+        image, target = to_uint8(batch["image"][k]), to_uint8(batch["target"][k])
+        gt = batch["mask"][k, 0].numpy() > 0.5
+        mask_prob = prob[k, 0].numpy()
+        found, _, _ = found_decision(mask_prob, rule)
+        removed, erased = composite(image, cleaned[k].float().cpu().numpy(), mask_prob, rule.mask_threshold, margin)
+        outputs = {
+            "no removal": image,
+            "Telea + GT mask (oracle)": telea(image, gt),
+            "Telea + SAHM mask": telea(image, erased > 0) if found else image,  # the mask SAHM publishes
+            "SAHM": removed if found else image,  # the runtime passes the frame through when nothing is found
+        }
+        yield Sample(batch["text"][k], bool(batch["negative"][k]), image, target, gt, mask_prob > rule.mask_threshold,
+                     found, outputs)
+
+
+def score(sample: Sample, scorers: Scorers) -> Record:
+    """Removal quality is scored on positives: a negative has no region to fill, and its whole-image PSNR would be
+    capped at infinity; what a negative measures is the not-found accuracy."""
+    record = Record(sample.negative, sample.found, iou(sample.pred & sample.found, sample.gt))
+    if not sample.gt.any():
+        return record
+    target, gt = sample.target.astype(np.float64) / 255, sample.gt
+    for method, output in sample.outputs.items():
+        output = output.astype(np.float64) / 255
+        record.scores[method] = {"psnr": psnr(output, target), "ssim": ssim(output, target),
+                                 "psnr_mask": psnr(output, target, gt), "ssim_mask": ssim(output, target, gt)}
+    if scorers.lpips is None and scorers.inception is None:
+        return record
+    # (5,3,S,S): the four methods' outputs, then the target
+    stack = torch.from_numpy(np.stack([*sample.outputs.values(), sample.target])).permute(0, 3, 1, 2).float() / 255
+    if scorers.lpips is not None:
+        for method, value in zip(METHODS, scorers.lpips(stack[:-1], stack[-1:].expand(len(METHODS), -1, -1, -1))):
+            record.scores[method]["lpips"] = float(value)
+    if scorers.inception is not None:
+        record.features = dict(zip((*METHODS, "target"), scorers.inception(stack)))
+    return record
+
+
+def removal_metrics(records: list[Record]) -> dict[str, dict[str, float | None]]:
+    """Per method: the mean of each score over the positives (None where nothing was scored) and FID."""
+    scored = [r.scores for r in records if r.scores]
+    table = {}
+    for method in METHODS:
+        values = {name: [s[method][name] for s in scored if name in s[method]] for name in REMOVAL_SCORES}
+        table[method] = {name: float(np.mean(v)) if v else None for name, v in values.items()}
+        table[method]["fid"] = fid(records, method)
+    return table
+
+
+def sheet_row(sample: Sample) -> dict:
+    """A contact sheet row; its IoU is the segmentation's whether or not the object counted as found."""
+    inter, union = iou(sample.pred, sample.gt)
+    return dict(input=sample.image, output=sample.outputs["SAHM"], pred_mask=sample.pred.astype(np.uint8) * 255,
+                target=sample.target, gt_mask=sample.gt.astype(np.uint8) * 255, text=sample.text,
+                negative=sample.negative, found=sample.found, iou=inter / union if union else 1.0)
+
+
+def evaluate(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, options: EvalConfig = EvalConfig()
+             ) -> dict:
     """Runs the evaluation, writes metrics.json and contact_sheet.png into out_dir, returns the metrics."""
     from .data import RemovalDataset
     from .text import shared_encoder
@@ -274,82 +379,40 @@ def evaluate(
     weights_path = weights_file(checkpoint)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, cfg = load_model(weights_path, device=device)
-    reasons = unavailable_reasons(lpips_weights, lpips_backbone, fid_weights)
-    lpips = LPIPS(lpips_weights, lpips_backbone) if "lpips" not in reasons else None
-    inception = InceptionFeatures(fid_weights) if "fid" not in reasons else None
-    dataset = RemovalDataset(data_dir, split, cfg.image_size, augment=False)
-    if limit:
-        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    reasons = unavailable_reasons(options.lpips_weights, options.lpips_backbone, options.fid_weights)
+    scorers = Scorers(LPIPS(options.lpips_weights, options.lpips_backbone) if "lpips" not in reasons else None,
+                      InceptionFeatures(options.fid_weights) if "fid" not in reasons else None)
+    dataset = RemovalDataset(data_dir, options.split, cfg.image_size, augment=False)
+    if options.limit:
+        dataset = torch.utils.data.Subset(dataset, range(min(options.limit, len(dataset))))
     if len(dataset) == 0:
-        raise ValueError(f"{data_dir}: split {split!r} has no samples")
-
+        raise ValueError(f"{data_dir}: split {options.split!r} has no samples")
     encoder = shared_encoder(cfg, str(device))
 
-    scores = {m: {"psnr": [], "ssim": [], "psnr_mask": [], "ssim_mask": [], "lpips": []} for m in METHODS}
-    features: dict[str, list[torch.Tensor]] = {m: [] for m in (*METHODS, "target")}
-    inter_union, found_pos, found_neg, sheet = [], [], [], []
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    records, sheet = [], []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size)
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"eval {split}", unit="batch"):
-            text = encoder.encode_batch(list(batch["text"])).to(device)
-            cleaned, mask_logits = model.per_frame(batch["image"].to(device), text)
-            prob = torch.sigmoid(mask_logits.float()).cpu()
-            for k in range(prob.shape[0]):
-                image_u8, target_u8 = to_uint8(batch["image"][k]), to_uint8(batch["target"][k])
-                gt = batch["mask"][k, 0].numpy() > 0.5
-                mask_prob = prob[k, 0].numpy()
-                found, _, _ = found_decision(mask_prob, rule)
-                removed, erased = composite(image_u8, cleaned[k].float().cpu().numpy(), mask_prob, rule.mask_threshold,
-                                            cfg.removal_margin)
-                pred = mask_prob > rule.mask_threshold  # the segmentation; `erased` adds the removal margin
-                sahm = removed if found else image_u8  # the runtime passes the frame through when nothing is found
-                outputs = {
-                    "no removal": image_u8,
-                    "Telea + GT mask (oracle)": telea(image_u8, gt),
-                    "Telea + SAHM mask": telea(image_u8, erased > 0) if found else image_u8,  # the mask SAHM publishes
-                    "SAHM": sahm,
-                }
-                target = target_u8.astype(np.float64) / 255
-                # Removal quality is scored on positives: a negative has no region to fill, and its whole-image
-                # PSNR would be capped at infinity; what a negative measures is the not-found accuracy.
-                for method, result in outputs.items() if gt.any() else ():
-                    result = result.astype(np.float64) / 255
-                    scores[method]["psnr"].append(psnr(result, target))
-                    scores[method]["ssim"].append(ssim(result, target))
-                    scores[method]["psnr_mask"].append(psnr(result, target, gt))
-                    scores[method]["ssim_mask"].append(ssim(result, target, gt))
-                if gt.any() and (lpips is not None or inception is not None):
-                    stack = torch.from_numpy(np.stack([*outputs.values(), target_u8])).permute(0, 3, 1, 2).float() / 255
-                    if lpips is not None:  # (5,3,S,S): the four methods' outputs, then the target
-                        for method, value in zip(METHODS, lpips(stack[:-1], stack[-1:].expand(len(METHODS), -1, -1, -1))):
-                            scores[method]["lpips"].append(float(value))
-                    if inception is not None:
-                        for name, feature in zip(features, inception(stack)):
-                            features[name].append(feature)
-                if batch["negative"][k]:
-                    found_neg.append(found)
-                else:
-                    found_pos.append(found)
-                    inter_union.append(iou(pred & found, gt))
-                if len(sheet) < sheet_rows:
-                    i, u = iou(pred, gt)
-                    sheet.append(dict(input=image_u8, output=sahm, pred_mask=pred.astype(np.uint8) * 255, target=target_u8,
-                                      gt_mask=gt.astype(np.uint8) * 255, text=batch["text"][k], negative=bool(batch["negative"][k]),
-                                      found=found, iou=i / u if u else 1.0))
+        for batch in tqdm(loader, desc=f"eval {options.split}", unit="batch"):
+            for sample in batch_samples(model, encoder, batch, options.rule, cfg.removal_margin, device):
+                records.append(score(sample, scorers))
+                if len(sheet) < options.sheet_rows:
+                    sheet.append(sheet_row(sample))
 
+    positives = [r for r in records if not r.negative]
+    negatives = [r for r in records if r.negative]
     metrics = {
         "checkpoint": str(weights_path),
         "config": cfg.name,
         "data": str(data_dir),
-        "split": split,
+        "split": options.split,
         "samples": len(dataset),
-        "positives": len(found_pos),
-        "negatives": len(found_neg),
-        "found_rule": dataclasses.asdict(rule),
-        "removal": {m: {k: float(np.mean(v)) if v else None for k, v in s.items()} | {"fid": fid(features, m)}
-                    for m, s in scores.items()},
+        "positives": len(positives),
+        "negatives": len(negatives),
+        "found_rule": dataclasses.asdict(options.rule),
+        "removal": removal_metrics(records),
         "unavailable": reasons,
-        "segmentation": segmentation_metrics(inter_union, found_pos, found_neg),
+        "segmentation": segmentation_metrics([r.inter_union for r in positives], [r.found for r in positives],
+                                             [r.found for r in negatives]),
         "cost": model_cost(model, encoder.encode("remove the object"), cfg, device),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,11 +455,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        metrics = evaluate(
-            args.checkpoint, args.data, args.split, args.out, limit=args.limit, batch_size=args.batch_size,
-            lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone, fid_weights=args.fid_weights,
-            rule=rule_from_args(args),
-        )
+        options = EvalConfig(split=args.split, limit=args.limit, batch_size=args.batch_size, rule=rule_from_args(args),
+                             lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone,
+                             fid_weights=args.fid_weights)
+        metrics = evaluate(args.checkpoint, args.data, args.out, options)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"sahm eval: error: {e}")
         return 2

@@ -143,6 +143,9 @@ def test_sahm_eval_bad_input_is_a_clear_error(eval_setup, tmp_path, capsys):
     assert code == 2 and "model file not found" in capsys.readouterr().out
     code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert code == 2 and "refs.jsonl" in capsys.readouterr().out
+    code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(data), "--out", str(tmp_path / "o"),
+                     "--mask-threshold", "1"])
+    assert code == 2 and "found rule out of range: mask_threshold=1.0" in capsys.readouterr().out
 
 
 def test_frechet_distance_matches_the_closed_form():
