@@ -73,7 +73,7 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # CPU tests and the bundled demo: 256x256, <= 5 M trainable parameters outside the text encoder.
     # Patch 8 keeps it near 0.7 GFLOPs, for >= 20 FPS with ONNX Runtime on two CPU cores.
     "nano": ModelConfig(name="nano", image_size=256, patch_size=8, depths=(2, 2, 2, 2)),
-    # Paper scale: 480x480, Swin-T widths, window 15, ~40 M parameters outside the text encoder.
+    # Paper scale: 480x480, Swin-T widths, window 15; 37.3 M parameters outside the text encoder (`sahm info`).
     "tiny": ModelConfig(
         name="tiny",
         image_size=480,

@@ -93,24 +93,27 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def model_cost(model, text, cfg: ModelConfig, device: torch.device, frames: int = 20) -> dict:
-    """Parameters, GFLOPs and FPS of one per-frame forward (batch 1) at the config's resolution."""
-    from .info import GENERATOR, count_gflops, count_parameters
+    """Parameters, GFLOPs and FPS of the per-frame path (SAHM.per_frame, batch 1) at the config's resolution: the
+    FLOPs are counted on the very call that is timed."""
+    from .info import GENERATOR, call_gflops, count_parameters
 
     image = torch.rand(1, 3, cfg.image_size, cfg.image_size, device=device)
     text = text.to(device)
+    step = model.per_frame
+    gflops = call_gflops(step, image, text)  # also the first warm-up call
     with torch.no_grad():
-        for _ in range(3):  # warm-up: allocator, cuDNN autotuning
-            model.per_frame(image, text)
+        for _ in range(2):  # warm-up: allocator, cuDNN autotuning
+            step(image, text)
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         sync()
         start = time.perf_counter()
         for _ in range(frames):
-            model.per_frame(image, text)
+            step(image, text)
         sync()
         elapsed = time.perf_counter() - start
     return {
         "params_m": count_parameters(cfg)[GENERATOR] / 1e6,  # without the frozen text encoder
-        "gflops": count_gflops(cfg)[GENERATOR],
+        "gflops": gflops,
         "fps": frames / elapsed,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "torch_threads": torch.get_num_threads(),

@@ -240,7 +240,12 @@ def parse_info(text: str) -> dict[str, dict[str, tuple[int, float]]]:
 
 def test_sahm_info_prints_both_tables_within_budget(capsys):
     assert cli.main(["info", "--config", "nano", "tiny"]) == 0
-    tables = parse_info(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    tables = parse_info(text)
+    # the runtime's per-frame path does a subset of forward's work (it skips the coarse scales' blends)
+    per_frame = [float(g) for g in re.findall(r"per-frame path \(SAHM\.per_frame.*\): ([\d.]+) GFLOPs", text)]
+    assert len(per_frame) == 2
+    assert all(0 < g <= tables[name]["generator total"][1] for g, name in zip(per_frame, ("nano", "tiny")))
     assert set(tables) == {"nano", "tiny"}
     parts = ["backbone", "language fusion", "heads", "decoder/segmentation", "decoder/filling"]
     for name, table in tables.items():
