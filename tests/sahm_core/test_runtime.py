@@ -108,7 +108,8 @@ def test_found_rule_is_validated_and_shared_by_every_command_line():
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         assert rule_from_args(parser.parse_args(required)) == FoundRule()
-        changed = parser.parse_args(required + ["--mask-threshold", "0.25", "--min-score", "0.5", "--min-mask-area", "0"])
+        changed = parser.parse_args([*required, "--mask-threshold", "0.25", "--min-score", "0.5",
+                                     "--min-mask-area", "0"])
         assert rule_from_args(changed) == FoundRule(0.25, 0.5, 0.0)
 
 
