@@ -40,8 +40,8 @@ def _timed(fn, iters: int) -> dict[str, float]:
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     p50 = float(np.percentile(wall, 50)) * 1e3
-    return {"p50_ms": p50, "p99_ms": float(np.percentile(wall, 99)) * 1e3, "fps": 1e3 / p50 if p50 > 0 else float("inf"),
-            "cpu_p50_ms": float(np.percentile(cpu, 50)) * 1e3}
+    return {"p50_ms": p50, "p99_ms": float(np.percentile(wall, 99)) * 1e3,
+            "fps": 1e3 / p50 if p50 > 0 else float("inf"), "cpu_p50_ms": float(np.percentile(cpu, 50)) * 1e3}
 
 
 def _rss_mb(field: str) -> float:
@@ -132,7 +132,8 @@ def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) ->
 
 
 def format_table(results: list[dict], prepost: dict, title: str) -> str:
-    lines = [title, f"{'backend':<12} {'p50 ms':>8} {'p99 ms':>8} {'FPS':>7} {'CPU ms':>8} {'peak RSS MB':>12} {'over base MB':>13}"]
+    lines = [title, f"{'backend':<12} {'p50 ms':>8} {'p99 ms':>8} {'FPS':>7} {'CPU ms':>8} "
+                    f"{'peak RSS MB':>12} {'over base MB':>13}"]
     for r in results:
         if "skipped" in r:
             lines.append(f"{r['backend']:<12} skipped: {r['skipped']}")
@@ -141,10 +142,12 @@ def format_table(results: list[dict], prepost: dict, title: str) -> str:
                      f"{r['peak_rss_mb']:12.0f} {r['rss_over_baseline_mb']:13.0f}")
     timed = {r["backend"]: r for r in results if "skipped" not in r}
     if "torch" in timed and "onnxruntime" in timed:
-        lines.append(f"onnxruntime speed-up over torch eager: {timed['torch']['p50_ms'] / timed['onnxruntime']['p50_ms']:.2f}x")
-    lines.append(f"pre/post-processing at {prepost['frame']}: p50 {prepost['p50_ms']:.2f} ms, p99 {prepost['p99_ms']:.2f} ms "
-                 f"(CPU time p50 {prepost['cpu_p50_ms']:.2f} ms)")
-    lines.append("CPU ms = process CPU time per frame over all threads; wall >> CPU/threads means the cores were shared")
+        lines.append("onnxruntime speed-up over torch eager: "
+                     f"{timed['torch']['p50_ms'] / timed['onnxruntime']['p50_ms']:.2f}x")
+    lines.append(f"pre/post-processing at {prepost['frame']}: p50 {prepost['p50_ms']:.2f} ms, "
+                 f"p99 {prepost['p99_ms']:.2f} ms (CPU time p50 {prepost['cpu_p50_ms']:.2f} ms)")
+    lines.append("CPU ms = process CPU time per frame over all threads; "
+                 "wall >> CPU/threads means the cores were shared")
     return "\n".join(lines)
 
 
@@ -155,7 +158,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="model.safetensors or model dir to benchmark instead of random weights")
     parser.add_argument("--iters", type=int, default=50, help="timed frames per backend")
     parser.add_argument("--warmup", type=int, default=5, help="untimed frames first")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for torch and ONNX Runtime")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="CPU threads for torch and ONNX Runtime")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     parser.add_argument("--json", help="also write the results as JSON here")
 
@@ -182,7 +186,8 @@ def main(args: argparse.Namespace) -> int:
         results = []
         for name in backends:
             with spawn.Pool(1) as pool:
-                results.append(pool.apply(_measure_backend, (name, str(model_dir), device, args.threads, args.iters, args.warmup)))
+                results.append(pool.apply(_measure_backend,
+                                          (name, str(model_dir), device, args.threads, args.iters, args.warmup)))
     prepost = measure_prepost(args.size, files.config.removal_margin)
     title = (f"sahm bench: {files.config.name} at {args.size}x{args.size}, device {device}, {args.threads} threads, "
              f"{args.iters} frames after {args.warmup} warm-up")

@@ -32,7 +32,8 @@ class CheckpointError(RuntimeError):
     """A model file that is missing, corrupt, or does not match the expected config."""
 
 
-def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], cfg: ModelConfig, extra: dict[str, str] | None = None) -> None:
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], cfg: ModelConfig,
+                 extra: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {FORMAT_KEY: FORMAT, CONFIG_KEY: cfg.to_json(), **(extra or {})}
@@ -74,7 +75,8 @@ def load_weights(path: str | Path, expect: ModelConfig | None = None) -> tuple[d
     """State dict and config; `expect` guards against a checkpoint from another config."""
     cfg = read_config(path)
     if expect is not None and cfg != expect:
-        raise CheckpointError(f"{path}: checkpoint was made for config {cfg.name!r} ({cfg}), expected {expect.name!r} ({expect})")
+        raise CheckpointError(f"{path}: checkpoint was made for config {cfg.name!r} ({cfg}), "
+                              f"expected {expect.name!r} ({expect})")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -87,7 +89,8 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | 
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointError(f"{source}: weights do not fit the {type(module).__name__} built from its config ({e})") from None
+        raise CheckpointError(
+            f"{source}: weights do not fit the {type(module).__name__} built from its config ({e})") from None
 
 
 def load_into(module: nn.Module, path: str | Path, expect: ModelConfig | None = None) -> ModelConfig:

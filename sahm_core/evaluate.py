@@ -11,7 +11,9 @@ Cost: parameters, GFLOPs and FPS of the per-frame forward at the config's resolu
 
 Everything runs at the model resolution S. SAHM's output is what the runtime publishes: the input with
 the predicted background composited under the thresholded mask grown by the removal margin, quantised to
-uint8, or the unchanged input when nothing was found (IoU is scored on the segmentation itself): `sahm_core.runtime.composite` and `found_decision`, the runtime's own. SSIM is scikit-image's (Gaussian window, sigma 1.5, as Wang et al. 2004);
+uint8, or the unchanged input when nothing was found (IoU is scored on the segmentation itself):
+`sahm_core.runtime.composite` and `found_decision`, the runtime's own. SSIM is scikit-image's (Gaussian window,
+sigma 1.5, as Wang et al. 2004);
 its full SSIM map is averaged over the whole image or over the mask.
 """
 
@@ -55,7 +57,8 @@ def psnr(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None)
 def ssim(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
     """SSIM of HxWx3 float images in [0,1]: the mean of the SSIM map over the image or the HxW bool `region`."""
     _, smap = structural_similarity(
-        pred, target, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, full=True
+        pred, target, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        full=True
     )
     smap = smap.mean(axis=2)  # per pixel, mean over channels
     return float(smap[region].mean() if region is not None else smap.mean())
@@ -131,7 +134,7 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file gets the same clear message
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise ValueError(f"{path}: not a readable weights file ({e})") from None
 
 
@@ -151,7 +154,8 @@ class LPIPS(torch.nn.Module):
 
         super().__init__()
         features = alexnet(weights=None).features
-        state = {k.removeprefix("features."): v for k, v in load_state_file(backbone_path).items() if k.startswith("features.")}
+        state = {k.removeprefix("features."): v for k, v in load_state_file(backbone_path).items()
+                 if k.startswith("features.")}
         try:  # only the convolutional part is used; a full AlexNet file or its features.* alone both work
             features.load_state_dict(state)
         except RuntimeError as e:
@@ -230,11 +234,12 @@ def fid(records: list["Record"], method: str) -> float | None:
                             torch.stack([f["target"] for f in features]).double().numpy())
 
 
-def unavailable_reasons(lpips_weights: str | None, lpips_backbone: str | None, fid_weights: str | None) -> dict[str, str]:
+def unavailable_reasons(lpips_weights: str | None, lpips_backbone: str | None,
+                        fid_weights: str | None) -> dict[str, str]:
     reasons = {}
     if lpips_weights is None or lpips_backbone is None:
-        reasons["lpips"] = ("needs local LPIPS linear-layer weights (--lpips-weights) and AlexNet weights (--lpips-backbone); "
-                            "they cannot be downloaded here")
+        reasons["lpips"] = ("needs local LPIPS linear-layer weights (--lpips-weights) and AlexNet weights "
+                            "(--lpips-backbone); they cannot be downloaded here")
     if fid_weights is None:
         reasons["fid"] = "no Inception weights given (--fid-weights); they cannot be downloaded here"
     return reasons
@@ -451,7 +456,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=8)
     add_rule_arguments(parser)  # the runtime's found / not-found rule
-    parser.add_argument("--lpips-weights", help="local LPIPS v0.1 linear-layer weights for AlexNet (e.g. lpips' alex.pth)")
+    parser.add_argument("--lpips-weights",
+                        help="local LPIPS v0.1 linear-layer weights for AlexNet (e.g. lpips' alex.pth)")
     parser.add_argument("--lpips-backbone", help="local torchvision AlexNet weights (.pth or .safetensors)")
     parser.add_argument("--fid-weights", help="local torchvision Inception-v3 weights (.pth or .safetensors)")
 

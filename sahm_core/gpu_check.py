@@ -212,7 +212,8 @@ def precision(device_type: str, mode: str):
 
 def run_torch(model: torch.nn.Module, image: np.ndarray, text: dict[str, np.ndarray], device: torch.device,
               mode: str) -> tuple[Outputs, str | None]:
-    """One `model.per_frame` of image (1,3,S,S) on `device` in precision `mode` -> (outputs, first non-finite module)."""
+    """One `model.per_frame` of image (1,3,S,S) on `device` in precision `mode`
+    -> (outputs, first non-finite module)."""
     features = TextFeatures(*(torch.from_numpy(text[n]).to(device) for n in TEXT_NAMES))
     with torch.inference_mode(), precision(device.type, mode), nonfinite_watch(model) as first_nonfinite:
         cleaned, logits = model.per_frame(torch.from_numpy(image).to(device), features)

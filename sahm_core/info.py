@@ -114,13 +114,15 @@ def format_table(cfg: ModelConfig) -> str:
     params, gflops = count_parameters(cfg), count_gflops(cfg)
     lines = [
         f"config {cfg.name}: {cfg.image_size}x{cfg.image_size}, patch {cfg.patch_size}, window {cfg.window_size}, "
-        f"stages {list(cfg.depths)} x {cfg.embed_dim}*2^i, decoder {cfg.decoder_dim}, text {cfg.text_len}x{cfg.text_dim} "
+        f"stages {list(cfg.depths)} x {cfg.embed_dim}*2^i, decoder {cfg.decoder_dim}, "
+        f"text {cfg.text_len}x{cfg.text_dim} "
         "(text encoder not counted)",
         f"{'part':<22}{'parameters':>14}{'GFLOPs':>10}",
     ]
     for part in (*PARTS, GENERATOR, DISCRIMINATOR):
         lines.append(f"{part:<22}{params[part]:>14,}{gflops[part]:>10.3f}")
-    lines.append("GFLOPs: one forward pass, batch 1; the deformable alignment counts as the equivalent 3x3 convolution.")
+    lines.append("GFLOPs: one forward pass, batch 1; "
+                 "the deformable alignment counts as the equivalent 3x3 convolution.")
     lines.append(f"per-frame path (SAHM.per_frame, what the runtime runs): {per_frame_gflops(cfg):.3f} GFLOPs")
     return "\n".join(lines)
 

@@ -64,7 +64,8 @@ def dice_loss(scale_masks: list[torch.Tensor], mask: torch.Tensor, smooth: float
     target = mask.flatten(1)  # (B,S*S)
     total = 0.0
     for logits in scale_masks:
-        prob = torch.sigmoid(F.interpolate(logits, size=size, mode="bilinear", align_corners=False)).flatten(1)  # (B,S*S)
+        # prob: (B,S*S)
+        prob = torch.sigmoid(F.interpolate(logits, size=size, mode="bilinear", align_corners=False)).flatten(1)
         dice = (2 * (prob * target).sum(1) + smooth) / (prob.sum(1) + target.sum(1) + smooth)
         total = total + (1 - dice).mean()
     return total

@@ -64,7 +64,8 @@ class CommandEncoder:
     The encoder and tagger are frozen (eval mode, no gradients); output is deterministic.
     """
 
-    def __init__(self, encoder: str | Path = "minilm", tagger: str | Path | None = None, text_len: int = 20, device="cpu"):
+    def __init__(self, encoder: str | Path = "minilm", tagger: str | Path | None = None, text_len: int = 20,
+                 device="cpu"):
         from transformers import AutoModel, AutoTokenizer
 
         if text_len < 3:
@@ -89,7 +90,8 @@ class CommandEncoder:
         """The encoder a model config was built for; its width must match cfg.text_dim."""
         enc = cls(encoder=cfg.text_encoder, text_len=cfg.text_len, device=device)
         if enc.text_dim != cfg.text_dim:
-            raise ValueError(f"text encoder {cfg.text_encoder!r} gives {enc.text_dim}-d tokens, config {cfg.name!r} expects {cfg.text_dim}")
+            raise ValueError(f"text encoder {cfg.text_encoder!r} gives {enc.text_dim}-d tokens, "
+                             f"config {cfg.name!r} expects {cfg.text_dim}")
         return enc
 
     def word_tags(self, text: str) -> list[tuple[str, str]]:

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=["onnx"], help="export format")
     parser.add_argument("--checkpoint", required=True, help="model.safetensors (or a model dir holding one)")
     parser.add_argument("--out", required=True, help="output .onnx path")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET}, default %(default)s)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (>= {MIN_OPSET}, default %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -43,7 +43,8 @@ class PerFrameGraph(nn.Module):
         self.model = model
 
     def forward(self, image, tokens, valid, attribute, identity):
-        """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T) -> cleaned (B,3,S,S), mask (B,1,S,S) in [0,1]."""
+        """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T)
+        -> cleaned (B,3,S,S), mask (B,1,S,S) in [0,1]."""
         cleaned, mask_logits = self.model.per_frame(image, TextFeatures(tokens, valid, attribute, identity))
         return cleaned, torch.sigmoid(mask_logits)
 
@@ -63,7 +64,8 @@ def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
     return image, tokens, valid, attribute, identity
 
 
-def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = DEFAULT_OPSET, weights_sha256: str = "") -> Path:
+def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = DEFAULT_OPSET,
+                 weights_sha256: str = "") -> Path:
     """Export an eval-mode SAHM to `out` (written atomically) and run onnx.checker on the result."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: GridSample needs opset >= {MIN_OPSET}")
@@ -75,9 +77,11 @@ def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int
         warnings.simplefilter("ignore")  # the dynamo exporter is chatty about torch internals
         # dynamo=True: torch.export's graph capture, torch's supported exporter (the TorchScript one is deprecated)
         torch.onnx.export(graph, example_inputs(cfg), str(tmp), input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True, external_data=False, verbose=False)
+                          output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True, external_data=False,
+                          verbose=False)
     proto = onnx.load(str(tmp))
-    onnx.helper.set_model_props(proto, {CONFIG_KEY: cfg.to_json(), WEIGHTS_SHA_KEY: weights_sha256, VERSION_KEY: __version__})
+    onnx.helper.set_model_props(proto, {CONFIG_KEY: cfg.to_json(), WEIGHTS_SHA_KEY: weights_sha256,
+                                        VERSION_KEY: __version__})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(tmp))
     tmp.replace(out)
@@ -87,7 +91,8 @@ def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int
 def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """Load a .safetensors checkpoint (config from its metadata) and export its per-frame graph."""
     model, cfg = load_model(checkpoint)
-    log.info("exporting %s (%s, %dx%d) to %s, opset %d", checkpoint, cfg.name, cfg.image_size, cfg.image_size, out, opset)
+    log.info("exporting %s (%s, %dx%d) to %s, opset %d", checkpoint, cfg.name, cfg.image_size, cfg.image_size, out,
+             opset)
     return export_model(model, cfg, out, opset=opset, weights_sha256=file_sha256(checkpoint))
 
 

@@ -35,7 +35,8 @@ class SAHMOutput(NamedTuple):
     presence_logit: torch.Tensor
 
 
-def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor, margin: int = 0, sweeps: int = 0) -> torch.Tensor:
+def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor, margin: int = 0,
+          sweeps: int = 0) -> torch.Tensor:
     """The frame at the scale's size with the predicted fill under the predicted (soft) mask, grown by `margin` px.
 
     image (B,3,S,S) in [0,1], mask_logits (B,1,h,w), rgb_logits (B,3,h,w) -> (B,3,h,w) in [0,1].
@@ -79,7 +80,8 @@ class SAHM(nn.Module):
         """
         masks, rgbs, presence = self.predict(image, text)
         images = [self.blend_scale(image, mask, rgb) for mask, rgb in zip(masks, rgbs)]
-        return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images, presence_logit=presence)
+        return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images,
+                          presence_logit=presence)
 
     def per_frame(self, image: torch.Tensor, text: TextFeatures) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-frame path: forward's image (B,3,S,S) and mask_logits (B,1,S,S), without blending the coarse
@@ -87,8 +89,10 @@ class SAHM(nn.Module):
         masks, rgbs, _ = self.predict(image, text)
         return self.blend_scale(image, masks[-1], rgbs[-1]), masks[-1]
 
-    def predict(self, image: torch.Tensor, text: TextFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Per scale, coarse -> fine: presence-gated mask logits (B,1,h,w) and RGB logits (B,3,h,w); presence (B,1,1,1)."""
+    def predict(self, image: torch.Tensor,
+                text: TextFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Per scale, coarse -> fine: presence-gated mask logits (B,1,h,w) and RGB logits (B,3,h,w);
+        presence (B,1,1,1)."""
         normalised = (image - self.mean) / self.std
         maps = self.backbone(normalised, text)  # P_i (B, C*2**i, S/(p*2**i), ...)
         masks, rgbs = self.decoder(maps, normalised)

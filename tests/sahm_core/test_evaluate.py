@@ -105,7 +105,8 @@ def eval_setup(tmp_path_factory):
 def test_sahm_eval_writes_the_table_metrics_and_contact_sheet(eval_setup, capsys):
     root, data = eval_setup
     out = root / "out"
-    code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(data), "--split", "test", "--out", str(out)])
+    code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(data), "--split", "test",
+                     "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
     metrics = json.loads((out / "metrics.json").read_text())
@@ -139,9 +140,11 @@ def test_sahm_eval_writes_the_table_metrics_and_contact_sheet(eval_setup, capsys
 
 def test_sahm_eval_bad_input_is_a_clear_error(eval_setup, tmp_path, capsys):
     root, data = eval_setup
-    code = cli.main(["eval", "--checkpoint", str(tmp_path / "nope.safetensors"), "--data", str(data), "--out", str(tmp_path)])
+    code = cli.main(["eval", "--checkpoint", str(tmp_path / "nope.safetensors"), "--data", str(data),
+                     "--out", str(tmp_path)])
     assert code == 2 and "model file not found" in capsys.readouterr().out
-    code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+    code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(tmp_path),
+                     "--out", str(tmp_path / "o")])
     assert code == 2 and "refs.jsonl" in capsys.readouterr().out
     code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(data), "--out", str(tmp_path / "o"),
                      "--mask-threshold", "1"])
@@ -154,7 +157,8 @@ def test_frechet_distance_matches_the_closed_form():
     assert frechet_distance(a, b) == pytest.approx(9.0)
     c = np.array([[0.0], [4.0]])  # mean 2, variance 8: 1 + 2 + 8 - 2 * 4 = 3
     assert frechet_distance(a, c) == pytest.approx(3.0)
-    assert frechet_distance(np.random.default_rng(0).random((50, 3)), np.random.default_rng(0).random((50, 3))) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(np.random.default_rng(0).random((50, 3)),
+                            np.random.default_rng(0).random((50, 3))) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_lpips_from_local_weights_is_zero_on_identical_images_and_rejects_wrong_files(tmp_path):

@@ -49,7 +49,8 @@ def nudge_off_zero(model: torch.nn.Module) -> None:
 @pytest.fixture(scope="module")
 def trained_step():
     """One forward + backward of nano at 256x256, batch 2, with every zero-initialised weight nudged off zero
-    (language gates, deformable offsets, RGB heads, Swin V2 res-post-norms) so that every parameter must get a non-zero gradient."""
+    (language gates, deformable offsets, RGB heads, Swin V2 res-post-norms) so that every parameter must get
+    a non-zero gradient."""
     torch.manual_seed(0)
     model = build_model(NANO).train()
     nudge_off_zero(model)
