@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FASTDDS_BUILTIN_TRANSPORTS of the camera side (default: the environment's)")
     parser.add_argument("--node-transports", default=environment, choices=TRANSPORTS,
                         help="FASTDDS_BUILTIN_TRANSPORTS of the node (default: the environment's)")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds of stream before the first command")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
 
 
@@ -147,7 +148,9 @@ def main(args: argparse.Namespace) -> int:
         frame = cv2.resize(scene, (width, height), interpolation=cv2.INTER_AREA)
         data, step = encode_image(frame, "rgb8")
         msg = Image(height=height, width=width, encoding="rgb8", step=step, data=data)
-        said_at = {round(args.fps): COMMANDS[0], max(round(args.fps) + 1, args.frames // 2): COMMANDS[1]}
+        first = round(args.settle * args.fps)
+        second = max(first + round(args.fps), args.frames // 2)  # at least a second after the first
+        said_at = {first: COMMANDS[0], second: COMMANDS[1]}
         command_sent: dict[str, float] = {}
         rss = [(0, rss_mib(node.process.pid))]
         period = 1.0 / args.fps

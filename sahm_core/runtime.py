@@ -67,7 +67,8 @@ ONNX_FILE, ENGINE_FILE = "model.onnx", "model.engine"
 
 
 class Removal(NamedTuple):
-    """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255}, score, found, latency_s (seconds, whole remove())."""
+    """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255}, score, found,
+    latency_s (seconds, the whole remove())."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -98,7 +99,8 @@ def to_model_input(frame: np.ndarray, size: int) -> np.ndarray:
     h, w = frame.shape[:2]
     shrinking = h * w > size * size
     # OpenCV rejects negative strides (e.g. a BGR->RGB view frame[..., ::-1]); a contiguous frame is not copied.
-    small = cv2.resize(np.ascontiguousarray(frame), (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    small = cv2.resize(np.ascontiguousarray(frame), (size, size),
+                       interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
     return (small.transpose(2, 0, 1)[None].astype(np.float32)) * np.float32(1 / 255)  # (1,3,S,S)
 
 
@@ -106,7 +108,8 @@ def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mas
               margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """orig*(1-m) + up(cleaned)*m at the frame's resolution, m = up(grow(mask_prob)) > threshold.
 
-    frame HxWx3 uint8, cleaned (3,S,S) float [0,1], mask_prob (S,S) float -> (image HxWx3 uint8, mask HxW uint8 {0,255}).
+    frame HxWx3 uint8, cleaned (3,S,S) float [0,1], mask_prob (S,S) float
+    -> (image HxWx3 uint8, mask HxW uint8 {0,255}).
     grow is a (2*margin+1)^2 max filter at model resolution, the network's own removal margin
     (ModelConfig.removal_margin), so the frame takes the fill exactly where the network blended it in.
     Only pixels inside the mask's bounding box are touched and only masked ones are written: outside the returned
@@ -115,7 +118,8 @@ def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mas
     h, w = frame.shape[:2]
     frame = np.ascontiguousarray(frame)
     if margin:
-        mask_prob = cv2.dilate(mask_prob, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))  # grey dilation = max filter
+        # grey dilation = max filter
+        mask_prob = cv2.dilate(mask_prob, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
     mask = cv2.resize(mask_prob, (w, h), interpolation=cv2.INTER_LINEAR) > mask_threshold  # (H,W) bool
     out = frame.copy()
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
@@ -124,7 +128,8 @@ def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mas
         cleaned_u8 = (np.clip(cleaned.transpose(1, 2, 0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)  # (S,S,3)
         # Resize the whole prediction (cheap at S) and crop, so the box sees exactly the full-frame upsampling.
         up = cv2.resize(cleaned_u8, (w, h), interpolation=cv2.INTER_LINEAR)[top:bottom, left:right]
-        cv2.copyTo(up, mask[top:bottom, left:right].view(np.uint8), out[top:bottom, left:right])  # masked copy, in place
+        # masked copy, in place
+        cv2.copyTo(up, mask[top:bottom, left:right].view(np.uint8), out[top:bottom, left:right])
     return out, mask.view(np.uint8) * np.uint8(255)
 
 
@@ -163,7 +168,8 @@ def resolve_model(path: str | Path) -> ModelFiles:
     else:
         kinds = {".safetensors": "weights", ".onnx": "onnx", ".engine": "engine", ".plan": "engine"}
         if path.suffix not in kinds:
-            raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; expected a model dir, .safetensors, .onnx or .engine")
+            raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; "
+                                  "expected a model dir, .safetensors, .onnx or .engine")
         weights, onnx_file, engine = (path if kinds[path.suffix] == k else None for k in ("weights", "onnx", "engine"))
     if weights is not None:
         cfg = read_config(weights)
@@ -179,7 +185,8 @@ def _check_onnx_matches(onnx_file: Path, files: ModelFiles) -> None:
     meta = onnx_metadata(onnx_file)
     cfg = _config_from_json(meta.get(CONFIG_KEY, ""), onnx_file)
     if cfg != files.config:
-        raise CheckpointError(f"{onnx_file}: graph was exported for config {cfg.name!r} ({cfg.image_size}px) but the model is "
+        raise CheckpointError(f"{onnx_file}: graph was exported for config {cfg.name!r} ({cfg.image_size}px) "
+                              "but the model is "
                               f"{files.config.name!r} ({files.config.image_size}px)")
     if files.weights is not None and meta.get(WEIGHTS_SHA_KEY) != file_sha256(files.weights):
         raise CheckpointError(f"{onnx_file}: graph was exported from other weights than {files.weights} "
@@ -294,7 +301,8 @@ class OnnxRuntimeBackend:
         names = [i.name for i in self.session.get_inputs()]
         if names != list(INPUT_NAMES) or [o.name for o in self.session.get_outputs()] != list(OUTPUT_NAMES):
             raise CheckpointError(f"{onnx_file}: graph inputs/outputs are {names} -> "
-                                  f"{[o.name for o in self.session.get_outputs()]}, expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
+                                  f"{[o.name for o in self.session.get_outputs()]}, "
+                                  f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
         self.onnx_file = onnx_file
         self.device = device if wants_cuda else "cpu"
 
@@ -326,7 +334,8 @@ class TensorRTBackend:
             key, config_json = read_sidecar(files.engine)  # metadata first: no GPU needed to refuse a wrong file
             cfg, precision = _config_from_json(config_json, files.engine), key.precision
             if cfg != files.config:
-                raise CheckpointError(f"{files.engine}: engine was built for config {cfg.name!r}, the model is {files.config.name!r}")
+                raise CheckpointError(f"{files.engine}: engine was built for config {cfg.name!r}, "
+                                      f"the model is {files.config.name!r}")
         reason = tensorrt_available()
         if reason:
             raise BackendUnavailable(reason)
@@ -506,14 +515,16 @@ class Remover:
         from .text import shared_encoder  # transformers loads on the first command, not at import
 
         features = shared_encoder(self.config, "cpu").encode(text)
-        encoded = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for name, t in zip(TEXT_NAMES, features)}
+        encoded = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+                   for name, t in zip(TEXT_NAMES, features)}
         self._text, self.command = encoded, text  # swapped in whole, never seen half-built
 
     def clear_command(self) -> None:
         self.command, self._text = None, None
 
     def remove(self, frame: np.ndarray) -> Removal:
-        """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back unchanged."""
+        """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back
+        unchanged."""
         start = time.perf_counter()
         check_frame(frame)
         backend, text = self._backend, self._text  # one read each: other threads may set commands or close
@@ -541,7 +552,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
     parser.add_argument("--model", required=True, help="model dir, .safetensors, .onnx or .engine")
     # dest must not be "command": the `sahm` parser keeps the subcommand name there
-    parser.add_argument("--command", dest="command_text", required=True, help='what to remove, e.g. "the red cup on the left"')
+    parser.add_argument("--command", dest="command_text", required=True,
+                        help='what to remove, e.g. "the red cup on the left"')
     parser.add_argument("--out", required=True, help="folder for NAME.png (cleaned) and NAME_mask.png")
     parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")

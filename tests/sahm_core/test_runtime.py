@@ -43,7 +43,8 @@ LOOSE = dict(min_score=0.0, min_mask_area=0.0)  # random weights: accept any non
 
 @pytest.fixture(scope="module")
 def removers(nano_model_dir, shared_cache):
-    out = {name: Remover.load(nano_model_dir, backend=name, device="cpu", threads=2, **LOOSE) for name in ("torch", "onnxruntime")}
+    out = {name: Remover.load(nano_model_dir, backend=name, device="cpu", threads=2, **LOOSE)
+           for name in ("torch", "onnxruntime")}
     for remover in out.values():
         remover.set_command(COMMAND)
     return out
@@ -138,7 +139,8 @@ def test_composite_matches_the_blend_formula():
     image, mask = composite(frame, cleaned, prob, 0.5)
     # Reference: orig*(1-m) + up(pred)*m in float, m = binarised upsampled probabilities.
     m = (cv2.resize(prob, (641, 479), interpolation=cv2.INTER_LINEAR) > 0.5).astype(np.float32)[..., None]
-    pred = cv2.resize((cleaned.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8), (641, 479), interpolation=cv2.INTER_LINEAR)
+    pred = cv2.resize((cleaned.transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8), (641, 479),
+                      interpolation=cv2.INTER_LINEAR)
     expected = frame * (1 - m) + pred * m
     assert image.dtype == np.uint8 and image.shape == frame.shape
     assert np.array_equal(image, expected.astype(np.uint8))
@@ -172,7 +174,8 @@ def test_remove_keeps_size_and_outside_pixels(removers, median_probability, shap
         result = remover.remove(frame)
         assert result.image.shape == frame.shape and result.image.dtype == np.uint8
         assert result.mask.shape == shape and result.mask.dtype == np.uint8
-        assert result.found, f"{remover.backend}: random nano model found nothing (score {result.score}); test precondition"
+        assert result.found, (f"{remover.backend}: random nano model found nothing (score {result.score}); "
+                              "test precondition")
         outside = result.mask == 0
         assert 0 < outside.sum() < outside.size
         assert np.array_equal(result.image[outside], frame[outside])  # bit-exact outside the mask
@@ -286,7 +289,8 @@ def test_onnx_is_exported_into_the_cache_not_the_model_dir(tmp_path, nano_model_
     shutil.copytree(nano_model_dir, model_dir)
     remover = Remover.load(model_dir, backend="onnxruntime", device="cpu")
     cached = remover._backend.onnx_file
-    assert cached.parent == shared_cache / "onnx" and sorted(p.name for p in model_dir.iterdir()) == ["model.safetensors"]
+    assert cached.parent == shared_cache / "onnx"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["model.safetensors"]
     stamp = cached.stat().st_mtime_ns
     assert Remover.load(model_dir, backend="onnxruntime", device="cpu")._backend.onnx_file == cached
     assert cached.stat().st_mtime_ns == stamp  # reused, not exported again
@@ -359,8 +363,8 @@ def test_sahm_remove_cli(tmp_path, nano_model_dir, shared_cache, capsys):
         cv2.imwrite(str(path), cv2.cvtColor(_frame(*shape, seed=i), cv2.COLOR_RGB2BGR))
         images.append(str(path))
     out = tmp_path / "out"
-    args = ["remove", "--model", str(nano_model_dir), "--command", COMMAND, "--out", str(out), "--backend", "onnxruntime",
-            "--mask-threshold", "0", "--min-score", "0", "--min-mask-area", "0", *images]
+    args = ["remove", "--model", str(nano_model_dir), "--command", COMMAND, "--out", str(out),
+            "--backend", "onnxruntime", "--mask-threshold", "0", "--min-score", "0", "--min-mask-area", "0", *images]
     assert sahm_main(args) == 0
     for i, shape in enumerate([(61, 83), (32, 32)]):
         cleaned = cv2.imread(str(out / f"frame{i}.png"))
@@ -372,10 +376,11 @@ def test_sahm_remove_cli(tmp_path, nano_model_dir, shared_cache, capsys):
 
 
 def test_bench_reports_every_backend(tmp_path, shared_cache, capsys):
-    """Figures are printed, not asserted: this checks the run completes and reports each backend (or why it is skipped)."""
+    """Figures are printed, not asserted: this checks the run completes and reports each backend
+    (or why it is skipped)."""
     out = tmp_path / "bench.json"
-    assert sahm_main(["bench", "--config", "nano", "--backends", "onnxruntime,tensorrt", "--size", "256", "--iters", "2",
-                      "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert sahm_main(["bench", "--config", "nano", "--backends", "onnxruntime,tensorrt", "--size", "256",
+                      "--iters", "2", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     rows = {r["backend"]: r for r in doc["backends"]}
     assert rows["onnxruntime"]["p50_ms"] > 0 and rows["onnxruntime"]["peak_rss_mb"] > 0
