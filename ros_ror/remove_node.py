@@ -46,7 +46,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
-from sahm_core.found import DEFAULT_RULE, RULE_HELP  # numpy only: torch loads at configure, not here
+from sahm_core.found import DEFAULT_RULE, RULE_HELP, FoundRule  # numpy only: torch loads at configure, not here
 
 from .commands import CommandError, CommandTracker, sync_command
 from .image_conversions import (
@@ -233,10 +233,16 @@ class RemoveNode(LifecycleNode):
                                       f"(it is {self.lifecycle_state()}) before changing it")
             if p.name == "backend" and p.value not in BACKENDS:
                 return self._rejected(f"backend must be one of {', '.join(BACKENDS)}, got {p.value!r}")
-            if p.name == "mask_threshold" and p.value >= 1.0:
-                return self._rejected("mask_threshold must be below 1 (nothing would ever be removed)")
             if p.name == "device" and p.value and not (p.value == "cpu" or p.value.startswith("cuda")):
                 return self._rejected(f"device must be empty, 'cpu' or 'cuda[:N]', got {p.value!r}")
+        thresholds = {p.name: p.value for p in params if p.name in _THRESHOLDS}
+        if thresholds:  # the rule's own range check (mask_threshold below 1), on the rule as it would become
+            current = {name: self._param(name) if self.has_parameter(name) else getattr(DEFAULT_RULE, name)
+                       for name in _THRESHOLDS}
+            try:
+                FoundRule(**{**current, **thresholds})
+            except ValueError as e:
+                return self._rejected(str(e))
         return SetParametersResult(successful=True)
 
     @staticmethod
