@@ -411,7 +411,10 @@ class RemoveNode(LifecycleNode):
                 pending, self._pending = self._pending, None
                 self._command_changed = False
             for job, done in jobs:
-                done.set_result(job())
+                try:
+                    done.set_result(job())
+                except Exception as e:  # noqa: BLE001 - re-raised in the waiting transition, which fails with it
+                    done.set_exception(e)
             try:
                 if self._remover is not None:
                     self._sync_command()
@@ -443,8 +446,8 @@ class RemoveNode(LifecycleNode):
 
     def _unload(self) -> None:
         if self._remover is not None:
-            self._remover.close()
-            self._remover = None
+            remover, self._remover = self._remover, None  # gone even if closing it fails
+            remover.close()
             self.get_logger().info("model unloaded")
 
     def _sync_command(self) -> None:
