@@ -50,7 +50,9 @@ class Launch:
     """`ros2 launch ...` as a subprocess; its output is collected on a thread so the pipe never fills."""
 
     def __init__(self, *arguments: str):
-        self.process = subprocess.Popen([str(BIN / "ros2"), "launch", *arguments], env=launch_env(), text=True,
+        # PYTHONFAULTHANDLER: a launch that hangs on SIGINT is sent SIGABRT and prints every thread's stack
+        self.process = subprocess.Popen([str(BIN / "ros2"), "launch", *arguments],
+                                        env=dict(launch_env(), PYTHONFAULTHANDLER="1"), text=True,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
@@ -66,8 +68,12 @@ class Launch:
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            time.sleep(2)
             os.killpg(self.process.pid, signal.SIGKILL)
-            raise
+            self.process.wait()
+            self.reader.join(timeout=5)
+            raise AssertionError(f"`ros2 launch` still running {timeout} s after SIGINT:\n{self.output}") from None
         self.reader.join(timeout=5)
         return code
 
