@@ -1,5 +1,5 @@
-"""`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), or preview
-one."""
+"""`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), preview
+one, or write review pages of one."""
 
 from __future__ import annotations
 
@@ -25,12 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="COCO folder: train2014/ images and annotations/instances_train2014.json")
     coco.add_argument("--refcoco-plus", type=Path, required=True, help="RefCOCO+ folder holding refs(unc).p")
     coco.add_argument("--out", type=Path, required=True, help="output dataset folder")
-    coco.add_argument("--seed", type=int, default=0)
-    coco.add_argument("--max-pairs", type=int, default=None, help="stop after this many image pairs")
-    coco.add_argument("--split-sizes", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=None,
+    # Defaults live in ComcocoConfig; an option left out keeps it.
+    coco.add_argument("--seed", type=int)
+    coco.add_argument("--max-pairs", type=int, help="stop after this many image pairs")
+    coco.add_argument("--split-sizes", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                       help="image pairs per split at most (default: the paper's 20324 1843 1784)")
-    coco.add_argument("--negative-fraction", type=float, default=0.15,
-                      help="fraction of pairs that also give a negative (background + the object's sentence)")
+    coco.add_argument("--negative-fraction", type=float,
+                      help="fraction of pairs that also give a negative (an image without what the sentence names)")
+    coco.add_argument("--variant", choices=("comcoco", "comcoco+"),
+                      help="comcoco (default): appearance + spatial expressions, as the paper trains on; "
+                           "comcoco+: appearance only")
+    coco.add_argument("--max-background-uses", type=int, help="pairs one background image may serve")
+    coco.add_argument("--max-overlap", type=float,
+                      help="reject placements with more than this share of the pasted pixels on annotated objects")
+    coco.add_argument("--max-hidden", type=float,
+                      help="reject placements hiding more than this share of any annotated background object")
+
+    review = sub.add_parser("review", help="review pages (PNG) of a built dataset: composite, mask, expressions")
+    review.add_argument("data", type=Path, help="dataset folder")
+    review.add_argument("--out", type=Path, default=None, help="folder for the pages (default DATA/review)")
+    review.add_argument("--per-page", type=int, default=6, help="image pairs per page")
+    review.add_argument("--split", choices=("train", "val", "test"), default=None)
 
     sheet = sub.add_parser("preview", help="contact sheet PNG of a dataset: image / target / mask / expression")
     sheet.add_argument("--data", type=Path, required=True, help="dataset folder")
@@ -60,9 +75,19 @@ def _run(args: argparse.Namespace) -> int:
 
         print(f"wrote {contact_sheet(args.data, args.out, args.count, args.split)}")
         return 0
+    if args.source == "review":
+        from sahm_core.data.review import review_pages
+
+        pages = review_pages(args.data, args.out, args.per_page, args.split)
+        print(f"wrote {len(pages)} review pages to {pages[0].parent}")
+        return 0
     from sahm_core.data.comcoco import build
 
-    refs = build(args.coco, args.refcoco_plus, args.out, seed=args.seed, max_pairs=args.max_pairs,
-                 split_sizes=args.split_sizes, negative_fraction=args.negative_fraction)
+    options = {"seed": args.seed, "max_pairs": args.max_pairs, "split_sizes": args.split_sizes,
+               "negative_fraction": args.negative_fraction, "max_background_uses": args.max_background_uses,
+               "max_overlap": args.max_overlap, "max_hidden": args.max_hidden,
+               "spatial": None if args.variant is None else args.variant == "comcoco"}
+    refs = build(args.coco, args.refcoco_plus, args.out,
+                 **{name: value for name, value in options.items() if value is not None})
     print(f"wrote ComCOCO dataset to {refs.parent}")
     return 0
