@@ -39,7 +39,15 @@ class ModelConfig:
     bottleneck_res_blocks: int = 4  # I bottleneck (paper: four residual blocks)
     hdc_rates: tuple[int, ...] = (1, 2, 5)  # hybrid dilated convolution rates
     fill_patch: int = 2  # patch side for attention-based filling (pixel_unshuffle); even, finer map's patch
+    # False: every scale fills with fill_patch patches, so the attention over (side/patch)^2 patches costs 16x more
+    # at each finer scale (3,600 patches at tiny's stride 4). True: fill_patch at the coarsest decoder scale,
+    # doubled at each finer one, so every scale attends over the same grid (PEN-Net's attention transfer: the
+    # affinity of a fixed grid of regions, applied with patches that grow with the resolution).
+    fill_fixed_grid: bool = False
     fill_softmax_scale: float = 10.0  # sharpness of the filling attention over cosine similarities
+    # Kernel of the filling's merge of S_i with the upsampled I_{i+1}. 1 mixes channels only: eq. 10 fills the hole
+    # with S_i's own outside patches, and the HDC after the fill gives the spatial context.
+    merge_kernel: int = 3
     head_dim: int = 8  # channels of the full-resolution output head
     disc_dim: int = 32  # PatchGAN base width
     disc_layers: int = 3  # PatchGAN strided layers
@@ -73,7 +81,12 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     # CPU tests and the bundled demo: 256x256, <= 5 M trainable parameters outside the text encoder.
     # Patch 8 keeps it near 0.7 GFLOPs, for >= 20 FPS with ONNX Runtime on two CPU cores.
     "nano": ModelConfig(name="nano", image_size=256, patch_size=8, depths=(2, 2, 2, 2)),
-    # Paper scale: 480x480, Swin-T widths, window 15; 37.3 M parameters outside the text encoder (`sahm info`).
+    # Paper scale: 480x480, Swin-T widths, window 15; `sahm info` gives its parameters and GFLOPs.
+    # The decoder is sized to the backbone it serves: at most 15 % of the generator's FLOPs (issue 18). Every
+    # paper part stays at every scale; what makes it cheap is where the cost grows with resolution: the width of
+    # the maps (every 3x3 convolution costs dim^2 per pixel, and the stride-4 scale has 14,400 pixels), the
+    # filling's patch grid (fixed, 15x15 at 480 px), and a 1x1 merge before the fill. decoder_dim 48 (half of
+    # Swin-T's stage-1 width) leaves the decoder 11 % of 56.5 GFLOPs; 56 gives 14 %, 64 gives 17 % of 60.4.
     "tiny": ModelConfig(
         name="tiny",
         image_size=480,
@@ -81,7 +94,9 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         depths=(2, 2, 6, 2),
         num_heads=(3, 6, 12, 24),
         window_size=15,
-        decoder_dim=128,
+        decoder_dim=48,
+        fill_fixed_grid=True,
+        merge_kernel=1,
         disc_dim=64,
     ),
 }

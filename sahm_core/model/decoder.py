@@ -20,7 +20,7 @@ from torch import nn
 from ..config import ModelConfig
 from .alignment import AlignedSegmentationMapping
 from .backbone import stage_dims, stage_sizes
-from .filling import FillingMapping
+from .filling import FillingMapping, fill_patches
 from .layers import ConvNormAct, ResidualBlock, zero_conv
 
 ScaleOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # S_i, I_i, mask logits, RGB logits
@@ -57,10 +57,10 @@ class Bottleneck(nn.Module):
 class HybridMapping(nn.Module):
     """One decoder scale: S_i = align(V_i, S_{i+1}); I_i = fill(S_i, I_{i+1}, hole of S_i's mask)."""
 
-    def __init__(self, skip_dim: int, cfg: ModelConfig):
+    def __init__(self, skip_dim: int, fill_patch: int, cfg: ModelConfig):
         super().__init__()
         self.align = AlignedSegmentationMapping(skip_dim, cfg.decoder_dim)
-        self.fill = FillingMapping(cfg)
+        self.fill = FillingMapping(cfg, fill_patch)
         self.mask_head = nn.Conv2d(cfg.decoder_dim, 1, 1)
         self.rgb_head = zero_conv(cfg.decoder_dim, 3)
 
@@ -101,7 +101,8 @@ class HybridMappingDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.bottleneck = Bottleneck(cfg)
-        self.mappings = nn.ModuleList(HybridMapping(dim, cfg) for dim in reversed(stage_dims(cfg)[:-1]))
+        skips = zip(reversed(stage_dims(cfg)[:-1]), reversed(fill_patches(cfg)))  # coarse -> fine
+        self.mappings = nn.ModuleList(HybridMapping(dim, patch, cfg) for dim, patch in skips)
         self.full_resolution = FullResolutionHead(cfg)
 
     def forward(self, maps: list[torch.Tensor], image: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

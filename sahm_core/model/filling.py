@@ -16,8 +16,21 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import masked_softmax
+from .backbone import stage_sizes
 from .layers import ConvNormAct
 from .numerics import l2_normalize
+
+
+def fill_patches(cfg: ModelConfig) -> list[int]:
+    """Patch side of the attention filling at every decoder scale, fine -> coarse (the sides stage_sizes[:-1]).
+
+    fill_patch everywhere, or with `fill_fixed_grid` fill_patch at the coarsest scale and doubled per finer scale,
+    so that every scale has the coarsest one's (side / fill_patch)^2 patches.
+    """
+    scales = len(stage_sizes(cfg)) - 1
+    if not cfg.fill_fixed_grid:
+        return [cfg.fill_patch] * scales
+    return [cfg.fill_patch * 2 ** (scales - 1 - i) for i in range(scales)]
 
 
 def attention_transfer(coarse: torch.Tensor, fine: torch.Tensor, hole: torch.Tensor, patch: int,
@@ -57,14 +70,15 @@ class HybridDilatedConv(nn.Module):
 
 
 class FillingMapping(nn.Module):
-    """I_i = HDC(fill(merge(S_i, up(I_{i+1})), hole from this scale's mask logits))."""
+    """I_i = HDC(fill(merge(S_i, up(I_{i+1})), hole from this scale's mask logits)), with `patch` x `patch` patches
+    (one of fill_patches(cfg))."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, patch: int):
         super().__init__()
         dim = cfg.decoder_dim
-        self.merge = ConvNormAct(2 * dim, dim)
+        self.merge = ConvNormAct(2 * dim, dim, kernel=cfg.merge_kernel)
         self.hdc = HybridDilatedConv(dim, cfg.hdc_rates)
-        self.patch = cfg.fill_patch
+        self.patch = patch
         self.scale = cfg.fill_softmax_scale
 
     def forward(self, seg: torch.Tensor, coarse: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:

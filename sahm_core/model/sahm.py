@@ -118,6 +118,8 @@ def check_config(cfg: ModelConfig) -> None:
         problems.append(f"decoder_heads {cfg.decoder_heads} must divide decoder_dim {cfg.decoder_dim}")
     if cfg.fill_patch % 2 or any(size % cfg.fill_patch for size in sizes[:-1]):
         problems.append(f"fill_patch {cfg.fill_patch} must be even and divide every decoder side {sizes[:-1]}")
+    if cfg.merge_kernel % 2 == 0:
+        problems.append(f"merge_kernel {cfg.merge_kernel} must be odd (a size-preserving convolution)")
     if problems:
         raise ValueError(f"model config {cfg.name!r}: " + "; ".join(problems))
 

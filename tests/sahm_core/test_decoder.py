@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,7 @@ from sahm_core.model import PatchDiscriminator
 from sahm_core.model.alignment import AlignedSegmentationMapping, DeformableConv2d
 from sahm_core.model.backbone import stage_dims, stage_sizes
 from sahm_core.model.decoder import HybridMappingDecoder
-from sahm_core.model.filling import HybridDilatedConv, attention_transfer
+from sahm_core.model.filling import FillingMapping, HybridDilatedConv, attention_transfer, fill_patches
 
 torch.set_num_threads(2)
 
@@ -178,8 +180,33 @@ def test_hybrid_dilated_convs_reach_exactly_the_sum_of_their_rates():
     assert radius.max().item() == 8
 
 
-def test_decoder_emits_mask_and_rgb_logits_per_scale():
-    cfg = model_config("nano")
+def test_fill_patches_keep_one_grid_with_a_fixed_grid_and_one_patch_without():
+    tiny, nano = model_config("tiny"), model_config("nano")
+    # tiny's decoder sides are 120, 60, 30 (480 px, patch 4): 15 x 15 patches of 8, 4 and 2 pixels
+    assert fill_patches(tiny) == [8, 4, 2]
+    assert fill_patches(replace(tiny, fill_fixed_grid=False)) == [2, 2, 2]  # 60, 30 and 15 patches a side
+    assert fill_patches(nano) == [2, 2, 2]  # nano as it shipped
+    decoder = HybridMappingDecoder(tiny)
+    sides = reversed(stage_sizes(tiny)[:-1])  # the mappings run coarse -> fine
+    assert [side // mapping.fill.patch for side, mapping in zip(sides, decoder.mappings)] == [15, 15, 15]
+
+
+def test_a_1x1_merge_mixes_channels_only():
+    """merge_kernel=1: the map the fill copies from holds, at each pixel, only that pixel's S_i and I_{i+1}."""
+    cfg = replace(model_config("nano"), merge_kernel=1)
+    torch.manual_seed(8)
+    merge = FillingMapping(cfg, patch=2).merge.eval()
+    x = torch.randn(1, 2 * cfg.decoder_dim, 8, 8)
+    nudged = x.clone()
+    nudged[..., 3, 5] += 1.0
+    changed = (merge(nudged) - merge(x)).abs().sum(dim=(0, 1)) > 0
+    assert changed.nonzero().tolist() == [[3, 5]]
+    assert merge[0].weight.shape == (cfg.decoder_dim, 2 * cfg.decoder_dim, 1, 1)
+
+
+@pytest.mark.parametrize("options", [{}, {"fill_fixed_grid": True, "merge_kernel": 1}], ids=["nano", "fixed-grid"])
+def test_decoder_emits_mask_and_rgb_logits_per_scale(options):
+    cfg = replace(model_config("nano"), **options)
     torch.manual_seed(6)
     decoder = HybridMappingDecoder(cfg)
     maps = [torch.randn(2, dim, size, size) for dim, size in zip(stage_dims(cfg), stage_sizes(cfg))]
