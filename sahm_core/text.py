@@ -106,6 +106,10 @@ class CommandEncoder:
     @torch.inference_mode()
     def encode_batch(self, texts: list[str]) -> TextFeatures:
         """Commands -> TextFeatures with B = len(texts), one batched encoder forward."""
+        return self.features(texts)
+
+    def features(self, texts: list[str]) -> TextFeatures:
+        """encode_batch with autograd as the caller has it: training a trainable encoder (train.py) calls this."""
         if isinstance(texts, str) or not texts:
             raise ValueError("encode_batch takes a non-empty list of commands")
         texts = [_check_text(t) for t in texts]

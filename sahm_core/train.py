@@ -5,8 +5,8 @@ own recordings plus synthetic scenes, or a folder of extra negatives beside the 
 
 `train()` sets up (run directory, data, networks, resume) with the functions above it, then runs the loop:
 per step the lr (a function of the step), the batch, its commands encoded by the frozen text encoder (no
-grad), the generator step (SAHM forward, eq. 14 loss, AdamW), the discriminator step (eq. 13, its own
-AdamW), the log and the checkpoint.
+grad; or, with text_encoder_trainable, with grad and in the generator's optimiser), the generator step (SAHM
+forward, eq. 14 loss, AdamW), the discriminator step (eq. 13, its own AdamW), the log and the checkpoint.
 Settings follow the paper (section 5.1): AdamW betas (0.85, 0.91), weight decay 0.005, lr 6e-4 with
 exponential decay, batch 32, 76 epochs, random crop + flip at the config's resolution.
 
@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ DISC_FILE = "discriminator.safetensors"
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.jsonl"
 CURVE_FILE = "training_curve.png"
+TEXT_ENCODER_DIR = "text_encoder"  # a trainable text encoder, as a local Hugging Face directory
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,16 @@ class TrainConfig(LossWeights):
     log_interval: int = 10  # steps between scalar logs
     image_interval: int = 250  # steps between TensorBoard image grids
     ckpt_interval: int = 500  # steps between checkpoints (and always at the end)
+    # A timm SwinV2 checkpoint (.safetensors, or .pth read with weights_only=True) that a fresh run's backbone
+    # starts from (paper 5.1); "" for none. A resumed run keeps its own weights. See sahm_core/model/pretrained.py.
+    backbone_weights: str = ""
+    # Train the text encoder too (paper 5.1: ALBERT base v2, initialised and trained), in its own AdamW parameter
+    # group at lr * text_lr_scale; it is saved in the run as TEXT_ENCODER_DIR. False: frozen, as shipped.
+    text_encoder_trainable: bool = False
+    text_lr_scale: float = 0.1
+    # Paper 5.1 first activates the segmentation layers: for the first N steps the rec and adv weights are 0
+    # (so the discriminator does not train either), then the configured weights apply. 0: no warm-up.
+    seg_warmup_steps: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list
@@ -233,8 +245,11 @@ def epoch_loader(data: SeededSamples, cfg: TrainConfig, ddp: Dist, epoch: int, f
     per_rank = cfg.batch_size // ddp.world
     order = list(sampler)[first_batch * per_rank :]
     data.epoch = epoch  # workers copy the dataset when the loader's iterator starts
+    # Its own generator: starting an iterator then draws its worker seed (unused: items seed themselves) from it,
+    # not from the global RNG that dropout in a trainable text encoder uses, so a run resumed mid-epoch (one more
+    # iterator than the uninterrupted run) draws the same dropout masks.
     return DataLoader(data, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers,
-                      pin_memory=pin)
+                      pin_memory=pin, generator=torch.Generator())
 
 
 def batches_from(step: int, data: TrainingSet, cfg: TrainConfig, ddp: Dist, pin: bool) -> Iterator[dict]:
@@ -258,13 +273,46 @@ def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(module) if device.type == "cuda" else module
 
 
-def encode_texts(encoder, texts: list[str]) -> TextFeatures:
+def encode_texts(encoder, texts: list[str], trainable: bool = False) -> TextFeatures:
     """Batch commands -> TextFeatures usable in a graph that needs gradients.
 
-    The encoder runs under inference mode; its tensors cannot be saved for backward, so they are cloned.
+    A trainable encoder runs with autograd, so the loss reaches its weights. A frozen one runs under inference
+    mode; its tensors cannot be saved for backward, so they are cloned.
     """
+    if trainable:
+        return encoder.features(list(texts))
     with torch.no_grad():
         return TextFeatures(*(t.clone() for t in encoder.encode_batch(list(texts))))
+
+
+def open_text_encoder(model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, resumed: bool, device: torch.device):
+    """The frozen encoder the package shares; or, with cfg.text_encoder_trainable, this run's own copy in train mode
+    (the config's encoder in a fresh run). A resumed run whose encoder trained continues from its TEXT_ENCODER_DIR."""
+    from .text import CommandEncoder, shared_encoder
+
+    saved = run_dir / TEXT_ENCODER_DIR
+    if resumed and saved.is_dir():
+        encoder = CommandEncoder.for_config(dataclasses.replace(model_cfg, text_encoder=str(saved)), device=device)
+    elif cfg.text_encoder_trainable:
+        encoder = CommandEncoder.for_config(model_cfg, device=device)  # not the shared one: training changes it
+    else:
+        return shared_encoder(model_cfg, str(device))
+    if cfg.text_encoder_trainable:
+        encoder.model.train().requires_grad_(True)
+    return encoder
+
+
+def save_text_encoder(run_dir: Path, encoder) -> None:
+    """A trained encoder as a local Hugging Face directory (safetensors weights and tokenizer), replaced whole. A
+    resumed run loads it; evaluating or deploying the run needs a ModelConfig whose text_encoder names it."""
+    final, tmp, old = (run_dir / (TEXT_ENCODER_DIR + suffix) for suffix in ("", ".tmp", ".old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    getattr(encoder.model, "module", encoder.model).save_pretrained(tmp, safe_serialization=True)  # DDP's .module
+    encoder.tokenizer.save_pretrained(tmp)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def learning_rate(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
@@ -276,20 +324,22 @@ def learning_rate(step: int, cfg: TrainConfig, steps_per_epoch: int, total_steps
     return cfg.lr * (warmup * cfg.lr_decay_per_epoch ** (step / steps_per_epoch) * anneal)
 
 
-def adamw(module: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """The paper's optimiser; `optimise` sets its lr before every step."""
-    return torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+def adamw(*modules: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """The paper's optimiser, one parameter group per module; `optimise` sets the groups' lr before every step."""
+    groups = [{"params": list(module.parameters())} for module in modules]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module, lr: float,
-             grad_clip: float) -> torch.Tensor:
-    """Backward `loss`, clip `module`'s gradient to norm `grad_clip` (0: no clipping) and step `opt` at `lr`.
-    Returns the gradient norm before clipping."""
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float, grad_clip: float,
+             lr_scales: tuple[float, ...] = (1.0,)) -> torch.Tensor:
+    """Backward `loss`, clip the gradient of all of `opt`'s parameters to norm `grad_clip` (0: no clipping) and step
+    `opt`, parameter group i at lr * lr_scales[i]. Returns the gradient norm before clipping."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = nn.utils.clip_grad_norm_(module.parameters(), grad_clip or math.inf)
-    for group in opt.param_groups:
-        group["lr"] = lr
+    params = [p for group in opt.param_groups for p in group["params"]]
+    grad_norm = nn.utils.clip_grad_norm_(params, grad_clip or math.inf)
+    for group, scale in zip(opt.param_groups, lr_scales, strict=True):
+        group["lr"] = lr * scale
     opt.step()
     return grad_norm
 
@@ -298,8 +348,9 @@ def data_parallel(model: nn.Module, disc: nn.Module, ddp: Dist, cfg: TrainConfig
     """What the step calls: under torchrun, DDP wrappers (gradients averaged over processes); else the modules."""
     if ddp.world == 1:
         return model, disc
-    # A zero-weight seg or rec term leaves a decoder branch without gradient, which DDP must be told about.
-    unused_branches = min(cfg.seg_weight, cfg.rec_weight) == 0
+    # A zero-weight seg or rec term (or the seg warm-up) leaves a decoder branch without gradient, which DDP must be
+    # told about.
+    unused_branches = min(cfg.seg_weight, cfg.rec_weight) == 0 or cfg.seg_warmup_steps > 0
     return DistributedDataParallel(model, find_unused_parameters=unused_branches), DistributedDataParallel(disc)
 
 
@@ -345,10 +396,14 @@ def restore_state(state: dict, opt_g: torch.optim.Optimizer, opt_d: torch.optim.
 
 
 def save_checkpoint(run_dir: Path, model: nn.Module, disc: nn.Module, opt_g: torch.optim.Optimizer,
-                    opt_d: torch.optim.Optimizer, step: int, cfg: TrainConfig, model_cfg: ModelConfig) -> None:
+                    opt_d: torch.optim.Optimizer, step: int, cfg: TrainConfig, model_cfg: ModelConfig,
+                    encoder=None) -> None:
+    """The run's weights (and `encoder`, when it trains), then state.pt."""
     save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), model_cfg, extra={"step": str(step)})
     save_weights(run_dir / DISC_FILE, disc.state_dict(), model_cfg,
                  extra={"sahm_part": "discriminator", "step": str(step)})
+    if encoder is not None:
+        save_text_encoder(run_dir, encoder)
     state = {
         "step": step,
         "optimizer_g": opt_g.state_dict(),
@@ -441,7 +496,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     device: "cpu", "cuda" or "cuda:N" (None: CUDA when there is a GPU). A machine setting, not saved with the run:
     a run may resume on another device. bf16 autocast runs on CUDA (cfg.bf16), on the CPU only with cfg.cpu_bf16."""
     from .model import PatchDiscriminator, build_model
-    from .text import shared_encoder
+    from .model.pretrained import load_backbone_weights
 
     run_dir = Path(run_dir)
     requested_device = resolve_device(device)  # a bad --device fails before anything is read
@@ -451,17 +506,27 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
+    if state is None and cfg.backbone_weights:  # a resumed run keeps its own weights
+        loaded = load_backbone_weights(model, cfg.backbone_weights)
+        if ddp.main:
+            print(loaded)
     if ddp.world > 1:
         model = synchronise_batchnorm(model, device)
     disc = PatchDiscriminator(model_cfg).to(device)
-    encoder = shared_encoder(model_cfg, str(device))
-    opt_g, opt_d = adamw(model, cfg), adamw(disc, cfg)
+    encoder = open_text_encoder(model_cfg, cfg, run_dir, state is not None, device)
+    trained_encoder = encoder if cfg.text_encoder_trainable else None
+    text_modules = [encoder.model] if trained_encoder else []
+    opt_g, opt_d = adamw(model, *text_modules, cfg=cfg), adamw(disc, cfg=cfg)
+    g_lr_scales = (1.0,) + (cfg.text_lr_scale,) * len(text_modules)
     step = 0
     if state is not None:
         load_into(model, run_dir / WEIGHTS_FILE, model_cfg)
         load_into(disc, run_dir / DISC_FILE, model_cfg)
         step = restore_state(state, opt_g, opt_d)
     model_ddp, disc_ddp = data_parallel(model, disc, ddp, cfg)
+    if trained_encoder and ddp.world > 1:  # its gradients are averaged over processes too (the pooler gets none)
+        encoder.model = DistributedDataParallel(encoder.model, find_unused_parameters=True)
+    segmentation_only = dataclasses.replace(cfg, rec_weight=0.0, adv_weight=0.0)  # loss weights in seg warm-up
     use_bf16 = cfg.bf16 if device.type == "cuda" else cfg.cpu_bf16
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     schedule = partial(learning_rate, cfg=cfg, steps_per_epoch=train_set.steps_per_epoch,
@@ -474,33 +539,34 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     try:
         while step < train_set.total_steps:
             lr = schedule(step)
+            weights = segmentation_only if step < cfg.seg_warmup_steps else cfg
             batch = next(batches)
             image, target, mask = (batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask"))
-            text = encode_texts(encoder, batch["text"]).to(device)
+            text = encode_texts(encoder, batch["text"], cfg.text_encoder_trainable).to(device)
 
             # Generator step: SAHM forward, eq. 14; D is a fixed critic here (no grads into it).
             disc.requires_grad_(False)
             with autocast:
                 out = model_ddp(image, text)
-                g_loss, metrics = generator_loss(out, target, mask, disc, cfg)
-            metrics["grad_norm/generator"] = optimise(opt_g, g_loss, model, lr, cfg.grad_clip)
+                g_loss, metrics = generator_loss(out, target, mask, disc, weights)
+            metrics["grad_norm/generator"] = optimise(opt_g, g_loss, lr, cfg.grad_clip, g_lr_scales)
             disc.requires_grad_(True)
 
             # Discriminator step: eq. 13 on targets vs the generator's (detached) images.
-            if cfg.adv_weight:
+            if weights.adv_weight:
                 with autocast:
                     d_loss, d_metrics = discriminator_loss(disc_ddp, target, out.image.detach())
-                optimise(opt_d, d_loss, disc, lr, cfg.grad_clip)
+                optimise(opt_d, d_loss, lr, cfg.grad_clip)
                 metrics |= d_metrics
             step += 1
 
             if ddp.main:
                 log.log(step, metrics, schedule(step), batch, out)
                 if step % cfg.ckpt_interval == 0 or step == train_set.total_steps:
-                    save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg)
+                    save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, trained_encoder)
     except KeyboardInterrupt:
         if ddp.main and ddp.world == 1:
-            save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg)
+            save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, trained_encoder)
             print(f"\ninterrupted at step {step}; saved, continue with --resume")
         raise
     finally:
