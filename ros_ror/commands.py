@@ -1,10 +1,27 @@
-"""Spoken commands: tell "stop" from a removal request, reject text that is not a command, track the active one.
+"""Spoken commands: what an utterance asks for (end, remove, switch), the text the model gets, the active command.
 
-A speech recogniser publishes whatever it heard. "stop", "cancel" or "clear" end
-the active command, alone or inside a short sentence ("ok stop removing"); a
-new removal request replaces the old one. "clear" is also a colour word
-("remove the clear bottle"), so a stop word counts only when it is the first
-word after fillers like "ok" or "please".
+A speech recogniser publishes whatever it heard. `parse_command` reads the whole utterance:
+
+- end: it is made only of end clauses ("stop", "cancel that", "never mind", "ok stop removing the cup",
+  "don't remove it", "not the cup"), with politeness and sentence breaks around them;
+- switch: an end clause, a connective and a new request ("stop removing the cup and remove the bottle",
+  "no, the bottle instead"), a correction ("actually the bottle"), or a request marked "instead";
+- remove: anything else, as heard.
+
+Names that hold an end word are told apart by the sentence's structure, not by a list of exceptions. An end
+verb's object is an action: a gerund ("stop removing ..."), a pronoun ("stop it") or a determiner phrase
+("cancel the removal"); "stop" straight before a noun is part of a compound name ("stop sign", "cancel button").
+"clear" ends a command only when it is the whole request: with anything after it, it is a removal verb
+("clear away the box", "clear the table of the cup") or a colour ("clear bottle"). After an end clause whose
+object runs on ("stop removing the salt and pepper"), a new request needs a connective and a removal verb or a
+request opener ("... and remove the bottle"), or the marker "instead".
+
+Normalisation comes first: Unicode NFKC, lower case, fillers ("uh", "um") dropped, punctuation dropped (a
+sentence break is kept for the grammar only), single spaces. The model gets the request in this form: its text
+encoder (MiniLM, uncased) and the syntax tagger lower-case anyway, and the synthetic generator trains it on
+unpunctuated text, so punctuation would only spend tokens of the fixed length T on marks it never saw. Fillers
+are not words of any description. Everything else said (politeness, restarts, dropped articles) reaches the
+model unchanged, which learns it by augmentation.
 """
 
 from __future__ import annotations
@@ -12,11 +29,97 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from enum import Enum
 
-STOP_WORDS = frozenset({"stop", "cancel", "clear"})
-FILLER_WORDS = frozenset({"ok", "okay", "please", "hey", "now", "so", "um", "uh", "just", "alright", "and", "then",
-                          "robot"})
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+# ---- the word lists (the only place they are written)
+FILLERS = ("uh", "uhm", "um", "umm", "er", "erm", "hmm", "mm")  # dropped before anything else
+# Politeness, address and discourse words: allowed around end clauses; an utterance of nothing else is no command.
+COURTESY = ("ok", "okay", "alright", "all right", "hey", "hi", "hey robot", "ok robot", "okay robot", "please",
+            "thanks", "thank you", "so", "just", "now", "right now", "oh", "well", "sorry", "actually", "oops")
+END_VERBS = ("stop", "cancel", "halt", "abort", "quit", "pause", "end")
+# What an end verb may take as its whole object ("stop it", "cancel that now").
+END_OBJECTS = ("it", "that", "this", "everything", "all", "all that", "now", "there", "for now")
+# Gerunds that may begin an end verb's object that runs on ("stop removing the cup", "stop, uh, erasing it").
+END_GERUNDS = ("removing", "erasing", "deleting", "hiding", "clearing", "wiping", "taking", "getting", "making",
+               "masking", "doing")
+# End clauses said as a whole.
+END_PHRASES = ("never mind", "nevermind", "forget it", "forget that", "forget about it", "that's enough",
+               "that is enough", "enough", "that'll do", "that will do", "that's all", "leave it", "leave it alone",
+               "leave it be", "done", "all done", "no", "nope", "wait", "clear")
+REMOVAL_VERBS = ("remove", "erase", "delete", "hide", "clear", "wipe", "take", "get", "make", "lose")
+ALSO_ADJECTIVES = ("clear",)  # removal verbs that can sit inside a name ("the clear bottle")
+REQUEST_OPENERS = ("can you", "could you", "would you", "will you", "please", "i want you to", "i'd like you to",
+                   "i want", "i'd like", "i don't want", "go ahead and", "let's")
+NEGATIONS = ("don't", "do not", "please don't")  # + a removal verb: "don't remove it" ends the command
+CONNECTIVES = ("and", "then", "and then", "but", "so", "now", "and now", "instead", "and instead")
+CORRECTIONS = ("no", "nope", "wait", "actually", "i mean", "sorry", "oops", "rather")  # "no, the bottle"
+DETERMINERS = ("the", "a", "an", "that", "this", "these", "those", "my", "your")
+SWITCH_MARKER = "instead"
+
+BREAK = "|"  # a sentence break (. , ; ! ? and dashes), kept only while classifying
+_TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*|[.,;:!?…—–。！？]+")
+_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'"})
+
+
+def _any(phrases) -> str:
+    """One of `phrases` as whole words, in the parser's form: every word preceded by a space.
+
+    An apostrophe is optional ("that's" or "thats"): recognisers drop them.
+    """
+    alternatives = sorted(phrases, key=len, reverse=True)  # longest first: "hey robot" before "hey"
+    return r"(?: (?:" + "|".join(re.escape(p).replace("'", "'?") for p in alternatives) + r")(?= |$))"
+
+
+_WORDS = r"(?: \S+)"
+_PAD_WORD = rf"(?:{_any(COURTESY)}| \{BREAK})"
+_PAD = rf"{_PAD_WORD}*"
+_SEPARATOR = rf"(?:{_any(CONNECTIVES)}| \{BREAK})"
+_OPENER = rf"(?:{_any(REQUEST_OPENERS)}{_PAD})?"  # "could you please stop"
+_REQUEST_START = rf"(?:{_PAD}(?:{_any(REQUEST_OPENERS)}|{_any(REMOVAL_VERBS)}))"
+_VERB_ONLY = _any(set(REMOVAL_VERBS) - set(ALSO_ADJECTIVES))
+_TO_THE_END = rf"(?P<target>{_WORDS}+)$"
+# An end clause whose object is closed: nothing may follow it inside the clause ("stop it", "never mind").
+_CLOSED_END = rf"(?:{_OPENER}(?:{_any(END_VERBS)}{_any(END_OBJECTS)}*|{_any(END_PHRASES)}))"
+
+
+def _open_end(object_words: str) -> str:
+    """An end clause whose object runs on for `object_words`: a greedy (to the end) or lazy (to a new request) run.
+
+    "stop removing the cup" (the gerund may follow a break the recogniser put after a filler), "cancel the
+    removal", "don't remove it", "not the cup".
+    """
+    return (rf"(?:{_OPENER}(?:{_any(END_VERBS)}(?:(?: \{BREAK})?{_any(END_GERUNDS)}|{_any(DETERMINERS)})"
+            rf"|{_any(NEGATIONS)}(?:{_any(REMOVAL_VERBS)}|{_any(['do'])})|{_any(['not'])}{_any(DETERMINERS)})"
+            rf"{object_words})")
+
+
+# Grammars over the parser's form (" w1 w2 | w3": every word after a space, BREAK for a sentence break).
+END = re.compile(rf"^(?:{_PAD}(?:{_CLOSED_END}|{_open_end(_WORDS + '*')}))+{_PAD}$")
+# End clauses, then a new request in one of four ways:
+_END_THEN_REQUEST = (
+    # a connective and a request verb or "instead": "stop removing the cup and remove the bottle"
+    rf"(?:{_CLOSED_END}|{_open_end(_WORDS + '*?')}){_SEPARATOR}+(?={_REQUEST_START}|.* {SWITCH_MARKER}(?= |$))",
+    # a closed end and a break: "stop. the bottle" (but "stop, uh, removing the cup" is one clause)
+    rf"{_CLOSED_END}{_PAD_WORD}* \{BREAK}(?:{_SEPARATOR}|{_PAD_WORD})*(?!{_any(END_GERUNDS)})",
+    # a closed end and a request verb: "stop it remove the bottle"
+    rf"{_CLOSED_END}(?={_REQUEST_START})",
+    # a verb cannot be part of the object before it: "stop removing the cup remove the bottle"
+    rf"{_open_end(_WORDS + '*?')}(?={_VERB_ONLY})",
+)
+SWITCH = re.compile(rf"^(?:{_PAD}{_CLOSED_END}(?:{_SEPARATOR}|{_PAD_WORD})*)*{_PAD}(?:{'|'.join(_END_THEN_REQUEST)})"
+                    + _TO_THE_END)
+# A correction: "actually the bottle", "no the bottle", "not the cup, the bottle", "not the cup but the bottle".
+CORRECTION = re.compile(rf"^{_PAD}(?:{_any(CORRECTIONS)}+|{_any(['not'])}{_any(DETERMINERS)}{_WORDS}*?"
+                        rf"(?= \{BREAK}| but )(?: but)?)"
+                        rf"(?:{_PAD} \{BREAK}{_PAD}|{_PAD}(?={_any(DETERMINERS)}|{_REQUEST_START}))" + _TO_THE_END)
+# "remove the bottle instead", "the bottle instead of the cup", "instead, remove the bottle"
+INSTEAD = re.compile(rf"^(?:{_PAD} {SWITCH_MARKER}(?P<after>{_WORDS}+)|(?P<before>{_WORDS}+?) {SWITCH_MARKER}"
+                     rf"(?: of{_WORDS}*?)?{_PAD})$")
+# A later sentence that opens with an end word or a correction overrides what came before:
+# "remove the cup, no, stop", "remove the cup. stop, remove the bottle".
+LATER_SENTENCE = re.compile(rf"^{_WORDS}+? \{BREAK}(?P<target>{_PAD}(?:{_any(END_VERBS)}|{_any(END_PHRASES)}"
+                            rf"|{_any(NEGATIONS)}|{_any(CORRECTIONS)}){_WORDS}*)$")
+_NOTHING_SAID = re.compile(rf"^(?:{_PAD_WORD}|{_any(REQUEST_OPENERS)})*$")  # "ok thanks", "could you please"
 
 
 class CommandError(ValueError):
@@ -27,54 +130,98 @@ class CommandError(ValueError):
         self.reason = reason
 
 
+class Intent(str, Enum):
+    END = "end"  # end the active command
+    REMOVE = "remove"  # a removal request
+    SWITCH = "switch"  # end the active command and start `target` in its place
+
+
 @dataclass(frozen=True)
 class Command:
-    stop: bool  # True: end the active command
-    text: str  # normalised text: single spaces, stripped (case kept for the text encoder)
+    intent: Intent
+    target: str | None  # the request as the model gets it (normalised, see the module docstring); None for END
+
+
+def normalise(text: str) -> list[str]:
+    """Lower-case words, fillers dropped, with BREAK where punctuation broke the sentence (none at either end)."""
+    tokens = [BREAK if not t[0].isalnum() else t
+              for t in _TOKEN.findall(unicodedata.normalize("NFKC", text).lower().translate(_APOSTROPHES))]
+    kept: list[str] = []
+    for t in tokens:
+        if t in FILLERS or (t == BREAK and (not kept or kept[-1] == BREAK)):
+            continue
+        kept.append(t)
+    while kept and kept[-1] == BREAK:
+        kept.pop()
+    return kept
+
+
+def _spoken(said: str) -> str:
+    """The parser's form (" w1 w2 | w3") -> the model's text ("w1 w2 w3")."""
+    return " ".join(w for w in said.split() if w != BREAK)
+
+
+def classify(said: str) -> Command:
+    """Intent and target of an utterance in the parser's form, which must name something (see `parse_command`)."""
+    for grammar in (SWITCH, CORRECTION):
+        # the new request is read as an utterance of its own: "stop, please stop" is no switch
+        if (m := grammar.match(said)) and not _NOTHING_SAID.match(m["target"]):
+            then = classify(m["target"])
+            if then.intent is not Intent.END:
+                return Command(Intent.SWITCH, then.target)
+    if END.match(said):
+        return Command(Intent.END, None)
+    if m := INSTEAD.match(said):
+        return Command(Intent.SWITCH, _spoken(m["after"] or m["before"]))
+    if (m := LATER_SENTENCE.match(said)) and (later := classify(m["target"])).intent is not Intent.REMOVE:
+        return later
+    return Command(Intent.REMOVE, _spoken(said))
 
 
 def parse_command(text: object, max_chars: int = 300) -> Command:
-    """Classify one recognised utterance; raise CommandError for anything that is not usable text."""
+    """Classify one recognised utterance; raise CommandError for anything that is not a usable command."""
     if not isinstance(text, str):
         raise CommandError("not_text", f"command must be text, got {type(text).__name__}")
     if any(unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and not ch.isspace() for ch in text):
         raise CommandError("not_text", "command contains control or unassigned characters")
-    normalised = " ".join(text.split())
-    if not normalised:
+    heard = " ".join(text.split())
+    if not heard:
         raise CommandError("empty", "empty command")
-    if len(normalised) > max_chars:
-        raise CommandError("too_long",
-                           f"command has {len(normalised)} characters, more than max_command_chars={max_chars}")
-    words = [w.lower() for w in _WORD.findall(normalised)]
-    if not words:
-        raise CommandError("no_words", f"command {normalised[:40]!r} has no words")
-    leading = next((w for w in words if w not in FILLER_WORDS), "")
-    return Command(stop=leading in STOP_WORDS, text=normalised)
+    if len(heard) > max_chars:
+        raise CommandError("too_long", f"command has {len(heard)} characters, more than max_command_chars={max_chars}")
+    if not any(ch.isalnum() for ch in heard):
+        raise CommandError("no_words", f"command {heard[:40]!r} has no words")
+    said = "".join(f" {t}" for t in normalise(heard))
+    if _NOTHING_SAID.match(said):
+        raise CommandError("no_target", f"command {heard[:40]!r} names nothing to remove")
+    return classify(said)
 
 
 class CommandTracker:
     """The active command over time. Times are seconds on one clock (the node clock, or bag time in replay).
 
-    `timeout` 0 keeps a command until a stop word; otherwise it expires `timeout` s after it arrived.
+    `timeout` 0 keeps a command until an end command; otherwise it expires `timeout` s after it arrived.
     """
 
     def __init__(self, timeout: float = 0.0, max_chars: int = 300):
         self.timeout = timeout
         self.max_chars = max_chars
-        self._text: str | None = None
+        self._target: str | None = None
         self._since = 0.0
 
     def submit(self, text: object, now: float) -> Command:
         """Apply an utterance heard at `now`; CommandError leaves the active command as it was."""
         command = parse_command(text, self.max_chars)
-        self._text = None if command.stop else command.text
-        self._since = now
+        self._target, self._since = command.target, now
         return command
 
+    def end(self, now: float) -> None:
+        self._target, self._since = None, now
+
     def active(self, now: float) -> str | None:
-        if self._text is not None and self.timeout > 0 and now - self._since >= self.timeout:
-            self._text = None
-        return self._text
+        if self._target is not None and self.timeout > 0 and now - self._since >= self.timeout:
+            self._target = None
+        return self._target
 
 
 def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[str | None, ValueError | None]:
@@ -90,6 +237,6 @@ def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[str | No
     try:
         remover.set_command(command)
     except ValueError as e:
-        tracker.submit("stop", now)
+        tracker.end(now)
         return None, e
     return command, None

@@ -48,7 +48,7 @@ from std_srvs.srv import SetBool
 
 from sahm_core.found import DEFAULT_RULE, RULE_HELP, FoundRule  # numpy only: torch loads at configure, not here
 
-from .commands import CommandError, CommandTracker, sync_command
+from .commands import CommandError, CommandTracker, Intent, sync_command
 from .image_conversions import (
     DecodedFrame,
     ImageError,
@@ -90,7 +90,7 @@ PARAMETERS: dict[str, _Param] = {
        for name, help_text in RULE_HELP.items()},
     "autostart": _Param(True, "configure and activate at start-up (false: wait for lifecycle transitions)",
                         read_only=True),
-    "command_timeout": _Param(0.0, "seconds a command stays active; 0 = until stop / cancel / clear",
+    "command_timeout": _Param(0.0, "seconds a command stays active; 0 = until ended (stop, cancel, never mind)",
                               float_range=_SECONDS),
     "pass_through": _Param(True, "with no active command, republish frames unchanged (false: publish nothing)"),
     "max_fps": _Param(0.0, "cap on processed frames per second; 0 = no cap",
@@ -387,7 +387,8 @@ class RemoveNode(LifecycleNode):
         with self._wake:  # encode it now, before the next frame arrives
             self._command_changed = True
             self._wake.notify()
-        self.get_logger().info("command ended" if command.stop else f"new command: {command.text!r}")
+        self.get_logger().info("command ended" if command.intent is Intent.END
+                               else f"{command.intent.value}: {command.target!r}")
 
     # ---------------------------------------------------------------- worker
     def _in_worker(self, job: Callable[[], object]) -> object:

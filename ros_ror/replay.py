@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from sahm_core.found import add_rule_arguments
 
-from .commands import CommandError, CommandTracker, sync_command
+from .commands import CommandError, CommandTracker, Intent, sync_command
 from .image_conversions import ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
 from .result import MSG_TYPE, ResultFields, fields_from_removal, rosbags_types
 from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
@@ -207,7 +207,7 @@ def _apply_command(tracker: CommandTracker, typestore, raw, now: float, summary:
         summary.rejected_commands["corrupt_message"] += 1
         return
     summary.commands += 1
-    summary.stops += command.stop
+    summary.stops += command.intent is Intent.END
 
 
 def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer, outputs, pass_through,

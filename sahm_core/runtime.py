@@ -565,10 +565,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("sahm_core").setLevel(logging.INFO)  # our progress lines, not every library's INFO chatter
+    # plain Python, as in gpu_check: the node's own reading of a command (ros_ror.commands), so the CLI, the node and
+    # `ros-ror replay` give the model the same text for the same words
+    from ros_ror.commands import Intent, parse_command
+
     try:
+        command = parse_command(args.command_text)
+        if command.intent is Intent.END:
+            raise ValueError(f"--command {args.command_text!r} ends a command; say what to remove")
         remover = Remover.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
                                **dataclasses.asdict(rule_from_args(args)))
-        remover.set_command(args.command_text)
+        remover.set_command(command.target)
     except (CheckpointError, RuntimeError, ValueError) as e:  # RuntimeError: BackendUnavailable, TensorRT build errors
         print(f"sahm remove: {e}")
         return 1
@@ -580,7 +587,7 @@ def _remove_files(remover: Remover, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"backend {remover.backend} on {remover.device}, model {remover.config.name} "
-          f"({remover.config.image_size}px), command {args.command_text!r}")
+          f"({remover.config.image_size}px), command {remover.command!r}")
     failed = 0
     for name in args.images:
         bgr = cv2.imread(name, cv2.IMREAD_COLOR)
