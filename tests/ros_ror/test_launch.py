@@ -177,7 +177,7 @@ def test_launch_by_package_applies_every_argument_and_round_trips_a_frame(tmp_pa
         wait_for(lambda: command_pub.get_subscription_count() and image_pub.get_subscription_count()
                  and info_pub.get_subscription_count())
         command_pub.publish(String(data=COMMAND))
-        wait_for(lambda: f"new command: {COMMAND!r}" in launch.output)
+        wait_for(lambda: f"remove: {COMMAND!r}" in launch.output)
 
         rgb = scene(seed=3)
         frame = image_msg(rgb, "rgb8")
