@@ -16,6 +16,11 @@ Templates are written in a tiny notation: space-separated items; `{slot}` expand
 of one unit ("traffic_light/IW"). TRAIN_TEMPLATES and TEST_TEMPLATES share no template, so the held-out
 split measures sentence structures the tagger never saw. A second held-out split also draws every referent
 from HELD_OUT_CATEGORIES, words never used in training.
+
+`{open}` is a frame around the rest of the template, from the generator's list (lexicon.COMMAND_FRAMES: "make
+{} go away"), and a share of the sentences get the generator's spoken effects (sahm_core.data.speech), so the
+tagger learns the commands the model is trained on. The held-out phrasing lists (sahm_core.data.heldout) are
+never used here.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from __future__ import annotations
 import random
 import re
 
-from .lexicon import COCO_CATEGORIES, COLOURS, COMMAND_OPENINGS, POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, TEXTURE_WORDS
+import numpy as np
+
+from .data.speech import SPEECH_RATE, apply_effects, wrap
+from .lexicon import COCO_CATEGORIES, COLOURS, COMMAND_FRAMES, POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, TEXTURE_WORDS
 
 TAGS = ("O", "B-IW", "I-IW", "B-AW", "I-AW")
 
@@ -33,16 +41,18 @@ PEOPLE = ("man", "woman", "guy", "girl", "boy", "kid", "lady", "child", "baby", 
 HOUSEHOLD = ("mug", "glass", "lamp", "plant", "pillow", "ball", "toy", "can", "jar", "bag", "box", "basket", "shoe",
              "hat", "towel", "plate", "pen", "phone", "sign", "pole", "tree", "flower", "chair", "table", "window",
              "door")
-# Never used in training: the unseen-word held-out split asks for these as referents.
+# Never used in training: the unseen-word held-out split asks for these as referents ("robot" is not one: the
+# command frames address the robot).
 HELD_OUT_CATEGORIES = ("kettle", "stapler", "bucket", "trophy", "lantern", "puppy", "goat", "scooter", "candle",
-                       "teapot", "pumpkin", "guitar", "robot", "parrot", "wallet", "mailbox", "bride", "cowboy",
+                       "teapot", "pumpkin", "guitar", "ladder", "parrot", "wallet", "mailbox", "bride", "cowboy",
                        "tractor")
 
 COLOUR_WORDS = tuple(COLOURS) + ("grey", "silver", "gold", "beige", "dark", "light", "tan")
 STATE_WORDS = ("wooden", "empty", "open", "closed", "tall", "short", "old", "young", "shiny", "plastic", "metal",
                "broken", "dirty", "furry", "spotted", "round", "full", "sliced", "half", "blurry", "whole", "bald",
                "smiling")
-ORDINAL_WORDS = ("first", "second", "third", "last", "closest", "nearest", "farthest", "biggest", "smallest", "other")
+ORDINAL_WORDS = ("first", "second", "third", "last", "closest", "nearest", "farthest", "biggest", "smallest", "other",
+                 "1st", "2nd", "3rd")  # recognisers write ordinals as digits too
 CLOTHING = ("shirt", "jacket", "hat", "cap", "dress", "coat", "hoodie", "sweater", "shorts", "jeans", "helmet",
             "uniform", "scarf", "glasses")
 # Actions that take an object; the object is an attribute of the referent.
@@ -60,10 +70,10 @@ RELATIONS = (
     "left/AW of", "right/AW of", "above/AW", "below/AW", "next/AW to", "near/AW", "under/AW", "on top/AW of",
     "beside/AW", "behind/AW", "in front/AW of", "close/AW to", "between/AW", "on", "by", "against/AW", "underneath/AW",
 )
-OPENINGS_TRAIN = tuple(COMMAND_OPENINGS) + ("please delete", "could you please remove", "i want you to erase",
-                                            "go ahead and remove")
-OPENINGS_TEST = ("kindly remove", "would you remove", "can you get rid of", "i need you to delete", "just erase",
-                 "remove please")
+# Frames around the rest of the sentence ("{}"); the training ones are the generator's (lexicon.COMMAND_FRAMES).
+FRAMES_TRAIN = COMMAND_FRAMES + ("please delete {}", "i want you to erase {}", "go ahead and remove {}")
+FRAMES_TEST = ("kindly remove {}", "would you remove {}", "can you get rid of {}", "i need you to delete {}",
+               "just erase {}", "remove {} please")
 SUFFIXES = ("please", "for me", "from the image", "from the picture", "from the scene", "from the view", "now",
             "thanks", "from this photo", "right now")
 
@@ -77,7 +87,7 @@ SHAPES = tuple(w for words in SHAPE_WORDS.values() for w in words)
 TRAIN_CATEGORIES = tuple(dict.fromkeys(SHAPES + COCO_CATEGORIES + PEOPLE + HOUSEHOLD))
 
 FILLERS: dict[str, tuple[str, ...]] = {
-    "open": tuple(OPENINGS_TRAIN),
+    "open": FRAMES_TRAIN,
     "suffix": tuple(SUFFIXES),
     "det": ("the", "the", "the", "that", "this", "a"),
     "size": _units(SIZE_WORDS, "AW"),
@@ -154,7 +164,8 @@ TEST_TEMPLATES = (
     "{open} every {colour} {shape}",
     "{size} {state} {cat} {place} {rel} the {lcat}",
 )
-FILLERS["open_test"] = tuple(OPENINGS_TEST)
+FILLERS["open_test"] = FRAMES_TEST
+FRAME_SLOTS = ("open", "open_test")  # their fillers are frames: they wrap the rest of the template
 
 REFERENT_SLOTS = ("cat", "shape", "person")  # slots that name the object to remove
 _ITEM = re.compile(r"^\{(\w+)(\?)?\}$")
@@ -181,20 +192,34 @@ def _expand(item: str, rng: random.Random, categories: tuple[str, ...] | None) -
 
 def expand_template(template: str, rng: random.Random,
                     categories: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-    """One random sentence from a template: [(word, BIO tag)]; `categories` replaces every referent slot's words."""
-    return [wt for item in template.split() for wt in _expand(item, rng, categories)]
+    """One random sentence from a template: [(word, BIO tag)]; `categories` replaces every referent slot's words.
+
+    A frame slot ({open}) wraps what follows it: "{open} the {cat}" -> "can you get the cup out of here".
+    """
+    items = template.split()
+    for i, item in enumerate(items):
+        m = _ITEM.match(item)
+        if m and m.group(1) in FRAME_SLOTS:
+            rest = expand_template(" ".join(items[i + 1 :]), rng, categories)
+            before = [wt for it in items[:i] for wt in _expand(it, rng, categories)]
+            return before + wrap(rng.choice(FILLERS[m.group(1)]), rest)
+    return [wt for item in items for wt in _expand(item, rng, categories)]
 
 
-def make_corpus(templates, per_template: int, seed: int,
-                categories: tuple[str, ...] | None = None) -> list[list[tuple[str, str]]]:
-    """Up to `per_template` distinct sentences from each template, deterministic for a seed."""
+def make_corpus(templates, per_template: int, seed: int, categories: tuple[str, ...] | None = None,
+                speech_rate: float = SPEECH_RATE) -> list[list[tuple[str, str]]]:
+    """Up to `per_template` distinct sentences from each template, deterministic for a seed; `speech_rate` of them
+    get the generator's spoken effects (sahm_core.data.speech)."""
     rng = random.Random(seed)
+    speech_rng = np.random.default_rng(seed)
     seen: set[tuple[str, ...]] = set()
     corpus = []
     for template in templates:
         kept = 0
         for _ in range(per_template * 3):  # small templates run out of distinct sentences: stop trying then
             sentence = expand_template(template, rng, categories)
+            if speech_rng.random() < speech_rate:
+                sentence = apply_effects(sentence, speech_rng)
             key = tuple(w for w, _ in sentence)
             if key not in seen:
                 seen.add(key)

@@ -1,5 +1,5 @@
 """`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), preview
-one, or write review pages of one."""
+one, write review pages of one, re-phrase one's expressions, or check the tagger on them."""
 
 from __future__ import annotations
 
@@ -47,6 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     review.add_argument("--per-page", type=int, default=6, help="image pairs per page")
     review.add_argument("--split", choices=("train", "val", "test"), default=None)
 
+    rephrase = sub.add_parser("rephrase", help="a copy of one split with its expressions re-phrased (held-out "
+                                               "or speech-style), images linked, for sahm eval")
+    rephrase.add_argument("data", type=Path, help="dataset folder")
+    rephrase.add_argument("--style", choices=("heldout", "speech"), required=True)
+    rephrase.add_argument("--seed", type=int, default=0)
+    rephrase.add_argument("--split", choices=("train", "val", "test"), default="test")
+    rephrase.add_argument("--out", type=Path, required=True, help="output dataset folder (refs.jsonl + links)")
+
+    check = sub.add_parser("tagger-check", help="the syntax tagger's word accuracy on a dataset's tagged expressions")
+    check.add_argument("data", type=Path, help="dataset folder")
+    check.add_argument("--split", choices=("train", "val", "test"), default="test")
+    check.add_argument("--tagger", type=Path, default=None, help="tagger file or folder (default: the bundled one)")
+
     sheet = sub.add_parser("preview", help="contact sheet PNG of a dataset: image / target / mask / expression")
     sheet.add_argument("--data", type=Path, required=True, help="dataset folder")
     sheet.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -69,6 +82,19 @@ def _run(args: argparse.Namespace) -> int:
         refs, throughput = make_dataset(args.out, args.n, args.seed, args.size, args.workers, args.negative_fraction,
                                         args.val_fraction, args.test_fraction)
         print(f"wrote {args.n} samples ({args.size}px) to {refs.parent}: {throughput}")
+        return 0
+    if args.source == "rephrase":
+        from sahm_core.data.rephrase import rephrase_dataset
+
+        print(f"wrote {rephrase_dataset(args.data, args.out, args.style, args.seed, args.split)}")
+        return 0
+    if args.source == "tagger-check":
+        from sahm_core.data.rephrase import tagger_check
+
+        r = tagger_check(args.data, args.split, args.tagger)
+        print(f"{args.data} [{args.split}]: {r['sentences']} expressions, {r['words']} words | word accuracy "
+              f"{r['word_accuracy']:.4f}  F1 IW {r['IW_f1']:.4f}  AW {r['AW_f1']:.4f}  O {r['O_f1']:.4f}  "
+              f"sentence accuracy {r['sentence_accuracy']:.4f}")
         return 0
     if args.source == "preview":
         from sahm_core.data.preview import contact_sheet

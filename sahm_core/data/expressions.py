@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sahm_core.lexicon import COLOURS, COMMAND_OPENINGS, SHAPE_WORDS
+from sahm_core.data.speech import SPEECH_RATE, apply_effects, wrap
+from sahm_core.lexicon import COLOURS, COMMAND_FRAMES, SHAPE_WORDS
 
 # Position of a centroid is in image fractions (0 = left/top, 1 = right/bottom).
 POSITION_MARGIN = 0.08  # an extreme object must beat the runner-up by this much of the image side
@@ -51,6 +52,7 @@ class SceneObject:
 @dataclass(frozen=True)
 class Expression:
     words: tuple[tuple[str, str], ...]  # (word, tag)
+    phrase: tuple[tuple[str, str], ...] = ()  # the noun phrase inside the frame, before spoken effects
 
     @property
     def text(self) -> str:
@@ -170,12 +172,16 @@ def _build(objects, index, kind, p, rng) -> list[tuple[str, str]]:
 
 
 def _as_command(words: list[tuple[str, str]], rng) -> Expression:
-    """Half the time a bare phrase ("the red star"), half a spoken command ("please erase the red star")."""
+    """A bare phrase ("the red star") or a spoken command ("make the red star go away"), sometimes as spoken
+    ("make the the red star go away"; sahm_core.data.speech)."""
     if rng.random() < 0.15 and words[0][0] == "the":
         words = words[1:]
-    if rng.random() < 0.5:
-        words = [(w, "O") for w in str(rng.choice(COMMAND_OPENINGS)).split()] + words
-    return Expression(tuple(words))
+    phrase = tuple(words)
+    if rng.random() < 0.6:
+        words = wrap(str(rng.choice(COMMAND_FRAMES)), words)
+    if rng.random() < SPEECH_RATE:
+        words = apply_effects(words, rng)
+    return Expression(tuple(words), phrase)
 
 
 def describe(objects: list[SceneObject], index: int, rng: np.random.Generator) -> Expression | None:

@@ -49,6 +49,7 @@ class Sample:
     objects: list[SceneObject] = field(default_factory=list)
     target_index: int | None = None  # index into objects; None for a negative
     seed: int = 0
+    phrase: list[list[str]] = field(default_factory=list)  # the noun phrase alone, [[word, tag], ...] (rephrasing)
 
 
 @functools.cache
@@ -366,7 +367,7 @@ def render_sample(seed: int, size: int = 256, negative_fraction: float = 0.15) -
     if negative:
         image = camera(_composite(background, layers))
         return Sample(image, image.copy(), np.zeros((size, size), np.uint8), expression.text, expression.tags,
-                      True, objects, None, seed)
+                      True, objects, None, seed, [list(wt) for wt in expression.phrase])
     mask = (visible[index] >= 0.5).astype(np.uint8)
     # Cut the referred layer's faint antialiasing fringe to one pixel around its mask (see module docstring).
     layers[index].alpha *= cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(np.float32)
@@ -375,7 +376,8 @@ def render_sample(seed: int, size: int = 256, negative_fraction: float = 0.15) -
     target = image.copy()
     box = layers[index].box
     target[box] = camera(_composite(background, layers, skip=index, region=box), box)
-    return Sample(image, target, mask * 255, expression.text, expression.tags, False, objects, index, seed)
+    return Sample(image, target, mask * 255, expression.text, expression.tags, False, objects, index, seed,
+                  [list(wt) for wt in expression.phrase])
 
 
 def split_plan(n: int, seed: int, val_fraction: float, test_fraction: float) -> list[tuple[int, str, int]]:
@@ -402,7 +404,7 @@ def _write_sample(job: tuple[Path, int, str, int, int, float]) -> tuple[dict, fl
     stem = f"syn{index:07d}"
     paths = write_example(root, stem, sample.image, sample.target, sample.mask)
     ref = {"id": stem, **paths, "text": sample.text, "split": split, "negative": sample.negative,
-           "tags": sample.tags, "seed": seed}
+           "tags": sample.tags, "phrase": sample.phrase, "seed": seed}
     return ref, time.process_time() - start
 
 

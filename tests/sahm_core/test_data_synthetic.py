@@ -142,10 +142,12 @@ def test_tags_cover_the_words_and_mark_one_identity_word(samples):
     for s in samples:
         assert " ".join(w for w, _ in s.tags) == s.text
         identity = [w for w, t in s.tags if t == "IW"]
-        assert len(identity) == 1 and identity[0] in NOUNS
-        for w, t in s.tags:
+        # one identity word, said twice at most when a spoken repeat hit it (sahm_core.data.speech)
+        assert len(set(identity)) == 1 and len(identity) <= 2 and identity[0] in NOUNS
+        for w, t in s.phrase:  # the noun phrase; a frame may say a lexicon word as "other" ("right now")
             if w in COLOURS or w in SIZE or w in TEXTURE or w in PLACE:
                 assert t == "AW", (w, t, s.text)
+        for w, t in s.tags:
             if w in ("the", "remove", "please", "of"):
                 assert t == "O", (w, t, s.text)
         if not s.negative:
@@ -189,7 +191,7 @@ def test_written_dataset_is_deterministic_and_keeps_the_invariants(tmp_path):
         _assert_pixels(image, target, mask, ref["negative"])
         sample = render_sample(ref["seed"])  # the stored seed regenerates the sample
         np.testing.assert_array_equal(image, sample.image)
-        assert ref["text"] == sample.text and ref["tags"] == sample.tags
+        assert ref["text"] == sample.text and ref["tags"] == sample.tags and ref["phrase"] == sample.phrase
 
 
 def test_cli_writes_the_layout(tmp_path, capsys):

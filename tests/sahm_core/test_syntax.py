@@ -94,8 +94,21 @@ def test_held_out_split_shares_no_template_and_no_unseen_category_with_training(
 
 
 def test_every_sentence_has_exactly_one_identity_unit_or_none():
+    """One referent per sentence; a spoken repeat may say its word twice ("the cup cup"), with the same tag."""
     for sentence in make_corpus(TRAIN_TEMPLATES + TEST_TEMPLATES, 20, 3):
-        assert sum(t == "B-IW" for _, t in sentence) <= 1
+        assert len({w for w, t in sentence if t == "B-IW"}) <= 1, sentence
+
+
+def test_frames_wrap_the_rest_of_the_template():
+    rng = random.Random(0)
+    for _ in range(200):
+        sentence = expand_template("{open} the red/AW cup/IW", rng)
+        words = [w for w, _ in sentence]
+        i = words.index("cup")
+        assert words[i - 2 : i + 1] == ["the", "red", "cup"] and sentence[i] == ("cup", "B-IW")
+        assert all(t == "O" for k, (_, t) in enumerate(sentence) if k not in (i - 1, i)), sentence
+    suffixed = {" ".join(w for w, _ in expand_template("{open} the cup/IW", rng)) for _ in range(300)}
+    assert any(not s.endswith("cup") for s in suffixed) and any(s.endswith("cup") for s in suffixed)
 
 
 def test_metrics_worked_by_hand():
