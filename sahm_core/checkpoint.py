@@ -5,10 +5,18 @@ inferred from file names. Optimiser / scheduler state lives in a separate
 `.pt` file loaded with `torch.load(weights_only=True)` (see train.py).
 `load_model` is the one way from a weights file to a SAHM (runtime, export, eval, gpu-check);
 `load_into` fills a module that already exists (a resumed training run).
+
+ModelConfig.text_encoder in a file (weights, ONNX metadata, TensorRT sidecar) is a name ("minilm"), an absolute
+path, or a path relative to that file's directory: a run that trains its encoder stores "text_encoder" beside its
+model.safetensors, so the encoder travels with the weights. `config_from_json` (every reader) resolves it to an
+absolute path and `config_json` (every writer) stores a path inside the file's directory relative to it; in memory
+a path is absolute, or relative to the working directory (a config from code or the command line).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +26,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .config import ModelConfig
+from .text import ENCODERS
 
 if TYPE_CHECKING:
     from .model import SAHM
@@ -32,11 +41,40 @@ class CheckpointError(RuntimeError):
     """A model file that is missing, corrupt, or does not match the expected config."""
 
 
+def resolve_text_encoder(cfg: ModelConfig, base: str | Path) -> ModelConfig:
+    """cfg with its text_encoder, when a path, made absolute: a relative path is relative to `base` (the directory of
+    the file the config came from; the working directory for one from code or the command line). A name stays."""
+    if cfg.text_encoder in ENCODERS:
+        return cfg
+    return dataclasses.replace(cfg, text_encoder=os.path.abspath(os.path.join(base, cfg.text_encoder)))
+
+
+def config_json(cfg: ModelConfig, where: str | Path) -> str:
+    """cfg as the JSON stored in the file `where`: a text encoder inside where's directory (a run's or a model
+    directory's own) is stored relative to it, so the directory can move as a whole; one elsewhere stays absolute."""
+    cfg = resolve_text_encoder(cfg, os.getcwd())
+    if cfg.text_encoder not in ENCODERS:
+        folder = Path(os.path.abspath(Path(where).parent))
+        encoder = Path(cfg.text_encoder)
+        if encoder.is_relative_to(folder):
+            cfg = dataclasses.replace(cfg, text_encoder=encoder.relative_to(folder).as_posix())
+    return cfg.to_json()
+
+
+def config_from_json(text: str, where: str | Path) -> ModelConfig:
+    """The ModelConfig stored as JSON in the file `where`, its text encoder resolved against where's directory."""
+    try:
+        cfg = ModelConfig.from_json(text)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: stored model config is missing or invalid ({e})") from e
+    return resolve_text_encoder(cfg, Path(where).parent)
+
+
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], cfg: ModelConfig,
                  extra: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {FORMAT_KEY: FORMAT, CONFIG_KEY: cfg.to_json(), **(extra or {})}
+    meta = {FORMAT_KEY: FORMAT, CONFIG_KEY: config_json(cfg, path), **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -64,11 +102,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def read_config(path: str | Path) -> ModelConfig:
-    meta = read_metadata(path)
-    try:
-        return ModelConfig.from_json(meta[CONFIG_KEY])
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{path}: stored model config is invalid ({e})") from e
+    return config_from_json(read_metadata(path)[CONFIG_KEY], path)
 
 
 def load_weights(path: str | Path, expect: ModelConfig | None = None) -> tuple[dict[str, torch.Tensor], ModelConfig]:

@@ -11,13 +11,45 @@ import json
 from dataclasses import dataclass
 
 
-def dataclass_from_dict(cls, d: dict):
-    """cls(**d), but a typo in a field name is an error that lists the valid names (configs are typed by hand)."""
+def check_field_names(cls, names) -> None:
+    """A typo in a field name is an error that lists the valid names (configs are typed by hand)."""
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
+    unknown = sorted(set(names) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def dataclass_from_dict(cls, d: dict):
+    """cls(**d), with check_field_names."""
+    check_field_names(cls, d)
     return cls(**d)
+
+
+def parse_overrides(config, pairs: list[str], option: str = "--set") -> dict:
+    """`KEY=VALUE` strings (a CLI's `option`, e.g. sahm train's --set and --model-set) -> {field: value}, each typed
+    like the dataclass instance `config`'s value: a bool from true/false/1/0, a tuple as a comma list."""
+    changes = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"{option} expects KEY=VALUE, got {pair!r}")
+        check_field_names(type(config), [key])
+        changes[key] = parse_value(text, getattr(config, key), f"{option} {key}")
+    return changes
+
+
+def parse_value(text: str, like, where: str):
+    """`text` as a value of `like`'s type; `where` (e.g. "--set lr") prefixes the error."""
+    try:
+        if isinstance(like, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError("expected true or false")
+            return text.lower() in ("true", "1")
+        if isinstance(like, tuple):
+            return tuple(type(like[0])(v) for v in text.split(","))
+        return type(like)(text)
+    except ValueError as e:
+        raise ValueError(f"{where}={text}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, read_config
+from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, config_from_json, read_config
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
 from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
@@ -146,13 +146,6 @@ class ModelFiles:
     engine: Path | None = None
 
 
-def _config_from_json(text: str, where: Path) -> ModelConfig:
-    try:
-        return ModelConfig.from_json(text)
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{where}: stored model config is missing or invalid ({e})") from e
-
-
 def resolve_model(path: str | Path) -> ModelFiles:
     """A model dir (model.safetensors [+ model.onnx] [+ model.engine]) or one .safetensors / .onnx / .engine file."""
     from .export.tensorrt_engine import read_sidecar
@@ -174,16 +167,16 @@ def resolve_model(path: str | Path) -> ModelFiles:
     if weights is not None:
         cfg = read_config(weights)
     elif onnx_file is not None:
-        cfg = _config_from_json(onnx_metadata(onnx_file).get(CONFIG_KEY, ""), onnx_file)
+        cfg = config_from_json(onnx_metadata(onnx_file).get(CONFIG_KEY, ""), onnx_file)
     else:
-        cfg = _config_from_json(read_sidecar(engine)[1], engine)
+        cfg = config_from_json(read_sidecar(engine)[1], engine)
     return ModelFiles(path, cfg, weights, onnx_file, engine)
 
 
 def _check_onnx_matches(onnx_file: Path, files: ModelFiles) -> None:
     """An ONNX graph must be for this config and, when weights sit beside it, exported from exactly those weights."""
     meta = onnx_metadata(onnx_file)
-    cfg = _config_from_json(meta.get(CONFIG_KEY, ""), onnx_file)
+    cfg = config_from_json(meta.get(CONFIG_KEY, ""), onnx_file)
     if cfg != files.config:
         raise CheckpointError(f"{onnx_file}: graph was exported for config {cfg.name!r} ({cfg.image_size}px) "
                               "but the model is "
@@ -332,7 +325,7 @@ class TensorRTBackend:
         precision = None  # a cache build takes default_precision; a given engine keeps the precision it was built with
         if files.engine is not None:
             key, config_json = read_sidecar(files.engine)  # metadata first: no GPU needed to refuse a wrong file
-            cfg, precision = _config_from_json(config_json, files.engine), key.precision
+            cfg, precision = config_from_json(config_json, files.engine), key.precision
             if cfg != files.config:
                 raise CheckpointError(f"{files.engine}: engine was built for config {cfg.name!r}, "
                                       f"the model is {files.config.name!r}")

@@ -87,11 +87,13 @@ class CommandEncoder:
 
     @classmethod
     def for_config(cls, cfg: ModelConfig, device="cpu") -> "CommandEncoder":
-        """The encoder a model config was built for; its width must match cfg.text_dim."""
+        """The encoder a model config was built for; its hidden size must equal cfg.text_dim."""
         enc = cls(encoder=cfg.text_encoder, text_len=cfg.text_len, device=device)
         if enc.text_dim != cfg.text_dim:
-            raise ValueError(f"text encoder {cfg.text_encoder!r} gives {enc.text_dim}-d tokens, "
-                             f"config {cfg.name!r} expects {cfg.text_dim}")
+            raise ValueError(f"text encoder {cfg.text_encoder!r} has hidden size {enc.text_dim}, but config "
+                             f"{cfg.name!r} expects {cfg.text_dim}-d tokens (text_dim={cfg.text_dim}); a model for "
+                             f"this encoder needs text_dim={enc.text_dim} (sahm train: --model-set "
+                             f"text_dim={enc.text_dim})")
         return enc
 
     def word_tags(self, text: str) -> list[tuple[str, str]]:

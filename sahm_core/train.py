@@ -11,8 +11,11 @@ Settings follow the paper (section 5.1): AdamW betas (0.85, 0.91), weight decay 
 exponential decay, batch 32, 76 epochs, random crop + flip at the config's resolution.
 
 Run directory: train_config.json, model.safetensors (generator, ModelConfig in its metadata),
-discriminator.safetensors, state.pt (optimisers, step, RNG; torch.load(weights_only=True)),
-history.jsonl (logged scalars), training_curve.png, tb/ (TensorBoard scalars and image grids).
+discriminator.safetensors, state.pt (optimisers, step, RNG, the ModelConfig the run started with;
+torch.load(weights_only=True)), history.jsonl (logged scalars), training_curve.png, tb/ (TensorBoard scalars and
+image grids), and text_encoder/ when the run trains its text encoder: the weights' config then names it (stored as
+"text_encoder", relative to model.safetensors), so eval, export and the runtime use the encoder the weights trained
+with.
 
 Exact resume: data order and augmentation are functions of (seed, epoch, sample index) only (see
 `SeededSamples`), the learning rate of the step number only (`learning_rate`), and the RNG state is restored, so
@@ -44,8 +47,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import WEIGHTS_FILE, CheckpointError, load_into, read_config, save_weights
-from .config import ModelConfig, dataclass_from_dict, model_config
+from .checkpoint import WEIGHTS_FILE, CheckpointError, load_into, read_config, resolve_text_encoder, save_weights
+from .config import MODEL_CONFIGS, ModelConfig, dataclass_from_dict, model_config, parse_overrides
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .text_features import TextFeatures
 
@@ -54,6 +57,7 @@ DISC_FILE = "discriminator.safetensors"
 STATE_FILE = "state.pt"
 HISTORY_FILE = "history.jsonl"
 CURVE_FILE = "training_curve.png"
+DEFAULT_PRESET = "nano"  # sahm train's --config
 TEXT_ENCODER_DIR = "text_encoder"  # a trainable text encoder, as a local Hugging Face directory
 
 
@@ -98,33 +102,8 @@ class TrainConfig(LossWeights):
     def from_dict(cls, d: dict) -> "TrainConfig":
         return dataclass_from_dict(cls, d)
 
-    def parse_overrides(self, pairs: list[str]) -> dict:
-        """`KEY=VALUE` strings (the CLI's --set) -> {field: value}, each typed like this config's value."""
-        changes = {}
-        for pair in pairs:
-            key, sep, text = pair.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-            if key not in {f.name for f in dataclasses.fields(self)}:
-                self.from_dict({key: None})  # raises the unknown-field error with the list of fields
-            changes[key] = parse_value(text, getattr(self, key), key)
-        return changes
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-
-def parse_value(text: str, like, key: str):
-    try:
-        if isinstance(like, bool):
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError("expected true or false")
-            return text.lower() in ("true", "1")
-        if isinstance(like, tuple):
-            return tuple(type(like[0])(v) for v in text.split(","))
-        return type(like)(text)
-    except ValueError as e:
-        raise ValueError(f"--set {key}={text}: {e}") from None
 
 
 class SeededSamples(Dataset):
@@ -285,14 +264,24 @@ def encode_texts(encoder, texts: list[str], trainable: bool = False) -> TextFeat
         return TextFeatures(*(t.clone() for t in encoder.encode_batch(list(texts))))
 
 
+def own_encoder_config(model_cfg: ModelConfig, run_dir: Path) -> ModelConfig:
+    """model_cfg naming the run's own text encoder, RUN/TEXT_ENCODER_DIR: what the weights of a run that trains its
+    encoder record, so `sahm eval`, export, `sahm remove` and the node use the encoder they were trained with."""
+    return dataclasses.replace(model_cfg, text_encoder=os.path.abspath(run_dir / TEXT_ENCODER_DIR))
+
+
+def has_own_encoder(cfg: TrainConfig, run_dir: Path, resumed: bool) -> bool:
+    """The run trains its text encoder, or trained it before this resume (then it goes on from TEXT_ENCODER_DIR)."""
+    return cfg.text_encoder_trainable or (resumed and (run_dir / TEXT_ENCODER_DIR).is_dir())
+
+
 def open_text_encoder(model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, resumed: bool, device: torch.device):
     """The frozen encoder the package shares; or, with cfg.text_encoder_trainable, this run's own copy in train mode
     (the config's encoder in a fresh run). A resumed run whose encoder trained continues from its TEXT_ENCODER_DIR."""
     from .text import CommandEncoder, shared_encoder
 
-    saved = run_dir / TEXT_ENCODER_DIR
-    if resumed and saved.is_dir():
-        encoder = CommandEncoder.for_config(dataclasses.replace(model_cfg, text_encoder=str(saved)), device=device)
+    if resumed and (run_dir / TEXT_ENCODER_DIR).is_dir():
+        encoder = CommandEncoder.for_config(own_encoder_config(model_cfg, run_dir), device=device)
     elif cfg.text_encoder_trainable:
         encoder = CommandEncoder.for_config(model_cfg, device=device)  # not the shared one: training changes it
     else:
@@ -304,7 +293,7 @@ def open_text_encoder(model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, r
 
 def save_text_encoder(run_dir: Path, encoder) -> None:
     """A trained encoder as a local Hugging Face directory (safetensors weights and tokenizer), replaced whole. A
-    resumed run loads it; evaluating or deploying the run needs a ModelConfig whose text_encoder names it."""
+    resumed run loads it; the run's weights name it (own_encoder_config)."""
     final, tmp, old = (run_dir / (TEXT_ENCODER_DIR + suffix) for suffix in ("", ".tmp", ".old"))
     shutil.rmtree(tmp, ignore_errors=True)
     getattr(encoder.model, "module", encoder.model).save_pretrained(tmp, safe_serialization=True)  # DDP's .module
@@ -360,7 +349,8 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
 
     A resumed run keeps its saved TrainConfig except the fields named in `overrides` (the CLI's --set keys
     and flags; e.g. more --steps), which take cfg's values even where those equal the defaults. Without
-    `overrides`, the fields where cfg differs from the defaults. Its weights must have been made for `model_cfg`.
+    `overrides`, the fields where cfg differs from the defaults. Its weights must have been made for `model_cfg` (or
+    for model_cfg with the run's own text encoder, `own_encoder_config`).
     """
     state_path = run_dir / STATE_FILE
     if not resume:
@@ -368,13 +358,12 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
             raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it "
                                   "or choose a new --out")
         return cfg, None
-    if not state_path.is_file() or not (run_dir / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"--resume: {run_dir} has no {STATE_FILE} and {WEIGHTS_FILE} to resume from")
+    check_resumable(run_dir)
     saved_cfg = read_config(run_dir / WEIGHTS_FILE)
-    if saved_cfg != model_cfg:
+    if saved_cfg not in (model_cfg, own_encoder_config(model_cfg, run_dir)):
         raise CheckpointError(
-            f"--resume: {run_dir / WEIGHTS_FILE} was trained with model config {saved_cfg.name!r} ({saved_cfg}), "
-            f"not the requested {model_cfg.name!r} ({model_cfg})"
+            f"--resume: {run_dir / WEIGHTS_FILE} was trained with model config {saved_cfg.name!r}, not the requested "
+            f"{model_cfg.name!r}: {config_differences(saved_cfg, model_cfg)}"
         )
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     fields = dataclasses.asdict(cfg)
@@ -382,6 +371,27 @@ def resolve_run(run_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, resume:
         overrides = [k for k, v in fields.items() if v != getattr(TrainConfig(), k)]
     changed = {k: fields[k] for k in overrides}
     return dataclasses.replace(TrainConfig.from_dict(state["train_config"]), **changed), state
+
+
+def check_resumable(run_dir: Path) -> None:
+    if not (run_dir / STATE_FILE).is_file() or not (run_dir / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"--resume: {run_dir} has no {STATE_FILE} and {WEIGHTS_FILE} to resume from")
+
+
+def config_differences(saved: ModelConfig, requested: ModelConfig) -> str:
+    """"field: saved X, requested Y" for each ModelConfig field where the two differ."""
+    return "; ".join(f"{f.name}: saved {getattr(saved, f.name)!r}, requested {getattr(requested, f.name)!r}"
+                     for f in dataclasses.fields(ModelConfig) if getattr(saved, f.name) != getattr(requested, f.name))
+
+
+def started_model_config(run_dir: Path) -> ModelConfig:
+    """The ModelConfig a run was started with (its state.pt; the weights may name the run's own text encoder
+    instead). mmap: the optimiser moments are not read."""
+    check_resumable(run_dir)
+    state = torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+    if "model_config" not in state:
+        raise CheckpointError(f"{run_dir / STATE_FILE}: holds no model config to resume with")
+    return resolve_text_encoder(ModelConfig.from_json(state["model_config"]), os.getcwd())
 
 
 def restore_state(state: dict, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer) -> int:
@@ -397,13 +407,14 @@ def restore_state(state: dict, opt_g: torch.optim.Optimizer, opt_d: torch.optim.
 
 def save_checkpoint(run_dir: Path, model: nn.Module, disc: nn.Module, opt_g: torch.optim.Optimizer,
                     opt_d: torch.optim.Optimizer, step: int, cfg: TrainConfig, model_cfg: ModelConfig,
-                    encoder=None) -> None:
-    """The run's weights (and `encoder`, when it trains), then state.pt."""
-    save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), model_cfg, extra={"step": str(step)})
-    save_weights(run_dir / DISC_FILE, disc.state_dict(), model_cfg,
-                 extra={"sahm_part": "discriminator", "step": str(step)})
+                    weights_cfg: ModelConfig, encoder=None) -> None:
+    """`encoder`, when it trains (first: the weights may name it); the weights with `weights_cfg` (model_cfg, or
+    own_encoder_config); then state.pt with model_cfg."""
     if encoder is not None:
         save_text_encoder(run_dir, encoder)
+    save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), weights_cfg, extra={"step": str(step)})
+    save_weights(run_dir / DISC_FILE, disc.state_dict(), weights_cfg,
+                 extra={"sahm_part": "discriminator", "step": str(step)})
     state = {
         "step": step,
         "optimizer_g": opt_g.state_dict(),
@@ -499,6 +510,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     from .model.pretrained import load_backbone_weights
 
     run_dir = Path(run_dir)
+    model_cfg = resolve_text_encoder(model_cfg, os.getcwd())  # a text encoder path given here is the working dir's
     requested_device = resolve_device(device)  # a bad --device fails before anything is read
     cfg, state = resolve_run(run_dir, cfg, model_cfg, resume, overrides)
     train_set = open_training_set(data, model_cfg.image_size, cfg)  # with the resumed run's augment
@@ -514,14 +526,16 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
         model = synchronise_batchnorm(model, device)
     disc = PatchDiscriminator(model_cfg).to(device)
     encoder = open_text_encoder(model_cfg, cfg, run_dir, state is not None, device)
+    own_encoder = has_own_encoder(cfg, run_dir, state is not None)
+    weights_cfg = own_encoder_config(model_cfg, run_dir) if own_encoder else model_cfg
     trained_encoder = encoder if cfg.text_encoder_trainable else None
     text_modules = [encoder.model] if trained_encoder else []
     opt_g, opt_d = adamw(model, *text_modules, cfg=cfg), adamw(disc, cfg=cfg)
     g_lr_scales = (1.0,) + (cfg.text_lr_scale,) * len(text_modules)
     step = 0
     if state is not None:
-        load_into(model, run_dir / WEIGHTS_FILE, model_cfg)
-        load_into(disc, run_dir / DISC_FILE, model_cfg)
+        saved_cfg = load_into(model, run_dir / WEIGHTS_FILE)  # resolve_run checked its config
+        load_into(disc, run_dir / DISC_FILE, saved_cfg)
         step = restore_state(state, opt_g, opt_d)
     model_ddp, disc_ddp = data_parallel(model, disc, ddp, cfg)
     if trained_encoder and ddp.world > 1:  # its gradients are averaged over processes too (the pooler gets none)
@@ -563,10 +577,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
             if ddp.main:
                 log.log(step, metrics, schedule(step), batch, out)
                 if step % cfg.ckpt_interval == 0 or step == train_set.total_steps:
-                    save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, trained_encoder)
+                    save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, weights_cfg,
+                                    trained_encoder)
     except KeyboardInterrupt:
         if ddp.main and ddp.world == 1:
-            save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, trained_encoder)
+            save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, weights_cfg, trained_encoder)
             print(f"\ninterrupted at step {step}; saved, continue with --resume")
         raise
     finally:
@@ -580,7 +595,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="nano", help="model config preset (nano, tiny)")
+    parser.add_argument("--config", help=f"model config preset ({', '.join(MODEL_CONFIGS)}; default {DEFAULT_PRESET}); "
+                                         "a resumed run keeps the config it started with")
     parser.add_argument("--data", required=True, nargs="+", metavar="DIR",
                         help="removal dataset folder(s) (refs.jsonl + images/ targets/ masks/); "
                              "several train as one set")
@@ -594,14 +610,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "under torchrun, cuda means each process's cuda:LOCAL_RANK")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="set any TrainConfig field, e.g. --set adv_weight=0 --set expansion_weight=1")
+    parser.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a ModelConfig field of the --config preset for a fresh run (a tuple as a comma "
+                             "list), e.g. --model-set text_encoder=DIR --model-set text_dim=768; on --resume a value "
+                             "that differs from the run's is an error")
+
+
+def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
+    """--config and --model-set for a fresh run. A resumed run keeps the ModelConfig it started with; a --config or
+    --model-set that asks for another is an error naming each differing field."""
+    if not args.resume:
+        preset = model_config(args.config or DEFAULT_PRESET)
+        return dataclasses.replace(preset, **parse_overrides(preset, args.model_set, "--model-set"))
+    saved = started_model_config(Path(args.out))
+    base = saved if args.config is None else model_config(args.config)
+    asked = dataclasses.replace(base, **parse_overrides(base, args.model_set, "--model-set"))
+    asked = resolve_text_encoder(asked, os.getcwd())
+    if asked != saved:
+        raise ValueError(f"--resume: the run in {args.out} keeps the model config it started with; the requested "
+                         f"one differs: {config_differences(saved, asked)}")
+    return saved
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        model_cfg = model_config(args.config)
+        model_cfg = model_config_from_args(args)
         flags = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers}
         # what the user asked for, default or not; a flag wins over a --set of the same field
-        named = {**TrainConfig().parse_overrides(args.set), **{k: v for k, v in flags.items() if v is not None}}
+        named = {**parse_overrides(TrainConfig(), args.set), **{k: v for k, v in flags.items() if v is not None}}
         cfg = dataclasses.replace(TrainConfig(), **named)
         run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume, overrides=named.keys(),
                         device=args.device)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..checkpoint import CONFIG_KEY, CheckpointError, load_model
+from ..checkpoint import CONFIG_KEY, CheckpointError, config_json, load_model
 from ..config import ModelConfig
 from ..text_features import TextFeatures
 from .cache import file_sha256
@@ -80,7 +80,7 @@ def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int
                           output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True, external_data=False,
                           verbose=False)
     proto = onnx.load(str(tmp))
-    onnx.helper.set_model_props(proto, {CONFIG_KEY: cfg.to_json(), WEIGHTS_SHA_KEY: weights_sha256,
+    onnx.helper.set_model_props(proto, {CONFIG_KEY: config_json(cfg, out), WEIGHTS_SHA_KEY: weights_sha256,
                                         VERSION_KEY: __version__})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(tmp))

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import CONFIG_KEY, CheckpointError
+from ..checkpoint import CONFIG_KEY, CheckpointError, config_from_json, config_json
 from .cache import cache_dir, file_sha256
 
 log = logging.getLogger(__name__)
@@ -259,9 +259,9 @@ def build_engine(onnx_path: str | Path, out: str | Path, precision: str = "fp16"
     precision_flags(trt, precision)  # refuse an impossible precision before minutes of work
     _, device = _cuda_device(device_index)
     key = current_key(onnx_path, precision, device_index)
-    if model_config_json is None:
-        model_config_json = onnx_metadata(onnx_path).get(CONFIG_KEY, "")
     out = Path(out)
+    if model_config_json is None:  # the graph's config, its text encoder path re-rooted from the ONNX file to the plan
+        model_config_json = config_json(config_from_json(onnx_metadata(onnx_path).get(CONFIG_KEY, ""), onnx_path), out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log.warning("building TensorRT engine %s from %s (%s, input %s); this can take several minutes",
                 out, onnx_path, precision, key.input_shape)

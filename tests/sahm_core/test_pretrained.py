@@ -1,10 +1,13 @@
 """Pretrained initialisation: timm SwinV2 checkpoints into the backbone (reference: timm's own forward), the trainer's
-backbone_weights, a trainable text encoder in its own parameter group, and the segmentation warm-up."""
+backbone_weights, a trainable text encoder in its own parameter group, and the segmentation warm-up. A local encoder
+through `sahm train --model-set`, and a trained encoder that travels with the run's weights to eval, export and the
+Remover (reference: transformers' own forward of the saved encoder directory)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -15,7 +18,15 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer_v2 import SwinTransformerV2
 
 from sahm_core import cli
-from sahm_core.checkpoint import CheckpointError, save_weights
+from sahm_core.checkpoint import (
+    CONFIG_KEY,
+    CheckpointError,
+    config_from_json,
+    config_json,
+    read_config,
+    read_metadata,
+    save_weights,
+)
 from sahm_core.config import ModelConfig, model_config
 from sahm_core.data.synthetic import make_dataset
 from sahm_core.model import PatchDiscriminator, build_model
@@ -292,3 +303,132 @@ def test_segmentation_warm_up_zeroes_rec_and_adv_then_applies_them(data_dir, tmp
     untouched = PatchDiscriminator(cfg).state_dict()
     saved = load_file(str(run / "discriminator.safetensors"))
     assert all(torch.equal(saved[k], untouched[k]) for k in saved)  # no discriminator step during the warm-up
+
+
+def test_model_set_values_are_typed_like_the_field_and_bad_ones_named(data_dir, tiny_text_encoder, tmp_path, capsys):
+    from sahm_core.config import parse_overrides
+
+    nano = model_config("nano")
+    typed = parse_overrides(nano, ["text_dim=768", "hdc_rates=1,2,3", "fill_fixed_grid=true", "mlp_ratio=3.5",
+                                   "text_encoder=albert-base-v2"], "--model-set")
+    assert typed == {"text_dim": 768, "hdc_rates": (1, 2, 3), "fill_fixed_grid": True, "mlp_ratio": 3.5,
+                     "text_encoder": "albert-base-v2"}
+    out = tmp_path / "run"
+    common = ["train", "--data", str(data_dir), "--out", str(out), "--batch-size", "4", "--num-workers", "0",
+              "--device", "cpu"]
+    for bad, reason in [("text_dimm=768", "unknown ModelConfig field(s): text_dimm; known: "),
+                        ("hdc_rates=1,two", "--model-set hdc_rates=1,two: "),
+                        ("fill_fixed_grid=maybe", "--model-set fill_fixed_grid=maybe: expected true or false"),
+                        ("text_dim", "--model-set expects KEY=VALUE, got 'text_dim'")]:
+        assert cli.main([*common, "--model-set", bad]) == 2
+        assert reason in capsys.readouterr().out, bad
+
+    # nano's text_dim (384) with a 32-wide encoder: refused when the encoder opens, naming both numbers
+    assert cli.main([*common, "--model-set", f"text_encoder={tiny_text_encoder}"]) == 2
+    printed = capsys.readouterr().out
+    assert "has hidden size 32" in printed and "expects 384-d tokens (text_dim=384)" in printed
+    assert "--model-set text_dim=32" in printed
+    assert not (out / "model.safetensors").exists()
+
+
+def test_sahm_train_model_set_makes_a_fresh_runs_config_and_a_resume_keeps_it(data_dir, tiny_text_encoder, tmp_path,
+                                                                             monkeypatch, capsys):
+    monkeypatch.chdir(tiny_text_encoder.parent)  # the encoder given relative to the working directory, as a CLI path
+    out = tmp_path / "run"
+    settings = ["image_size=64", "embed_dim=16", "decoder_dim=16", "disc_dim=8", "text_dim=32", "hdc_rates=1,2,3",
+                f"text_encoder={tiny_text_encoder.name}"]
+    bare = ["train", "--data", str(data_dir), "--out", str(out), "--batch-size", "4", "--num-workers", "0",
+            "--device", "cpu"]
+    fresh = [*bare, "--config", "nano", "--set", "text_encoder_trainable=true",
+             *(arg for setting in settings for arg in ("--model-set", setting))]
+    assert cli.main([*fresh, "--steps", "1"]) == 0
+    expected = replace(text_cfg(tiny_text_encoder), hdc_rates=(1, 2, 3))
+    assert ModelConfig.from_json(torch.load(out / "state.pt", weights_only=True)["model_config"]) == expected
+    assert read_config(out / "model.safetensors") == replace(expected, text_encoder=str(out / "text_encoder"))
+
+    # the first command line again resumes, and so does one without --config / --model-set: the run's config wins
+    assert cli.main([*fresh, "--steps", "2", "--resume"]) == 0
+    assert cli.main([*bare, "--steps", "3", "--resume"]) == 0
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 3
+    capsys.readouterr()
+    assert cli.main([*bare, "--steps", "4", "--resume", "--model-set", "text_dim=64"]) == 2
+    assert "text_dim: saved 32, requested 64" in capsys.readouterr().out
+    assert cli.main([*bare, "--steps", "4", "--resume", "--config", "tiny"]) == 2
+    printed = capsys.readouterr().out
+    assert "name: saved 'nano', requested 'tiny'" in printed and "image_size: saved 64, requested 480" in printed
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 3
+
+
+def test_a_stored_text_encoder_path_is_relative_to_the_file_that_stores_it(tmp_path, monkeypatch):
+    where = tmp_path / "model" / "model.safetensors"
+    inside, outside = tmp_path / "model" / "text_encoder", tmp_path / "albert"
+    nano = model_config("nano")
+
+    def stored(encoder: str) -> str:
+        return json.loads(config_json(replace(nano, text_encoder=encoder), where))["text_encoder"]
+
+    assert config_json(nano, where) == nano.to_json()  # a name stays a name
+    assert stored(str(inside)) == "text_encoder" and stored(str(outside)) == str(outside)
+    monkeypatch.chdir(tmp_path)  # a relative path in memory is the working directory's
+    assert stored("model/text_encoder") == "text_encoder" and stored("albert") == str(outside)
+
+    monkeypatch.chdir(outside.parent.parent)  # reading resolves against the file's directory, not the working one
+    text = config_json(replace(nano, text_encoder=str(inside)), where)
+    assert config_from_json(text, where).text_encoder == str(inside)
+    moved = tmp_path / "elsewhere" / "model.safetensors"
+    assert config_from_json(text, moved).text_encoder == str(tmp_path / "elsewhere" / "text_encoder")
+    assert config_from_json(nano.to_json(), moved) == nano
+    with pytest.raises(CheckpointError, match="elsewhere/model.safetensors: stored model config is missing"):
+        config_from_json("{", moved)
+
+
+def encoder_tokens(encoder_dir, commands: list[str], text_len: int) -> torch.Tensor:
+    """The encoder directory's own last_hidden_state (transformers directly) over text_len tokens, padding zeroed."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir), local_files_only=True)
+    model = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True).eval()
+    batch = tokenizer(commands, padding="max_length", truncation=True, max_length=text_len, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).last_hidden_state * batch["attention_mask"][..., None]
+
+
+def test_a_trained_text_encoder_travels_with_the_runs_weights(data_dir, tiny_text_encoder, tmp_path, monkeypatch):
+    from sahm_core.evaluate import EvalConfig, evaluate
+    from sahm_core.runtime import Remover
+    from sahm_core.text import CommandEncoder
+
+    cfg = text_cfg(tiny_text_encoder)
+    trainable = replace(FAST, text_encoder_trainable=True, text_lr_scale=1.0)
+    run = train(cfg, trainable, data_dir, tmp_path / "run", device="cpu")
+    trained_dir = run / "text_encoder"
+    assert json.loads(read_metadata(run / "model.safetensors")[CONFIG_KEY])["text_encoder"] == "text_encoder"
+    commands = ["remove the red cup", "take the dog on the left away"]
+    trained = encoder_tokens(trained_dir, commands, cfg.text_len)
+    assert (trained - encoder_tokens(tiny_text_encoder, commands, cfg.text_len)).abs().max() > 1e-3
+
+    # sahm eval's encoder: every batch of commands it encodes gives the trained encoder's own tokens
+    encoded, features = [], CommandEncoder.features
+
+    def recorded(encoder, texts):
+        out = features(encoder, texts)
+        encoded.append((encoder.encoder_dir, list(texts), out.tokens.clone()))
+        return out
+
+    monkeypatch.setattr(CommandEncoder, "features", recorded)
+    evaluate(run, data_dir, tmp_path / "eval", EvalConfig(limit=4, batch_size=4))
+    assert encoded and {where for where, _, _ in encoded} == {trained_dir}
+    for _, texts, tokens in encoded:
+        torch.testing.assert_close(tokens, encoder_tokens(trained_dir, texts, cfg.text_len), atol=1e-5, rtol=0)
+
+    # sahm remove and the node (Remover), also after the run directory moved as a whole. (An ONNX export stores the
+    # path the same way, config_json; not exported here: the export alone takes over a minute on two cores.)
+    moved = tmp_path / "deployed"
+    with Remover.load(run, backend="torch", device="cpu") as remover:
+        remover.set_command(commands[0])
+        torch.testing.assert_close(torch.from_numpy(remover._text["tokens"]), trained[:1], atol=1e-5, rtol=0)
+    shutil.move(run, moved)
+    with Remover.load(moved, backend="torch", device="cpu") as remover:
+        assert remover.config.text_encoder == str(moved / "text_encoder")
+        remover.set_command(commands[1])
+        torch.testing.assert_close(torch.from_numpy(remover._text["tokens"]), trained[1:], atol=1e-5, rtol=0)
