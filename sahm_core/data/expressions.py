@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sahm_core.data.speech import SPEECH_RATE, apply_effects, wrap
-from sahm_core.lexicon import COLOURS, COMMAND_FRAMES, SHAPE_WORDS
+from sahm_core.lexicon import COLOURS, COMMAND_FRAMES, COMMAND_OPENINGS, SHAPE_WORDS
 
 # Position of a centroid is in image fractions (0 = left/top, 1 = right/bottom).
 POSITION_MARGIN = 0.08  # an extreme object must beat the runner-up by this much of the image side
@@ -171,12 +171,21 @@ def _build(objects, index, kind, p, rng) -> list[tuple[str, str]]:
             + anchor_words)
 
 
-def _as_command(words: list[tuple[str, str]], rng) -> Expression:
-    """A bare phrase ("the red star") or a spoken command ("make the red star go away"), sometimes as spoken
-    ("make the the red star go away"; sahm_core.data.speech)."""
+def _as_command(words: list[tuple[str, str]], rng, spoken: bool) -> Expression:
+    """A bare phrase ("the red star") or a command around it.
+
+    Plain (evaluation splits: the phrasing every earlier model was measured on): half the time one of the
+    COMMAND_OPENINGS before it ("please erase the red star"). Spoken (training: augmentation): one of the
+    COMMAND_FRAMES ("make the red star go away"), sometimes with speech effects ("make the the red star go away";
+    sahm_core.data.speech). The held-out phrasings of sahm_core.data.heldout are neither.
+    """
     if rng.random() < 0.15 and words[0][0] == "the":
         words = words[1:]
     phrase = tuple(words)
+    if not spoken:
+        if rng.random() < 0.5:
+            words = [(w, "O") for w in str(rng.choice(COMMAND_OPENINGS)).split()] + words
+        return Expression(tuple(words), phrase)
     if rng.random() < 0.6:
         words = wrap(str(rng.choice(COMMAND_FRAMES)), words)
     if rng.random() < SPEECH_RATE:
@@ -184,17 +193,18 @@ def _as_command(words: list[tuple[str, str]], rng) -> Expression:
     return Expression(tuple(words), phrase)
 
 
-def describe(objects: list[SceneObject], index: int, rng: np.random.Generator) -> Expression | None:
+def describe(objects: list[SceneObject], index: int, rng: np.random.Generator,
+             spoken: bool = False) -> Expression | None:
     """An expression naming objects[index] and nothing else in the scene, or None when none is clear enough."""
     candidates = _candidates(objects, index)
     if not candidates:
         return None
     weights = np.array([KIND_WEIGHTS[kind] for kind, _ in candidates])
     kind, params = candidates[rng.choice(len(candidates), p=weights / weights.sum())]
-    return _as_command(_build(objects, index, kind, params, rng), rng)
+    return _as_command(_build(objects, index, kind, params, rng), rng, spoken)
 
 
-def describe_absent(objects: list[SceneObject], rng: np.random.Generator) -> Expression:
+def describe_absent(objects: list[SceneObject], rng: np.random.Generator, spoken: bool = False) -> Expression:
     """Name a category (or colour + category) that no object in the scene has.
 
     Mostly a near miss: a colour that is in the scene on another category, or a
@@ -211,4 +221,4 @@ def describe_absent(objects: list[SceneObject], rng: np.random.Generator) -> Exp
             colour = None  # the whole category is absent: "the star"
         if colour is None or (category, colour) not in present:
             break
-    return _as_command([("the", "O")] + _noun_phrase(rng, colour, None, category), rng)
+    return _as_command([("the", "O")] + _noun_phrase(rng, colour, None, category), rng, spoken)

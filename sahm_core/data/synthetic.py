@@ -339,8 +339,12 @@ def _scene_objects(layers: list[_Layer], visible: list[np.ndarray], size: int) -
     return objects
 
 
-def render_sample(seed: int, size: int = 256, negative_fraction: float = 0.15) -> Sample:
-    """One scene from a seed: image, target (scene without the named object), mask, expression and its tags."""
+def render_sample(seed: int, size: int = 256, negative_fraction: float = 0.15, spoken: bool = False) -> Sample:
+    """One scene from a seed: image, target (scene without the named object), mask, expression and its tags.
+
+    spoken: the expression in the training phrasing (command frames and speech effects) instead of the plain one
+    (see expressions._as_command).
+    """
     if not 0.0 <= negative_fraction <= 1.0:
         raise ValueError(f"negative_fraction must be in [0, 1], got {negative_fraction}")
     if size < 32:
@@ -355,12 +359,12 @@ def render_sample(seed: int, size: int = 256, negative_fraction: float = 0.15) -
         visible = _visible(layers)
         objects = _scene_objects(layers, visible, size)
         if negative:
-            expression, index = describe_absent(objects, rng), None
+            expression, index = describe_absent(objects, rng, spoken), None
             break
         index = int(rng.integers(len(layers)))
         if visible[index].sum() < 0.7 * layers[index].alpha.sum():
             continue  # too hidden to be worth naming
-        expression = describe(objects, index, rng)
+        expression = describe(objects, index, rng, spoken)
         if expression is not None:
             break
     camera = _camera(rng, size)
@@ -400,7 +404,9 @@ def _write_sample(job: tuple[Path, int, str, int, int, float]) -> tuple[dict, fl
     """Render and write one sample; returns its ref and the CPU seconds it took."""
     start = time.process_time()
     root, index, split, seed, size, negative_fraction = job
-    sample = render_sample(seed, size, negative_fraction)
+    # Spoken phrasing is training augmentation; val and test keep the plain phrasing, the reference that
+    # `sahm make-data rephrase` turns into held-out and speech-style versions.
+    sample = render_sample(seed, size, negative_fraction, spoken=split == "train")
     stem = f"syn{index:07d}"
     paths = write_example(root, stem, sample.image, sample.target, sample.mask)
     ref = {"id": stem, **paths, "text": sample.text, "split": split, "negative": sample.negative,

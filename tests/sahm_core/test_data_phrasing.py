@@ -35,12 +35,12 @@ FRAME_WORDS = {w for f in COMMAND_FRAMES + FRAMES_TRAIN + HELD_OUT_FRAMES for w 
 
 
 def _expression(seed: int):
-    """A generator expression for a random scene (metadata only: no pixels needed for words)."""
+    """A generator expression in the training phrasing for a random scene (metadata only: no pixels needed)."""
     rng = np.random.default_rng(seed)
     objects = [SceneObject(str(rng.choice(list(SHAPE_WORDS))), str(rng.choice(list(COLOURS))),
                            str(rng.choice(TEXTURES)), float(rng.uniform(0.16, 0.34)), float(rng.random()),
                            float(rng.random())) for _ in range(int(rng.integers(2, 6)))]
-    return describe(objects, 0, rng) or describe_absent(objects, rng)
+    return describe(objects, 0, rng, spoken=True) or describe_absent(objects, rng, spoken=True)
 
 
 @pytest.fixture(scope="module")

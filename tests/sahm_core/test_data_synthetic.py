@@ -189,7 +189,8 @@ def test_written_dataset_is_deterministic_and_keeps_the_invariants(tmp_path):
         mask = read_mask(tmp_path / "a" / ref["mask"])
         assert (tmp_path / "b" / ref["image"]).read_bytes() == (tmp_path / "a" / ref["image"]).read_bytes()
         _assert_pixels(image, target, mask, ref["negative"])
-        sample = render_sample(ref["seed"])  # the stored seed regenerates the sample
+        # the stored seed regenerates the sample; spoken phrasing is training augmentation, evaluation stays plain
+        sample = render_sample(ref["seed"], spoken=ref["split"] == "train")
         np.testing.assert_array_equal(image, sample.image)
         assert ref["text"] == sample.text and ref["tags"] == sample.tags and ref["phrase"] == sample.phrase
 
@@ -242,3 +243,17 @@ def test_flip_swaps_left_and_right_so_the_text_still_names_the_masked_object(tmp
             assert interpret(item["text"], mirrored) == [s.target_index], (s.text, item["text"])
             assert interpret(s.text, mirrored) != [s.target_index]  # the unswapped text would now be wrong
     assert seen == {True, False}
+
+
+def test_plain_phrasing_is_an_opening_or_nothing_and_spoken_is_the_same_scene_in_a_frame():
+    from sahm_core.lexicon import COMMAND_OPENINGS
+
+    framed = 0
+    for seed in range(60):
+        plain, spoken = render_sample(seed), render_sample(seed, spoken=True)
+        phrase = " ".join(w for w, _ in plain.phrase)
+        assert plain.phrase == spoken.phrase and plain.negative == spoken.negative
+        assert plain.text == phrase or any(plain.text == f"{o} {phrase}" for o in COMMAND_OPENINGS), plain.text
+        np.testing.assert_array_equal(plain.mask, spoken.mask)
+        framed += spoken.text != phrase
+    assert framed > 20  # about 60 % are framed, 30 % carry speech effects
