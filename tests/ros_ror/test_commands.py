@@ -188,17 +188,6 @@ SPOKEN = ["Clear away the red box.", "stop removing the cup and remove the bottl
 EXPECTED_ACTIVE = [INTENTS[text][1] or "" for text in SPOKEN]
 
 
-def test_node_reads_commands_as_the_table_does(onnx_model_dir, permissive_thresholds):
-    from node_harness import Harness
-
-    harness = Harness(onnx_model_dir, permissive_thresholds)
-    try:
-        for text, expected in zip(SPOKEN, EXPECTED_ACTIVE):
-            harness.command(text, expect_active=expected)
-    finally:
-        harness.close()
-
-
 def test_replay_reads_commands_as_the_table_does(tmp_path, onnx_model_dir, permissive_thresholds, scene):
     from rosbags.rosbag2 import Reader, Writer
     from rosbags.typesys import Stores, get_typestore

@@ -206,3 +206,13 @@ def test_fuzz_malformed_frames_and_odd_commands_through_real_topics(harness, sce
     assert result_dict(result)["command"] == COMMAND and cleaned.encoding == "bgr8"
     harness.command("cancel", expect_active="")
     assert harness.diagnostics()["last_error"] == ""
+
+
+def test_node_reads_commands_as_the_table_does(harness):
+    """The node's route of test_commands' one-parser check. It lives here, with the module's harness: a node built
+    and closed inside the test process before test_launch's probe left that probe unable to reach the launched node
+    (its services and node name), while its publishers were seen."""
+    from test_commands import EXPECTED_ACTIVE, SPOKEN
+
+    for text, expected in zip(SPOKEN, EXPECTED_ACTIVE):
+        harness.command(text, expect_active=expected)
