@@ -270,9 +270,14 @@ def own_encoder_config(model_cfg: ModelConfig, run_dir: Path) -> ModelConfig:
     return dataclasses.replace(model_cfg, text_encoder=os.path.abspath(run_dir / TEXT_ENCODER_DIR))
 
 
+def resumes_own_encoder(run_dir: Path, resumed: bool) -> bool:
+    """This resume continues a text encoder the run trained before (from its TEXT_ENCODER_DIR)."""
+    return resumed and (run_dir / TEXT_ENCODER_DIR).is_dir()
+
+
 def has_own_encoder(cfg: TrainConfig, run_dir: Path, resumed: bool) -> bool:
-    """The run trains its text encoder, or trained it before this resume (then it goes on from TEXT_ENCODER_DIR)."""
-    return cfg.text_encoder_trainable or (resumed and (run_dir / TEXT_ENCODER_DIR).is_dir())
+    """The run trains its text encoder, or trained it before this resume."""
+    return cfg.text_encoder_trainable or resumes_own_encoder(run_dir, resumed)
 
 
 def open_text_encoder(model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, resumed: bool, device: torch.device):
@@ -280,7 +285,7 @@ def open_text_encoder(model_cfg: ModelConfig, cfg: TrainConfig, run_dir: Path, r
     (the config's encoder in a fresh run). A resumed run whose encoder trained continues from its TEXT_ENCODER_DIR."""
     from .text import CommandEncoder, shared_encoder
 
-    if resumed and (run_dir / TEXT_ENCODER_DIR).is_dir():
+    if resumes_own_encoder(run_dir, resumed):
         encoder = CommandEncoder.for_config(own_encoder_config(model_cfg, run_dir), device=device)
     elif cfg.text_encoder_trainable:
         encoder = CommandEncoder.for_config(model_cfg, device=device)  # not the shared one: training changes it

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sahm_core.data.speech import SPEECH_RATE, apply_effects, wrap
-from sahm_core.lexicon import COLOURS, COMMAND_FRAMES, COMMAND_OPENINGS, SHAPE_WORDS
+from sahm_core.data.speech import SPEECH_RATE, apply_effects, in_frame, wrap
+from sahm_core.lexicon import COLOURS, COMMAND_OPENINGS, SHAPE_WORDS
 
 # Position of a centroid is in image fractions (0 = left/top, 1 = right/bottom).
 POSITION_MARGIN = 0.08  # an extreme object must beat the runner-up by this much of the image side
@@ -175,19 +175,18 @@ def _as_command(words: list[tuple[str, str]], rng, spoken: bool) -> Expression:
     """A bare phrase ("the red star") or a command around it.
 
     Plain (evaluation splits: the phrasing every earlier model was measured on): half the time one of the
-    COMMAND_OPENINGS before it ("please erase the red star"). Spoken (training: augmentation): one of the
-    COMMAND_FRAMES ("make the red star go away"), sometimes with speech effects ("make the the red star go away";
-    sahm_core.data.speech). The held-out phrasings of sahm_core.data.heldout are neither.
+    COMMAND_OPENINGS before it ("please erase the red star"). Spoken (training: augmentation): mostly inside one
+    of the COMMAND_FRAMES ("make the red star go away"; speech.in_frame), sometimes with speech effects ("make the
+    the red star go away"; sahm_core.data.speech). The held-out phrasings of sahm_core.data.heldout are neither.
     """
     if rng.random() < 0.15 and words[0][0] == "the":
         words = words[1:]
     phrase = tuple(words)
     if not spoken:
         if rng.random() < 0.5:
-            words = [(w, "O") for w in str(rng.choice(COMMAND_OPENINGS)).split()] + words
+            words = wrap(f"{rng.choice(COMMAND_OPENINGS)} {{}}", words)
         return Expression(tuple(words), phrase)
-    if rng.random() < 0.6:
-        words = wrap(str(rng.choice(COMMAND_FRAMES)), words)
+    words = in_frame(words, rng)
     if rng.random() < SPEECH_RATE:
         words = apply_effects(words, rng)
     return Expression(tuple(words), phrase)

@@ -23,8 +23,7 @@ import numpy as np
 
 from sahm_core.data.heldout import HELD_OUT_EFFECTS, HELD_OUT_FRAMES
 from sahm_core.data.layout import read_refs, write_refs
-from sahm_core.data.speech import ARTICLES, Word, apply_effects, heard, wrap
-from sahm_core.lexicon import COMMAND_FRAMES
+from sahm_core.data.speech import ARTICLES, Word, apply_effects, heard, in_frame, wrap
 
 STYLES = ("heldout", "speech")
 IMAGE_FOLDERS = ("images", "targets", "masks")  # the folders layout.make_folders creates
@@ -51,8 +50,7 @@ def rephrase_words(phrase: list[Word], style: str, rng: np.random.Generator) -> 
         words = wrap(str(rng.choice(HELD_OUT_FRAMES)), phrase)
         return apply_effects(words, rng, HELD_OUT_EFFECTS, most=1) if rng.random() < 0.5 else words
     if style == "speech":
-        words = wrap(str(rng.choice(COMMAND_FRAMES)), phrase) if rng.random() < 0.6 else list(phrase)
-        return apply_effects(words, rng)
+        return apply_effects(in_frame(phrase, rng), rng)
     raise ValueError(f"unknown phrasing style {style!r}; choose one of {', '.join(STYLES)}")
 
 

@@ -22,12 +22,13 @@ from typing import Callable
 
 import numpy as np
 
-from sahm_core.lexicon import SPOKEN_DISCOURSE
+from sahm_core.lexicon import COMMAND_FRAMES, SPOKEN_DISCOURSE
 
 Word = tuple[str, str]
 ARTICLES = ("the", "a", "an")
 NODE_FILLERS = ("uh", "um")  # a subset of ros_ror.commands.FILLERS: only `heard` uses them, the node drops them
 SPEECH_RATE = 0.3  # share of the generator's expressions that get spoken effects
+FRAME_RATE = 0.6  # share of spoken expressions said inside a command frame (the rest: the bare noun phrase)
 MAX_RESTART = 3  # words a restart repeats
 
 
@@ -50,6 +51,11 @@ def wrap(frame: str, phrase: list[Word]) -> list[Word]:
     if not sep or "{}" in after:
         raise ValueError(f"frame {frame!r} must hold exactly one {{}} for the noun phrase")
     return [(w, "O") for w in before.split()] + list(phrase) + [(w, "O") for w in after.split()]
+
+
+def in_frame(phrase: list[Word], rng: np.random.Generator) -> list[Word]:
+    """The noun phrase in one of `lexicon.COMMAND_FRAMES` FRAME_RATE of the time, else as it is."""
+    return wrap(str(rng.choice(COMMAND_FRAMES)), phrase) if rng.random() < FRAME_RATE else list(phrase)
 
 
 def restart(words: list[Word], rng: np.random.Generator) -> list[Word]:
