@@ -416,6 +416,7 @@ def _write_sample(job: tuple[Path, int, str, int, int, float]) -> tuple[dict, fl
 
 def _worker_init() -> None:
     cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would fight the other workers
+    _photos()
 
 
 @dataclass
@@ -446,13 +447,14 @@ def make_dataset(out: Path, n: int, seed: int, size: int = 256, workers: int = 2
     make_folders(out)
     jobs = [(out, i, split, s, size, negative_fraction)
             for i, split, s in split_plan(n, seed, val_fraction, test_fraction)]
-    _photos()  # decoded once here; forked workers share them
     start = time.perf_counter()
     if workers <= 1:
         _worker_init()
         results = [_write_sample(job) for job in tqdm(jobs, desc="synthetic", unit="sample")]
     else:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+        # spawn, not fork: the caller may run threads (DDS, ONNX Runtime, torch's pools) that a forked child
+        # inherits mid-lock (a test process does)
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as pool:
             results = list(tqdm(pool.imap(_write_sample, jobs, chunksize=16), total=n, desc="synthetic", unit="sample"))
     wall = time.perf_counter() - start
     cpu = sum(seconds for _, seconds in results)
