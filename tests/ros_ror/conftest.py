@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 
@@ -15,6 +16,28 @@ os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 
 COMMAND = "remove the red cup on the left"
+
+
+@pytest.fixture(autouse=True)
+def collect_rclpy_garbage():
+    """Finalise a test's leftover rclpy objects as soon as the test is over.
+
+    A closed node, its context, loggers, services and QoS event handlers stay in reference cycles (found by
+    gc.DEBUG_SAVEALL after test_lifecycle), so the cycle collector finalises them, inside rclpy and DDS, at
+    whatever allocation comes next: in a later test, on any thread, while that test's executor threads are
+    inside rclpy. Full-suite runs hung that way: the collector running on the main thread, every other thread
+    waiting on a lock. Collecting here, after the test's own fixtures are torn down, finalises them while nothing
+    of theirs runs.
+    """
+    yield
+    gc.collect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def collect_rclpy_garbage_of_module():
+    """The same for the module-scoped nodes, torn down after the module's last test."""
+    yield
+    gc.collect()
 
 
 def synthetic_frame(height: int = 48, width: int = 64, seed: int = 0) -> np.ndarray:

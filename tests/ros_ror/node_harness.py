@@ -108,6 +108,7 @@ class Harness:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join()
         self.node.destroy_node()
         self.tester.destroy_node()
         rclpy.shutdown(context=self.context)

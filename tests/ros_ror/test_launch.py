@@ -68,6 +68,12 @@ class Launch:
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            import psutil  # installed with the launch tools (Makefile)
+
+            # the launched processes first, so their stacks reach launch's output before launch's own
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                child.send_signal(signal.SIGABRT)
+            time.sleep(3)
             self.process.send_signal(signal.SIGABRT)
             time.sleep(2)
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -126,6 +132,7 @@ class Probe:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 
