@@ -17,10 +17,11 @@ of one unit ("traffic_light/IW"). TRAIN_TEMPLATES and TEST_TEMPLATES share no te
 split measures sentence structures the tagger never saw. A second held-out split also draws every referent
 from HELD_OUT_CATEGORIES, words never used in training.
 
-`{open}` is a frame around the rest of the template, from the generator's list (lexicon.COMMAND_FRAMES: "make
-{} go away"), and a share of the sentences get the generator's spoken effects (sahm_core.data.speech), so the
-tagger learns the commands the model is trained on. The held-out phrasing lists (sahm_core.data.heldout) are
-never used here.
+`{open}` is a frame around the rest of the template: half the time from the generator's list
+(lexicon.COMMAND_FRAMES: "make {} go away"), so the tagger learns the commands the model is trained on, half the
+time composed from parts (addresses, requests, many verbs, tails; `compose_frame`). A share of the sentences get
+spoken effects: the generator's (sahm_core.data.speech) and more discourse words (CORPUS_ASIDES). The held-out
+and dev phrasing lists (sahm_core.data.heldout, sahm_core.data.dev_phrasing) are never used here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import re
 
 import numpy as np
 
-from .data.speech import SPEECH_RATE, apply_effects, wrap
+from .data.speech import SPEECH_EFFECTS, SPEECH_RATE, Word, apply_effects, insert_between_units, wrap
 from .lexicon import COCO_CATEGORIES, COLOURS, COMMAND_FRAMES, POSITION_WORDS, SHAPE_WORDS, SIZE_WORDS, TEXTURE_WORDS
 
 TAGS = ("O", "B-IW", "I-IW", "B-AW", "I-AW")
@@ -72,6 +73,38 @@ RELATIONS = (
 )
 # Frames around the rest of the sentence ("{}"); the training ones are the generator's (lexicon.COMMAND_FRAMES).
 FRAMES_TRAIN = COMMAND_FRAMES + ("please delete {}", "i want you to erase {}", "go ahead and remove {}")
+# Composed frames, drawn for half the training {open} slots: [address] [request] verb {} [tail], or the object
+# first and a command about "it" after it. A tagger that saw only ~100 fixed frames tags an opening word it never
+# saw as the referent (a bare noun phrase starts with one: "guy in red shirt"), and then the referent as an
+# attribute; many verbs, requests and tails in many combinations teach that the words around the described ones are
+# command words, whatever they are.
+FRAME_ADDRESSES = ("hey robot", "robot", "ok robot", "okay", "ok", "hey", "hi robot", "right", "well", "listen",
+                   "so", "oh and", "hey you", "hello", "robot listen", "alright then", "assistant", "hey assistant",
+                   "machine", "mate", "pal", "system", "okay assistant", "robot arm", "yo", "oh")
+FRAME_REQUESTS = ("please", "can you", "could you", "would you", "will you", "can you please", "could you please",
+                  "i want you to", "i need you to", "i'd like you to", "you need to", "you have to", "try to",
+                  "go and", "now", "just", "quickly", "i'm asking you to", "help me", "i'd love it if you could",
+                  "can i ask you to", "you could", "it would be great if you could", "please just", "first")
+FRAME_VERBS = ("remove", "erase", "delete", "get rid of", "take away", "take out", "wipe out", "clear away", "hide",
+               "scrap", "drop", "purge", "strip out", "clean up", "chuck out", "trash", "junk", "yank out", "banish",
+               "axe", "lift out", "pull out", "knock out", "rub out", "blot out", "mask out", "cover up",
+               "block out", "filter out", "take down", "move", "shift", "hide away", "clear out",
+               "empty out", "kill", "wipe", "clean out", "vanish", "conceal", "omit", "exclude", "obliterate",
+               "expunge", "sweep away", "black out", "fade out")
+FRAME_TAILS = ("please", "thanks", "thank you", "now", "right now", "for me", "quickly", "immediately", "asap",
+               "real quick", "from the picture", "from the image", "from the photo", "from view", "out of the picture",
+               "out of the image", "out of view", "thanks robot", "thank you very much",
+               "right now please", "straight away", "this instant", "for me thank you", "once and for all", "too",
+               "as well", "first", "next", "for a moment", "for now", "ok", "okay thanks", "would you", "will you",
+               "please robot", "in this picture", "in the image", "now please", "and thanks", "thanks mate",
+               "appreciate it", "thanks heaps", "nice one", "good job", "much obliged", "as fast as you can")
+OBJECT_FIRST_COMMENTS = ("can be removed", "could be erased", "will have to go", "may as well go", "can vanish",
+                         "is in the way", "looks bad", "is annoying", "has to go", "is not supposed to be there",
+                         "is ugly", "is too much", "ruins it", "is a mess", "is blocking the view",
+                         "looks out of place", "is wrong", "i don't like it", "is bugging me")
+OBJECT_FIRST_COMMANDS = ("remove it", "get rid of it", "please delete it", "erase that", "take it out", "hide it",
+                         "scrap it", "drop it please", "make it go away", "lose it", "remove that one",
+                         "take that away", "could you remove it", "erase it now")
 FRAMES_TEST = ("kindly remove {}", "would you remove {}", "can you get rid of {}", "i need you to delete {}",
                "just erase {}", "remove {} please")
 SUFFIXES = ("please", "for me", "from the image", "from the picture", "from the scene", "from the view", "now",
@@ -166,6 +199,47 @@ TEST_TEMPLATES = (
 )
 FILLERS["open_test"] = FRAMES_TEST
 FRAME_SLOTS = ("open", "open_test")  # their fillers are frames: they wrap the rest of the template
+COMPOSED_RATE = 0.5  # share of training {open} slots that get a composed frame, not one of FRAMES_TRAIN
+OBJECT_FIRST_RATE = 0.15  # share of composed frames that say the object first
+
+
+def composed_openings() -> tuple[str, ...]:
+    """Every opening a composed frame may have (before "{}"): [address] [request] verb."""
+    return tuple(" ".join(p for p in (address, request, verb) if p)
+                 for address in ("",) + FRAME_ADDRESSES for request in ("",) + FRAME_REQUESTS for verb in FRAME_VERBS)
+
+
+def object_first_frames() -> tuple[str, ...]:
+    """Every object-first frame: "{} is in the way remove it"."""
+    return tuple(f"{{}} {comment} {command}" for comment in OBJECT_FIRST_COMMENTS for command in OBJECT_FIRST_COMMANDS)
+
+
+def compose_frame(rng: random.Random) -> str:
+    """A composed frame: object first OBJECT_FIRST_RATE of the time, else [address] [request] verb {} [tail]."""
+    if rng.random() < OBJECT_FIRST_RATE:
+        return f"{{}} {rng.choice(OBJECT_FIRST_COMMENTS)} {rng.choice(OBJECT_FIRST_COMMANDS)}"
+    parts = [rng.choice(FRAME_ADDRESSES) if rng.random() < 0.3 else "",
+             rng.choice(FRAME_REQUESTS) if rng.random() < 0.5 else "", rng.choice(FRAME_VERBS), "{}",
+             rng.choice(FRAME_TAILS) if rng.random() < 0.4 else ""]
+    return " ".join(p for p in parts if p)
+
+
+def _frame(slot: str, rng: random.Random) -> str:
+    if slot == "open" and rng.random() < COMPOSED_RATE:
+        return compose_frame(rng)
+    return rng.choice(FILLERS[slot])
+
+# Discourse words beyond the generator's (lexicon.SPOKEN_DISCOURSE), for the tagger only: every one is "other".
+CORPUS_ASIDES = ("honestly", "definitely", "perhaps", "i believe", "obviously", "certainly",
+                 "you know what", "ah", "oh", "well then", "let me think", "what else", "or so", "anyway")
+
+
+def aside(words: list[Word], rng: np.random.Generator) -> list[Word]:
+    """A discourse word of CORPUS_ASIDES between two units: "remove the honestly red star"."""
+    return insert_between_units(words, rng, CORPUS_ASIDES)
+
+
+CORPUS_EFFECTS = {**SPEECH_EFFECTS, "aside": aside}
 
 REFERENT_SLOTS = ("cat", "shape", "person")  # slots that name the object to remove
 _ITEM = re.compile(r"^\{(\w+)(\?)?\}$")
@@ -202,14 +276,14 @@ def expand_template(template: str, rng: random.Random,
         if m and m.group(1) in FRAME_SLOTS:
             rest = expand_template(" ".join(items[i + 1 :]), rng, categories)
             before = [wt for it in items[:i] for wt in _expand(it, rng, categories)]
-            return before + wrap(rng.choice(FILLERS[m.group(1)]), rest)
+            return before + wrap(_frame(m.group(1), rng), rest)
     return [wt for item in items for wt in _expand(item, rng, categories)]
 
 
 def make_corpus(templates, per_template: int, seed: int, categories: tuple[str, ...] | None = None,
                 speech_rate: float = SPEECH_RATE) -> list[list[tuple[str, str]]]:
     """Up to `per_template` distinct sentences from each template, deterministic for a seed; `speech_rate` of them
-    get the generator's spoken effects (sahm_core.data.speech)."""
+    get spoken effects (the generator's, sahm_core.data.speech, and CORPUS_ASIDES)."""
     rng = random.Random(seed)
     speech_rng = np.random.default_rng(seed)
     seen: set[tuple[str, ...]] = set()
@@ -219,7 +293,7 @@ def make_corpus(templates, per_template: int, seed: int, categories: tuple[str, 
         for _ in range(per_template * 3):  # small templates run out of distinct sentences: stop trying then
             sentence = expand_template(template, rng, categories)
             if speech_rng.random() < speech_rate:
-                sentence = apply_effects(sentence, speech_rng)
+                sentence = apply_effects(sentence, speech_rng, CORPUS_EFFECTS)
             key = tuple(w for w, _ in sentence)
             if key not in seen:
                 seen.add(key)

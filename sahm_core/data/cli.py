@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sahm_core.data.rephrase import STYLES
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
@@ -47,10 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     review.add_argument("--per-page", type=int, default=6, help="image pairs per page")
     review.add_argument("--split", choices=("train", "val", "test"), default=None)
 
-    rephrase = sub.add_parser("rephrase", help="a copy of one split with its expressions re-phrased (held-out "
-                                               "or speech-style), images linked, for sahm eval")
+    rephrase = sub.add_parser("rephrase", help="a copy of one split with its expressions re-phrased (held-out, "
+                                               "dev or speech-style), images linked, for sahm eval")
     rephrase.add_argument("data", type=Path, help="dataset folder")
-    rephrase.add_argument("--style", choices=("heldout", "speech"), required=True)
+    rephrase.add_argument("--style", choices=STYLES, required=True,
+                          help="heldout: the one-time check; dev: unseen phrasing for tuning; speech: training's")
     rephrase.add_argument("--seed", type=int, default=0)
     rephrase.add_argument("--split", choices=("train", "val", "test"), default="test")
     rephrase.add_argument("--out", type=Path, required=True, help="output dataset folder (refs.jsonl + links)")
@@ -59,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("data", type=Path, help="dataset folder")
     check.add_argument("--split", choices=("train", "val", "test"), default="test")
     check.add_argument("--tagger", type=Path, default=None, help="tagger file or folder (default: the bundled one)")
+    check.add_argument("--errors", type=int, default=0, metavar="N",
+                       help="also list the N most frequent mistakes (word, gold -> predicted, where)")
 
     sheet = sub.add_parser("preview", help="contact sheet PNG of a dataset: image / target / mask / expression")
     sheet.add_argument("--data", type=Path, required=True, help="dataset folder")
@@ -91,10 +96,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.source == "tagger-check":
         from sahm_core.data.rephrase import tagger_check
 
-        r = tagger_check(args.data, args.split, args.tagger)
+        r = tagger_check(args.data, args.split, args.tagger, args.errors)
         print(f"{args.data} [{args.split}]: {r['sentences']} expressions, {r['words']} words | word accuracy "
               f"{r['word_accuracy']:.4f}  F1 IW {r['IW_f1']:.4f}  AW {r['AW_f1']:.4f}  O {r['O_f1']:.4f}  "
               f"sentence accuracy {r['sentence_accuracy']:.4f}")
+        for (word, gold, predicted, where), count in r.get("mistakes", []):
+            print(f"{count:5d}  {word!r}: {gold} -> {predicted} ({where})")
         return 0
     if args.source == "preview":
         from sahm_core.data.preview import contact_sheet

@@ -1,8 +1,9 @@
 """Re-phrase a dataset's expressions, for `sahm eval` rows beyond the generator's own phrasing, and check the tagger.
 
-`sahm make-data rephrase DATA --style heldout|speech --seed S --out DIR` writes DIR/refs.jsonl: one split's refs
-with each noun phrase put in a new frame with spoken effects (`heldout`: sahm_core.data.heldout's lists, never
-trained on; `speech`: the training frames and effects, every expression affected). The images, targets and masks
+`sahm make-data rephrase DATA --style heldout|dev|speech --seed S --out DIR` writes DIR/refs.jsonl: one split's
+refs with each noun phrase put in a new frame with spoken effects (`heldout`: sahm_core.data.heldout's lists, never
+trained on; `dev`: sahm_core.data.dev_phrasing's lists, never trained on either, for tuning; `speech`: the training
+frames and effects, every expression affected). The images, targets and masks
 are not copied: DIR's image folders are links to DATA's, so `sahm eval --data DIR` reads it as any dataset.
 
 Each rephrased ref keeps its fields and gets:
@@ -11,7 +12,8 @@ Each rephrased ref keeps its fields and gets:
 - "tags": [[word, tag], ...] of that text, known from the generator's tags;
 - "phrasing": the style.
 
-`sahm make-data tagger-check DATA` reports a tagger's word accuracy on a dataset's tagged expressions.
+`sahm make-data tagger-check DATA` reports a tagger's word accuracy on a dataset's tagged expressions (with
+`--errors N`, its most frequent mistakes: word, gold and predicted class, where in the sentence).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sahm_core.data.dev_phrasing import DEV_EFFECTS, DEV_FRAMES
 from sahm_core.data.heldout import HELD_OUT_EFFECTS, HELD_OUT_FRAMES
 from sahm_core.data.layout import read_refs, write_refs
 from sahm_core.data.speech import ARTICLES, Word, apply_effects, heard, in_frame, wrap
 
-STYLES = ("heldout", "speech")
+STYLES = ("heldout", "dev", "speech")
+# styles of unseen phrasing: (frames, effects); half the expressions get one effect
+UNSEEN_PHRASING = {"heldout": (HELD_OUT_FRAMES, HELD_OUT_EFFECTS), "dev": (DEV_FRAMES, DEV_EFFECTS)}
 IMAGE_FOLDERS = ("images", "targets", "masks")  # the folders layout.make_folders creates
 
 
@@ -46,9 +51,10 @@ def noun_phrase(ref: dict) -> list[Word]:
 
 def rephrase_words(phrase: list[Word], style: str, rng: np.random.Generator) -> list[Word]:
     """The noun phrase in the node's form, re-phrased in `style`."""
-    if style == "heldout":
-        words = wrap(str(rng.choice(HELD_OUT_FRAMES)), phrase)
-        return apply_effects(words, rng, HELD_OUT_EFFECTS, most=1) if rng.random() < 0.5 else words
+    if style in UNSEEN_PHRASING:
+        frames, effects = UNSEEN_PHRASING[style]
+        words = wrap(str(rng.choice(frames)), phrase)
+        return apply_effects(words, rng, effects, most=1) if rng.random() < 0.5 else words
     if style == "speech":
         return apply_effects(in_frame(phrase, rng), rng)
     raise ValueError(f"unknown phrasing style {style!r}; choose one of {', '.join(STYLES)}")
@@ -100,10 +106,12 @@ def rephrase_dataset(data: str | Path, out: str | Path, style: str, seed: int, s
     return write_refs(out, rephrased)
 
 
-def tagger_check(data: str | Path, split: str | None = "test", tagger: str | Path | None = None) -> dict:
+def tagger_check(data: str | Path, split: str | None = "test", tagger: str | Path | None = None,
+                 errors: int = 0) -> dict:
     """A tagger's figures (sahm_core.syntax.evaluate; word_accuracy is over word classes IW/AW/O) on the tagged
-    expressions of `data`'s split."""
-    from sahm_core.syntax import SyntaxTagger, evaluate
+    expressions of `data`'s split; with `errors` > 0, "mistakes": the most frequent ones, [((word, gold class,
+    predicted class, where), count)] (sahm_core.syntax.mistakes)."""
+    from sahm_core.syntax import SyntaxTagger, evaluate, mistakes
 
     refs = [r for r in read_refs(data, split) if r.get("tags")]
     if not refs:
@@ -113,4 +121,8 @@ def tagger_check(data: str | Path, split: str | None = "test", tagger: str | Pat
             raise ValueError(f"{data}: ref {r['id']!r}: its tags' words are not its text {r['text']!r}")
     model = SyntaxTagger.load(tagger)
     sentences = [[w for w, _ in r["tags"]] for r in refs]
-    return evaluate([[t for _, t in r["tags"]] for r in refs], model.tag(sentences))
+    gold, pred = [[t for _, t in r["tags"]] for r in refs], model.tag(sentences)
+    report = evaluate(gold, pred)
+    if errors > 0:
+        report["mistakes"] = mistakes(sentences, gold, pred).most_common(errors)
+    return report

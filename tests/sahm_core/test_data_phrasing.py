@@ -14,7 +14,17 @@ import numpy as np
 import pytest
 
 from ros_ror.commands import BREAK, Intent, normalise, parse_command
-from sahm_core.corpus import FRAMES_TEST, FRAMES_TRAIN, TRAIN_TEMPLATES, make_corpus
+from sahm_core.corpus import (
+    CORPUS_ASIDES,
+    FRAME_TAILS,
+    FRAMES_TEST,
+    FRAMES_TRAIN,
+    TRAIN_TEMPLATES,
+    composed_openings,
+    make_corpus,
+    object_first_frames,
+)
+from sahm_core.data.dev_phrasing import DEV_ASIDES, DEV_EFFECTS, DEV_FRAMES, DEV_TAILS
 from sahm_core.data.expressions import TEXTURES, SceneObject, describe, describe_absent
 from sahm_core.data.heldout import (
     HELD_OUT_DISCOURSE,
@@ -31,7 +41,8 @@ from sahm_core.syntax import split_words
 
 SEEDS = range(600)
 # words a frame says as "other" ("right now"), which a phrase may use as an attribute ("on the right")
-FRAME_WORDS = {w for f in COMMAND_FRAMES + FRAMES_TRAIN + HELD_OUT_FRAMES for w in f.replace("{}", " ").split()}
+FRAME_WORDS = {w for f in COMMAND_FRAMES + FRAMES_TRAIN + HELD_OUT_FRAMES + DEV_FRAMES
+               for w in f.replace("{}", " ").split()}
 
 
 def _expression(seed: int):
@@ -82,7 +93,7 @@ def test_generator_expressions_keep_their_phrase_tags_and_are_the_nodes_form(exp
     assert 0.4 * len(expressions) < framed and 0.1 * len(expressions) < affected < 0.5 * len(expressions)
 
 
-@pytest.mark.parametrize("frame", COMMAND_FRAMES + HELD_OUT_FRAMES)
+@pytest.mark.parametrize("frame", COMMAND_FRAMES + HELD_OUT_FRAMES + DEV_FRAMES)
 def test_every_frame_reads_to_the_node_as_the_removal_it_wraps(frame):
     phrase = [("the", "O"), ("big", "AW"), ("red", "AW"), ("star", "IW"), ("left", "AW"), ("of", "O"),
               ("the", "O"), ("blue", "AW"), ("ring", "AW")]
@@ -92,9 +103,9 @@ def test_every_frame_reads_to_the_node_as_the_removal_it_wraps(frame):
     assert (command.intent, command.target) == (Intent.REMOVE, text)
 
 
-@pytest.mark.parametrize("name", list(SPEECH_EFFECTS) + list(HELD_OUT_EFFECTS))
+@pytest.mark.parametrize("name", list(SPEECH_EFFECTS) + list(HELD_OUT_EFFECTS) + list(DEV_EFFECTS))
 def test_each_effect_keeps_tags_and_bio_units_over_many_seeds(name):
-    effect = {**SPEECH_EFFECTS, **HELD_OUT_EFFECTS}[name]
+    effect = {**SPEECH_EFFECTS, **HELD_OUT_EFFECTS, **DEV_EFFECTS}[name]
     corpus = make_corpus(TRAIN_TEMPLATES, 4, 0, speech_rate=0.0)
     for seed, sentence in enumerate(corpus):
         out = effect(list(sentence), np.random.default_rng(seed))
@@ -143,17 +154,42 @@ def _normal(text: str) -> str:
     return " ".join(normalise(text))
 
 
-def test_held_out_lists_never_reach_training():
-    training_frames = {_normal(f) for f in COMMAND_FRAMES + FRAMES_TRAIN + FRAMES_TEST}
-    assert not {_normal(f) for f in HELD_OUT_FRAMES} & training_frames
-    # nor is a held-out opening (a frame that ends with the phrase) a training opening
-    openings = [_normal(f.split("{}")[0]) for f in COMMAND_FRAMES + FRAMES_TRAIN if f.endswith("{}")]
-    assert not {_normal(f.split("{}")[0]) for f in HELD_OUT_FRAMES if f.endswith("{}")} & set(openings)
+TRAINING_FRAMES = {_normal(f) for f in COMMAND_FRAMES + FRAMES_TRAIN + FRAMES_TEST + object_first_frames()}
+# openings of the frames that end with the phrase, the corpus's composed ones included
+TRAINING_OPENINGS = {_normal(f.split("{}")[0]) for f in COMMAND_FRAMES + FRAMES_TRAIN if f.endswith("{}")} | {
+    _normal(f) for f in composed_openings()}
+TAILS = {""} | {_normal(t) for t in FRAME_TAILS}
+
+
+def _trained_on(frame: str) -> bool:
+    """The frame is a training frame, or one the corpus composes (an opening and a tail), or has a training opening."""
+    opening, _, tail = (_normal(part) for part in frame.partition("{}"))
+    return _normal(frame) in TRAINING_FRAMES or (opening in TRAINING_OPENINGS and (tail in TAILS or not tail))
+
+
+@pytest.fixture(scope="module")
+def training_text():
+    """Every training frame, composed part and corpus sentence, space-padded for whole-phrase search."""
+    parts = (COMMAND_FRAMES + FRAMES_TRAIN + object_first_frames() + composed_openings() + FRAME_TAILS
+             + CORPUS_ASIDES)
+    return [f" {_normal(f)} " for f in parts] + [" " + " ".join(w for w, _ in s) + " "
+                                                 for s in make_corpus(TRAIN_TEMPLATES, 40, 0)]
+
+
+def test_held_out_lists_never_reach_training(training_text):
+    # no held-out frame is a training frame, nor is its opening (a frame that ends with the phrase) a training one
+    assert not [f for f in HELD_OUT_FRAMES if _trained_on(f)]
     # held-out inserted words are no training effect's words and are in no training frame or corpus sentence
-    training_text = [f" {_normal(f)} " for f in COMMAND_FRAMES + FRAMES_TRAIN] + [
-        " " + " ".join(w for w, _ in s) + " " for s in make_corpus(TRAIN_TEMPLATES, 40, 0)]
     for phrase in HELD_OUT_DISCOURSE + HELD_OUT_POLITENESS:
         assert phrase not in SPOKEN_DISCOURSE
+        assert not any(f" {phrase} " in text for text in training_text), phrase
+
+
+def test_dev_lists_never_reach_training_and_are_not_the_held_out_ones(training_text):
+    assert not [f for f in DEV_FRAMES if _trained_on(f)]
+    assert not {_normal(f) for f in DEV_FRAMES} & {_normal(f) for f in HELD_OUT_FRAMES}
+    for phrase in DEV_ASIDES + DEV_TAILS:
+        assert phrase not in SPOKEN_DISCOURSE + HELD_OUT_DISCOURSE + HELD_OUT_POLITENESS
         assert not any(f" {phrase} " in text for text in training_text), phrase
 
 
@@ -212,7 +248,7 @@ def test_rephrase_cli_writes_a_dataset_the_reader_and_eval_dataset_load(small_da
 def test_tagger_check_counts_the_taggers_agreement_with_the_known_tags(small_dataset, tmp_path, capsys):
     from sahm_core.cli import main
     from sahm_core.data.rephrase import tagger_check
-    from sahm_core.syntax import SyntaxTagger
+    from sahm_core.syntax import SyntaxTagger, word_class
 
     rephrase_dataset(small_dataset, tmp_path / "h", "heldout", 0)
     refs = read_refs(tmp_path / "h")
@@ -223,3 +259,10 @@ def test_tagger_check_counts_the_taggers_agreement_with_the_known_tags(small_dat
     assert report["word_accuracy"] == pytest.approx(sum(t == p for t, p in pairs) / len(pairs))
     assert main(["make-data", "tagger-check", str(tmp_path / "h")]) == 0
     assert f"word accuracy {report['word_accuracy']:.4f}" in capsys.readouterr().out
+    # --errors N: the N most frequent mistakes, counted from the same pairs
+    wrong = sum(word_class(t) != p for t, p in pairs)
+    listed = tagger_check(tmp_path / "h", errors=1000)["mistakes"]
+    assert sum(count for _, count in listed) == wrong
+    assert all(gold != predicted for (_, gold, predicted, _), _ in listed)
+    assert main(["make-data", "tagger-check", str(tmp_path / "h"), "--errors", "3"]) == 0
+    assert len([line for line in capsys.readouterr().out.splitlines() if "->" in line]) == min(3, len(listed))

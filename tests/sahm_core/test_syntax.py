@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -10,8 +11,18 @@ import pytest
 import torch
 from torchcrf import CRF
 
-from sahm_core.corpus import HELD_OUT_CATEGORIES, TEST_TEMPLATES, TRAIN_TEMPLATES, expand_template, make_corpus
-from sahm_core.syntax import BiLSTMCRF, SyntaxTagger, TaggerConfig, evaluate, split_words
+from sahm_core.corpus import (
+    FRAME_TAILS,
+    HELD_OUT_CATEGORIES,
+    TEST_TEMPLATES,
+    TRAIN_TEMPLATES,
+    compose_frame,
+    composed_openings,
+    expand_template,
+    make_corpus,
+    object_first_frames,
+)
+from sahm_core.syntax import BiLSTMCRF, SyntaxTagger, TaggerConfig, evaluate, mistakes, split_words
 
 
 def _path_score(crf: CRF, emissions: torch.Tensor, tags: tuple[int, ...]) -> torch.Tensor:
@@ -111,6 +122,27 @@ def test_frames_wrap_the_rest_of_the_template():
     assert any(not s.endswith("cup") for s in suffixed) and any(s.endswith("cup") for s in suffixed)
 
 
+def test_composed_frames_wrap_the_phrase_once_and_are_the_listed_parts():
+    rng = random.Random(0)
+    openings, object_first = set(composed_openings()), set(object_first_frames())
+    for _ in range(500):
+        frame = compose_frame(rng)
+        before, sep, after = frame.partition("{}")
+        assert sep and "{}" not in after, frame
+        assert frame in object_first or (before.strip() in openings and after.strip() in ("",) + FRAME_TAILS), frame
+        sentence = expand_template("{open} the red/AW cup/IW", rng)
+        assert [t for _, t in sentence if t != "O"] == ["B-AW", "B-IW"]  # every frame word is "other"
+
+
+def test_mistakes_worked_by_hand():
+    words = [["remove", "the", "red", "cup", "now"], ["zap", "star"]]
+    gold = [["O", "O", "B-AW", "B-IW", "O"], ["O", "B-IW"]]
+    pred = [["O", "O", "AW", "AW", "AW"], ["IW", "AW"]]
+    assert mistakes(words, gold, pred) == {("cup", "IW", "AW", "inside"): 1, ("now", "O", "AW", "after"): 1,
+                                           ("zap", "O", "IW", "before"): 1, ("star", "IW", "AW", "inside"): 1}
+    assert mistakes([["a"]], [["O"]], [["IW"]]) == {("a", "O", "IW", "none"): 1}
+
+
 def test_metrics_worked_by_hand():
     gold = [["O", "B-AW", "B-IW", "O", "B-AW"], ["B-IW", "I-IW"]]
     pred = [["O", "B-AW", "B-AW", "O", "O"], ["B-IW", "I-IW"]]
@@ -169,6 +201,39 @@ def test_missing_and_broken_tagger_files_name_the_path(tmp_path):
     (tmp_path / "tagger.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(ValueError, match="tagger.safetensors"):
         SyntaxTagger.load(tmp_path)
+
+
+def test_contextual_word_vectors_are_minilm_layer_means_and_ignore_padding(shipped):
+    """The mean of each word's sub-word hidden states at the configured layer, from MiniLM run by hand on one
+    sentence; the same in a padded batch."""
+    layer = shipped.cfg.context_layer
+    assert layer > 0
+    words = ["erase", "the", "leftmost", "toothbrush"]
+    tokenizer, encoder = shipped.static.tokenizer, shipped.static.encoder()
+    pieces = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+    ids = torch.tensor([[tokenizer.cls_token_id] + [i for p in pieces for i in p] + [tokenizer.sep_token_id]])
+    with torch.no_grad():
+        hidden = encoder(input_ids=ids, output_hidden_states=True).hidden_states[layer][0]
+    starts = list(itertools.accumulate([1] + [len(p) for p in pieces]))
+    expected = torch.stack([hidden[a:b].mean(0) for a, b in zip(starts, starts[1:])])
+    batch = shipped.word_vectors([words, ["remove", "the", "big", "red", "cup", "on", "the", "left", "please"]])
+    assert batch.shape == (2, 9, shipped.cfg.static_dim)
+    assert torch.allclose(batch[0, :4], expected, atol=1e-4) and torch.all(batch[0, 4:] == 0)
+
+
+def test_a_tagger_file_from_before_context_layer_reads_static_vectors(shipped, tmp_path):
+    cfg = dataclasses.replace(shipped.cfg, context_layer=0)
+    old = SyntaxTagger(BiLSTMCRF(cfg), shipped.static)
+    old.save(tmp_path)
+    info = json.loads((tmp_path / "tagger.json").read_text())
+    del info["config"]["context_layer"]
+    (tmp_path / "tagger.json").write_text(json.dumps(info))
+    again = SyntaxTagger.load(tmp_path, static=shipped.static)
+    assert again.cfg.context_layer == 0
+    words = ["remove", "the", "cup"]
+    expected = torch.stack([shipped.static.table[shipped.static.tokenizer(w, add_special_tokens=False)["input_ids"]]
+                            .mean(0) for w in words])
+    assert torch.allclose(again.word_vectors([words])[0], expected)
 
 
 def test_save_load_round_trip(shipped, tmp_path):
