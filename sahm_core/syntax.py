@@ -77,7 +77,7 @@ class TaggerConfig:
         object.__setattr__(self, "tags", tuple(self.tags))
 
 
-class StaticWordEmbedding:
+class MiniLMWordVectors:
     """MiniLM's word vectors, frozen: static (the mean of a word's sub-word input embeddings, cached per word) or
     contextual (`contextual`: the mean of its sub-words' hidden states at one layer)."""
 
@@ -176,19 +176,19 @@ class BiLSTMCRF(nn.Module):
 class SyntaxTagger:
     """The trained tagger for inference: words in, word classes out. Frozen, eval mode, CPU."""
 
-    def __init__(self, model: BiLSTMCRF, static: StaticWordEmbedding | None = None, info: dict | None = None):
+    def __init__(self, model: BiLSTMCRF, minilm: MiniLMWordVectors | None = None, info: dict | None = None):
         self.model = model.eval().requires_grad_(False)
         self.cfg = model.cfg
-        self.static = static or StaticWordEmbedding()
+        self.minilm = minilm or MiniLMWordVectors()
         self.info = info or {}
-        if tuple(self.static.table.shape) != (self.cfg.static_vocab, self.cfg.static_dim):
+        if tuple(self.minilm.table.shape) != (self.cfg.static_vocab, self.cfg.static_dim):
             raise ValueError(
                 f"tagger expects a {self.cfg.static_vocab}x{self.cfg.static_dim} static embedding table, "
-                f"the installed MiniLM has {tuple(self.static.table.shape)}"
+                f"the installed MiniLM has {tuple(self.minilm.table.shape)}"
             )
 
     @classmethod
-    def load(cls, path: str | Path | None = None, static: StaticWordEmbedding | None = None) -> "SyntaxTagger":
+    def load(cls, path: str | Path | None = None, minilm: MiniLMWordVectors | None = None) -> "SyntaxTagger":
         """From `tagger.safetensors` (or a directory holding it) with its `tagger.json` beside it."""
         path = Path(path) if path is not None else DEFAULT_TAGGER
         weights = path / "tagger.safetensors" if path.is_dir() else path
@@ -204,7 +204,7 @@ class SyntaxTagger:
             model.load_state_dict(load_file(str(weights)))
         except (json.JSONDecodeError, KeyError, TypeError, RuntimeError, SafetensorError, OSError) as e:
             raise ValueError(f"{weights}: not a valid syntax tagger ({type(e).__name__}: {e})") from e
-        return cls(model, static, info)
+        return cls(model, minilm, info)
 
     def save(self, out: str | Path) -> Path:
         out = Path(out)
@@ -219,10 +219,10 @@ class SyntaxTagger:
         """(B, N, D) MiniLM word vectors of a padded batch (zeros past each sentence's end)."""
         lower = [[w.lower() for w in s] for s in sentences]
         if self.cfg.context_layer:
-            return self.static.contextual(lower, self.cfg.context_layer)
+            return self.minilm.contextual(lower, self.cfg.context_layer)
         vectors = torch.zeros(len(sentences), max(len(s) for s in sentences), self.cfg.static_dim)
         for i, words in enumerate(lower):
-            vectors[i, : len(words)] = self.static(words)
+            vectors[i, : len(words)] = self.minilm(words)
         return vectors
 
     def features(self, sentences: list[list[str]],

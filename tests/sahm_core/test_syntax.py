@@ -209,7 +209,7 @@ def test_contextual_word_vectors_are_minilm_layer_means_and_ignore_padding(shipp
     layer = shipped.cfg.context_layer
     assert layer > 0
     words = ["erase", "the", "leftmost", "toothbrush"]
-    tokenizer, encoder = shipped.static.tokenizer, shipped.static.encoder()
+    tokenizer, encoder = shipped.minilm.tokenizer, shipped.minilm.encoder()
     pieces = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
     ids = torch.tensor([[tokenizer.cls_token_id] + [i for p in pieces for i in p] + [tokenizer.sep_token_id]])
     with torch.no_grad():
@@ -223,21 +223,21 @@ def test_contextual_word_vectors_are_minilm_layer_means_and_ignore_padding(shipp
 
 def test_a_tagger_file_from_before_context_layer_reads_static_vectors(shipped, tmp_path):
     cfg = dataclasses.replace(shipped.cfg, context_layer=0)
-    old = SyntaxTagger(BiLSTMCRF(cfg), shipped.static)
+    old = SyntaxTagger(BiLSTMCRF(cfg), shipped.minilm)
     old.save(tmp_path)
     info = json.loads((tmp_path / "tagger.json").read_text())
     del info["config"]["context_layer"]
     (tmp_path / "tagger.json").write_text(json.dumps(info))
-    again = SyntaxTagger.load(tmp_path, static=shipped.static)
+    again = SyntaxTagger.load(tmp_path, minilm=shipped.minilm)
     assert again.cfg.context_layer == 0
     words = ["remove", "the", "cup"]
-    expected = torch.stack([shipped.static.table[shipped.static.tokenizer(w, add_special_tokens=False)["input_ids"]]
+    expected = torch.stack([shipped.minilm.table[shipped.minilm.tokenizer(w, add_special_tokens=False)["input_ids"]]
                             .mean(0) for w in words])
     assert torch.allclose(again.word_vectors([words])[0], expected)
 
 
 def test_save_load_round_trip(shipped, tmp_path):
     shipped.save(tmp_path)
-    again = SyntaxTagger.load(tmp_path, static=shipped.static)
+    again = SyntaxTagger.load(tmp_path, minilm=shipped.minilm)
     words = "remove the cat sitting on the striped couch".split()
     assert again.tag_bio([words]) == shipped.tag_bio([words])
