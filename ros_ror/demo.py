@@ -44,34 +44,41 @@ def camera_frames(scene: np.ndarray, count: int, width: int, height: int) -> lis
     return views
 
 
-def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float = 30.0, width: int = 320,
-                     height: int = 240, command_at: float = 0.7, stop_at: float = 2.3,
-                     storage: str = "sqlite3") -> str:
-    """Write the demo camera + speech bag; returns the spoken command."""
+def write_camera_bag(path: Path, frames: list[np.ndarray], spoken: list[tuple[float, str]], fps: float = 30.0,
+                     storage: str = "sqlite3") -> None:
+    """A camera + speech bag: `frames` (HxWx3 uint8 RGB) as rgb8 Images on IMAGE_TOPIC at `fps` from START_NS, and
+    each (seconds after the first frame, text) of `spoken` as a String on COMMAND_TOPIC."""
     from rosbags.typesys import Stores, get_typestore
 
-    from sahm_core.data.synthetic import render_sample
-
-    sample = render_sample(seed, size=256, negative_fraction=0.0)
-    count = round(seconds * fps)
-    frames = camera_frames(sample.image, count, width, height)
     typestore = get_typestore(Stores.ROS2_KILTED)
     Image, String = typestore.types["sensor_msgs/msg/Image"], typestore.types["std_msgs/msg/String"]
     Header, Time = typestore.types["std_msgs/msg/Header"], typestore.types["builtin_interfaces/msg/Time"]
+    spoken = sorted(spoken)
     with bag_writer(path, storage) as writer:
         image_conn = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=typestore)
         command_conn = writer.add_connection(COMMAND_TOPIC, "std_msgs/msg/String", typestore=typestore)
-        spoken = [(command_at, sample.text), (stop_at, STOP_TEXT)]
         for i, frame in enumerate(frames):
             t = START_NS + round(i * 1e9 / fps)
             while spoken and spoken[0][0] * 1e9 <= t - START_NS:
                 at, text = spoken.pop(0)
                 writer.write(command_conn, START_NS + round(at * 1e9),
                              typestore.serialize_cdr(String(data=text), "std_msgs/msg/String"))
+            height, width = frame.shape[:2]
             header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id=FRAME_ID)
             msg = Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
-                        data=frame.reshape(-1))
+                        data=np.ascontiguousarray(frame).reshape(-1))
             writer.write(image_conn, t, typestore.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+
+
+def write_sample_bag(path: Path, seed: int = 4, seconds: float = 3.0, fps: float = 30.0, width: int = 320,
+                     height: int = 240, command_at: float = 0.7, stop_at: float = 2.3,
+                     storage: str = "sqlite3") -> str:
+    """Write the demo camera + speech bag; returns the spoken command."""
+    from sahm_core.data.synthetic import render_sample
+
+    sample = render_sample(seed, size=256, negative_fraction=0.0)
+    frames = camera_frames(sample.image, round(seconds * fps), width, height)
+    write_camera_bag(path, frames, [(command_at, sample.text), (stop_at, STOP_TEXT)], fps, storage)
     return sample.text
 
 

@@ -1,5 +1,6 @@
 """`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), preview
-one, write review pages of one, re-phrase one's expressions, or check the tagger on them."""
+one, write review pages of one, re-phrase one's expressions, or check the tagger on them; or write synthetic video
+clips with per-frame ground truth (`video`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     syn.add_argument("--negative-fraction", type=float, default=0.15, help="fraction of expressions naming nothing")
     syn.add_argument("--val-fraction", type=float, default=0.1)
     syn.add_argument("--test-fraction", type=float, default=0.1)
+
+    video = sub.add_parser("video", help="synthetic clips from a moving camera, per-frame ground truth and a rosbag2 "
+                                         "each (for sahm eval-video and ros-ror replay)")
+    video.add_argument("--out", type=Path, required=True, help="output folder")
+    video.add_argument("--n", type=int, required=True, help="number of clips")
+    video.add_argument("--seed", type=int, default=0, help="dataset seed (same seed, same clips)")
+    # Defaults live in ClipConfig; an option left out keeps it.
+    video.add_argument("--size", type=int, help="frame side in pixels (default 256)")
+    video.add_argument("--frames", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                       help="frames per clip, drawn in LOW..HIGH (default 24 40)")
+    video.add_argument("--storage", default="sqlite3", choices=("sqlite3", "mcap"), help="the clips' bag storage")
 
     coco = sub.add_parser("comcoco", help="ComCOCO-style composites from a local COCO 2014 + RefCOCO+")
     coco.add_argument("--coco", type=Path, required=True,
@@ -87,6 +99,14 @@ def _run(args: argparse.Namespace) -> int:
         refs, throughput = make_dataset(args.out, args.n, args.seed, args.size, args.workers, args.negative_fraction,
                                         args.val_fraction, args.test_fraction)
         print(f"wrote {args.n} samples ({args.size}px) to {refs.parent}: {throughput}")
+        return 0
+    if args.source == "video":
+        from sahm_core.data.video import ClipConfig, make_video_dataset
+
+        options = {"size": args.size, "frames": tuple(args.frames) if args.frames else None}
+        cfg = ClipConfig(**{name: value for name, value in options.items() if value is not None})
+        clips = make_video_dataset(args.out, args.n, args.seed, cfg, args.storage)
+        print(f"wrote {args.n} clips ({cfg.size}px, {cfg.frames[0]}-{cfg.frames[1]} frames) to {clips.parent}")
         return 0
     if args.source == "rephrase":
         from sahm_core.data.rephrase import rephrase_dataset

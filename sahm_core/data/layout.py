@@ -40,15 +40,19 @@ def make_folders(root: Path) -> None:
         (root / sub).mkdir(parents=True, exist_ok=True)
 
 
-def write_refs(root: Path, refs: list[dict]) -> Path:
-    """Write refs.jsonl atomically (a half-written file never replaces a good one)."""
-    path = root / REFS_FILE
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Write one JSON object per line, atomically (a half-written file never replaces a good one)."""
     partial = path.with_suffix(".jsonl.partial")
     with open(partial, "w", encoding="utf-8") as f:
-        for ref in refs:
-            f.write(json.dumps(ref, ensure_ascii=False) + "\n")
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(partial, path)
     return path
+
+
+def write_refs(root: Path, refs: list[dict]) -> Path:
+    """Write refs.jsonl atomically."""
+    return write_jsonl(root / REFS_FILE, refs)
 
 
 def _check_ref(ref, where: str) -> None:

@@ -309,22 +309,35 @@ def _composite(background: np.ndarray, layers: list[_Layer], skip: int | None = 
     return out
 
 
-def _camera(rng, size: int):
-    """Per-pixel effects shared by image and target: lighting ramp x colour cast, plus sensor noise."""
+def lighting_gain(rng, size: int) -> np.ndarray:
+    """(S, S, 3) float32 per-pixel gain: a linear lighting ramp times a colour cast."""
     coords = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     angle, strength = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.15)
     # a linear ramp is a row term plus a column term
     ramp = (1.0 + strength * np.sin(angle) * coords)[:, None] + (strength * np.cos(angle) * coords)[None, :]
-    gain = (ramp[..., None] * rng.uniform(0.94, 1.06, 3)).astype(np.float32)
-    # + 0.5 so that the truncating cast rounds to nearest
-    offset = rng.standard_normal((size, size, 1), dtype=np.float32) * np.float32(rng.uniform(0, 3.0)) + np.float32(0.5)
+    return (ramp[..., None] * rng.uniform(0.94, 1.06, 3)).astype(np.float32)
 
-    def apply(img: np.ndarray, region: tuple[slice, slice] = FULL_FRAME) -> np.ndarray:
-        out = img * gain[region]
-        out += offset[region]
-        return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
-    return apply
+def sensor_offset(rng, size: int, sigma: float | None = None) -> np.ndarray:
+    """(S, S, 1) float32 sensor noise (standard deviation `sigma`, None = drawn in 0..3) plus the 0.5 that makes
+    `apply_camera`'s truncating cast round to nearest."""
+    noise = rng.standard_normal((size, size, 1), dtype=np.float32)
+    return noise * np.float32(rng.uniform(0, 3.0) if sigma is None else sigma) + np.float32(0.5)
+
+
+def apply_camera(img: np.ndarray, gain: np.ndarray, offset: np.ndarray,
+                 region: tuple[slice, slice] = FULL_FRAME) -> np.ndarray:
+    """img * gain + offset within `region`, as uint8: a per-pixel function, so equal inputs give equal outputs."""
+    out = img * gain[region]
+    out += offset[region]
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+
+
+def _camera(rng, size: int):
+    """Per-pixel effects shared by image and target: lighting ramp x colour cast, plus sensor noise."""
+    gain = lighting_gain(rng, size)
+    offset = sensor_offset(rng, size)
+    return lambda img, region=FULL_FRAME: apply_camera(img, gain, offset, region)
 
 
 def _scene_objects(layers: list[_Layer], visible: list[np.ndarray], size: int) -> list[SceneObject]:
@@ -339,6 +352,30 @@ def _scene_objects(layers: list[_Layer], visible: list[np.ndarray], size: int) -
     return objects
 
 
+def scene(rng, size: int, negative: bool = False, spoken: bool = False):
+    """Draw a scene and its expression: (background, layers, visible, objects, index, expression).
+
+    background (S, S, 3) float32, layers back to front (`_Layer`), visible coverage per layer, the objects as the
+    expression generator sees them, the referred layer's index (None for a negative) and the Expression. The
+    stills (`render_sample`) and the video clips (`sahm_core.data.video`) both start from here.
+    """
+    while True:
+        background = _background(rng, size)
+        layers = _place(rng, _choose_objects(rng), size)
+        if len(layers) < 2:
+            continue
+        visible = _visible(layers)
+        objects = _scene_objects(layers, visible, size)
+        if negative:
+            return background, layers, visible, objects, None, describe_absent(objects, rng, spoken)
+        index = int(rng.integers(len(layers)))
+        if visible[index].sum() < 0.7 * layers[index].alpha.sum():
+            continue  # too hidden to be worth naming
+        expression = describe(objects, index, rng, spoken)
+        if expression is not None:
+            return background, layers, visible, objects, index, expression
+
+
 def render_sample(seed: int, size: int = 256, negative_fraction: float = 0.15, spoken: bool = False) -> Sample:
     """One scene from a seed: image, target (scene without the named object), mask, expression and its tags.
 
@@ -351,22 +388,7 @@ def render_sample(seed: int, size: int = 256, negative_fraction: float = 0.15, s
         raise ValueError(f"size must be at least 32 pixels, got {size}")
     rng = np.random.default_rng(seed)
     negative = bool(rng.random() < negative_fraction)
-    while True:
-        background = _background(rng, size)
-        layers = _place(rng, _choose_objects(rng), size)
-        if len(layers) < 2:
-            continue
-        visible = _visible(layers)
-        objects = _scene_objects(layers, visible, size)
-        if negative:
-            expression, index = describe_absent(objects, rng, spoken), None
-            break
-        index = int(rng.integers(len(layers)))
-        if visible[index].sum() < 0.7 * layers[index].alpha.sum():
-            continue  # too hidden to be worth naming
-        expression = describe(objects, index, rng, spoken)
-        if expression is not None:
-            break
+    background, layers, visible, objects, index, expression = scene(rng, size, negative, spoken)
     camera = _camera(rng, size)
     if negative:
         image = camera(_composite(background, layers))
