@@ -8,9 +8,11 @@ imports). The timed call is the backend's per-frame graph exactly as Remover
 runs it (numpy in, numpy out); the command's text features are computed once
 and are not timed, as at run time. Pre/post-processing (resize, normalise,
 found decision, composite) is timed separately on a 640x480 frame with a mask
-covering about a tenth of it. Wall-clock figures come with the process CPU time
+covering about a tenth of it, and so is stream mode's work between frames
+(`sahm_core.stream`: motion estimate, evidence fusion, fill) on a moving-camera
+clip shown at 640x480. Wall-clock figures come with the process CPU time
 per frame, which tells a busy machine from a slow backend. This prints figures;
-nothing here asserts a speed.
+nothing here asserts a speed. `--backends none` measures only the host-side parts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from .runtime import BACKENDS
@@ -107,6 +110,36 @@ def measure_prepost(size: int, margin: int, iters: int = 200) -> dict:
     return {"frame": f"{w}x{h}", **_timed(prepost, iters)}
 
 
+def measure_stream(size: int, margin: int, iters: int = 200) -> dict:
+    """Stream mode's step (StreamState.fuse + record) per frame of a synthetic moving-camera clip at 640x480, with the
+    ground-truth mask, softened, standing in for the network's probabilities."""
+    from .data.video import ClipConfig, render_clip
+    from .found import DEFAULT_RULE
+    from .runtime import to_model_input
+    from .stream import StreamState
+
+    h, w = PREPOST_SHAPE
+    clip = render_clip(0, ClipConfig(size=256, frames=(40, 40)))
+    inputs, probabilities = [], []
+    for frame in clip.frames:
+        inputs.append(to_model_input(cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_LINEAR), size)[0])
+        soft = cv2.GaussianBlur(cv2.resize(frame.mask, (size, size)).astype(np.float32) / 255.0, (0, 0), 1.5)
+        probabilities.append(0.02 + 0.96 * soft)
+    state = StreamState()
+    index = iter(range(10**9))
+
+    def step():
+        i = next(index) % len(inputs)
+        if i == 0:
+            state.reset()  # the clip starts again: a new stream, not a jump back in time
+        state.fuse(inputs[i], probabilities[i], inputs[i], DEFAULT_RULE.mask_threshold, margin, (h, w, 3))
+        state.record(True)  # the found decision is the runtime's, timed with pre/post-processing
+
+    for _ in range(len(inputs)):  # warm-up: OpenCV's first calls allocate
+        step()
+    return {"frame": f"{w}x{h}", "model_side": size, **_timed(step, iters), "scene_cuts": state.cuts}
+
+
 def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) -> Path:
     """A model dir to benchmark: the checkpoint's, or a random-init model of the named config at `size`."""
     from dataclasses import replace
@@ -131,7 +164,7 @@ def _model_dir(config: str, size: int, checkpoint: str | None, workdir: Path) ->
     return workdir
 
 
-def format_table(results: list[dict], prepost: dict, title: str) -> str:
+def format_table(results: list[dict], prepost: dict, title: str, stream: dict | None = None) -> str:
     lines = [title, f"{'backend':<12} {'p50 ms':>8} {'p99 ms':>8} {'FPS':>7} {'CPU ms':>8} "
                     f"{'peak RSS MB':>12} {'over base MB':>13}"]
     for r in results:
@@ -146,6 +179,10 @@ def format_table(results: list[dict], prepost: dict, title: str) -> str:
                      f"{timed['torch']['p50_ms'] / timed['onnxruntime']['p50_ms']:.2f}x")
     lines.append(f"pre/post-processing at {prepost['frame']}: p50 {prepost['p50_ms']:.2f} ms, "
                  f"p99 {prepost['p99_ms']:.2f} ms (CPU time p50 {prepost['cpu_p50_ms']:.2f} ms)")
+    if stream is not None:
+        lines.append(f"stream mode between frames at {stream['frame']} (model side {stream['model_side']}): "
+                     f"p50 {stream['p50_ms']:.2f} ms, p99 {stream['p99_ms']:.2f} ms "
+                     f"(CPU time p50 {stream['cpu_p50_ms']:.2f} ms)")
     lines.append("CPU ms = process CPU time per frame over all threads; "
                  "wall >> CPU/threads means the cores were shared")
     return "\n".join(lines)
@@ -153,7 +190,8 @@ def format_table(results: list[dict], prepost: dict, title: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="nano", help="model config name (random weights unless --checkpoint)")
-    parser.add_argument("--backends", default="torch,onnxruntime", help=f"comma list from {','.join(BACKENDS)}")
+    parser.add_argument("--backends", default="torch,onnxruntime",
+                        help=f"comma list from {','.join(BACKENDS)}, or none (host-side figures only)")
     parser.add_argument("--size", type=int, default=256, help="model input size S")
     parser.add_argument("--checkpoint", help="model.safetensors or model dir to benchmark instead of random weights")
     parser.add_argument("--iters", type=int, default=50, help="timed frames per backend")
@@ -167,9 +205,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from .runtime import _default_device, exported_onnx, resolve_model
 
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip() and b.strip() != "none"]
     unknown = [b for b in backends if b not in BACKENDS]
-    if unknown or not backends:
+    if unknown or not (backends or args.backends.strip() == "none"):
         print(f"sahm bench: unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
         return 1
     device = args.device or _default_device()
@@ -189,12 +227,13 @@ def main(args: argparse.Namespace) -> int:
                 results.append(pool.apply(_measure_backend,
                                           (name, str(model_dir), device, args.threads, args.iters, args.warmup)))
     prepost = measure_prepost(args.size, files.config.removal_margin)
+    stream = measure_stream(args.size, files.config.removal_margin)
     title = (f"sahm bench: {files.config.name} at {args.size}x{args.size}, device {device}, {args.threads} threads, "
              f"{args.iters} frames after {args.warmup} warm-up")
-    print(format_table(results, prepost, title))
+    print(format_table(results, prepost, title, stream))
     if args.json:
         doc = {"config": files.config.name, "size": args.size, "device": device, "threads": args.threads,
-               "iters": args.iters, "backends": results, "prepost": prepost}
+               "iters": args.iters, "backends": results, "prepost": prepost, "stream": stream}
         Path(args.json).write_text(json.dumps(doc, indent=1))
         print(f"wrote {args.json}")
     return 0

@@ -1,4 +1,5 @@
-"""`sahm` command: train, average, eval, export, build-engine, remove, make-data, bench, gpu-check, info, train-tagger.
+"""`sahm` command: train, average, eval, eval-video, export, build-engine, remove, make-data, bench, gpu-check, info,
+train-tagger.
 
 Each subcommand lives in the module that does the work; that module exposes
 `add_arguments(parser)` and `main(args) -> int`. Modules are imported only when
@@ -19,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("sahm_core.evaluate", "evaluate a checkpoint: removal, segmentation, not-found, cost, baselines"),
     "export": ("sahm_core.export.cli", "export the per-frame graph (onnx)"),
     "build-engine": ("sahm_core.export.tensorrt_engine", "build a TensorRT engine from an ONNX file"),
+    "eval-video": ("sahm_core.eval_video", "evaluate on video clips: per-frame vs stream mode (reappearance, "
+                                           "mask and fill stability, latency)"),
     "remove": ("sahm_core.runtime", "remove the named object from image files"),
     "make-data": ("sahm_core.data.cli", "write a removal dataset (synthetic scenes or ComCOCO)"),
     "bench": ("sahm_core.bench", "per-frame latency / FPS / memory of each backend"),

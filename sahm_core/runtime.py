@@ -54,6 +54,7 @@ from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
 from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
 from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, rule_from_args
+from .stream import StreamConfig, StreamState, add_stream_arguments, stream_from_args
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,14 @@ ONNX_FILE, ENGINE_FILE = "model.onnx", "model.engine"
 
 class Removal(NamedTuple):
     """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255}, score, found,
-    latency_s (seconds, the whole remove())."""
+    latency_s (seconds, the whole remove()), stream_s (seconds of it spent in stream mode; 0 when off)."""
 
     image: np.ndarray
     mask: np.ndarray
     score: float
     found: bool
     latency_s: float
+    stream_s: float = 0.0
 
 
 class BackendUnavailable(RuntimeError):
@@ -431,10 +433,12 @@ class Remover:
 
     The found rule's mask_threshold, min_score and min_mask_area are plain attributes: a caller (e.g. a ROS parameter
     callback) may change them between frames without reloading the model; `rule` is the FoundRule they make now.
-    `backend` and `device` say what runs the graph.
+    `backend` and `device` say what runs the graph. `stream` (a StreamConfig, or None for per-frame) turns stream mode
+    on (sahm_core.stream): state carried from frame to frame, reset by a new command, a scene cut or a new config.
     """
 
-    def __init__(self, backend, config: ModelConfig, rule: FoundRule = DEFAULT_RULE):
+    def __init__(self, backend, config: ModelConfig, rule: FoundRule = DEFAULT_RULE,
+                 stream: StreamConfig | None = None):
         self._backend = backend
         self.backend: str = backend.name
         self.device: str = str(backend.device)
@@ -442,19 +446,20 @@ class Remover:
         self.mask_threshold, self.min_score, self.min_mask_area = dataclasses.astuple(rule)
         self.command: str | None = None
         self._text: dict[str, np.ndarray] | None = None
+        self.stream = stream
 
     @classmethod
     def load(cls, path: str | Path, backend: str = "auto", device: str | None = None,
              mask_threshold: float = DEFAULT_RULE.mask_threshold, min_mask_area: float = DEFAULT_RULE.min_mask_area,
              min_score: float = DEFAULT_RULE.min_score, threads: int | None = None,
-             precision: str | None = None) -> "Remover":
+             precision: str | None = None, stream: StreamConfig | None = None) -> "Remover":
         """Load a model dir / .safetensors / .onnx / .engine on one backend.
 
         A named backend that cannot load raises (CheckpointError naming the file and reason, BackendUnavailable, or
         what the backend raised). "auto" tries `auto_candidates` in order, logs a warning with the reason for each one
         it skips, and raises CheckpointError listing every reason only when none loads. device None: cuda when PyTorch
         sees a GPU, else cpu. precision: the torch backend's (fp32 / fp16 / bf16); None = fp32 for backend="torch",
-        fp16 for auto's torch-on-CUDA candidate.
+        fp16 for auto's torch-on-CUDA candidate. stream: stream mode's config, None = per-frame.
         """
         rule = FoundRule(mask_threshold=mask_threshold, min_score=min_score, min_mask_area=min_mask_area)
         if precision is not None:
@@ -462,7 +467,7 @@ class Remover:
         files = resolve_model(path)
         device = device or _default_device()
         if backend != "auto":
-            return cls(load_backend(files, backend, device, threads, precision), files.config, rule)
+            return cls(load_backend(files, backend, device, threads, precision), files.config, rule, stream)
         failures = []
         candidates = auto_candidates(files, device, precision)
         for i, candidate in enumerate(candidates):
@@ -477,8 +482,25 @@ class Remover:
                 continue
             if failures:
                 log.info("loaded %s on backend %s after %d fallback(s)", path, candidate, len(failures))
-            return cls(loaded, files.config, rule)
+            return cls(loaded, files.config, rule, stream)
         raise CheckpointError(f"{path}: no backend could load the model: " + " | ".join(failures))
+
+    @property
+    def stream(self) -> StreamConfig | None:
+        """Stream mode's config, None when off. Setting it (even to an equal config) starts the stream afresh."""
+        state = self._stream
+        return None if state is None else state.config
+
+    @stream.setter
+    def stream(self, config: StreamConfig | None) -> None:
+        if config is not None and not isinstance(config, StreamConfig):
+            raise ValueError(f"stream must be a StreamConfig or None, got {type(config).__name__}")
+        self._stream = None if config is None else StreamState(config)  # one assignment: remove() sees old or new
+
+    @property
+    def stream_state(self) -> StreamState | None:
+        """The carried state (scene cuts, the last one's reason, last step's time), None when stream mode is off."""
+        return self._stream
 
     @property
     def rule(self) -> FoundRule:
@@ -511,9 +533,16 @@ class Remover:
         encoded = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
                    for name, t in zip(TEXT_NAMES, features)}
         self._text, self.command = encoded, text  # swapped in whole, never seen half-built
+        self._reset_stream()  # evidence about the last command's object says nothing about this one's
 
     def clear_command(self) -> None:
         self.command, self._text = None, None
+        self._reset_stream()
+
+    def _reset_stream(self) -> None:
+        state = self._stream
+        if state is not None:
+            state.reset()
 
     def remove(self, frame: np.ndarray) -> Removal:
         """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back
@@ -525,18 +554,27 @@ class Remover:
             raise RuntimeError(f"this Remover ({self.backend} on {self.device}) is closed; load a new one")
         if text is None:
             return self._unchanged(frame, 0.0, start)
-        cleaned, mask = backend.run(to_model_input(frame, self.config.image_size), text)
+        image = to_model_input(frame, self.config.image_size)
+        cleaned, mask = backend.run(image, text)
+        cleaned, mask = cleaned[0], mask[0, 0]
         rule = self.rule  # one read: a parameter callback may change the attributes mid-frame
-        found, score, _ = found_decision(mask[0, 0], rule)
+        margin = self.config.removal_margin
+        stream = self._stream  # one read: a parameter callback may switch stream mode between frames
+        if stream is not None:
+            mask, cleaned = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, margin, frame.shape)
+        found, score, _ = found_decision(mask, rule)
+        if stream is not None:
+            stream.record(found)
+        stream_s = 0.0 if stream is None else stream.last_step_s
         if not found:
-            return self._unchanged(frame, score, start)
-        image, binary = composite(frame, cleaned[0], mask[0, 0], rule.mask_threshold, self.config.removal_margin)
-        return Removal(image, binary, score, True, time.perf_counter() - start)
+            return self._unchanged(frame, score, start, stream_s)
+        image, binary = composite(frame, cleaned, mask, rule.mask_threshold, margin)
+        return Removal(image, binary, score, True, time.perf_counter() - start, stream_s)
 
     @staticmethod
-    def _unchanged(frame: np.ndarray, score: float, start: float) -> Removal:
+    def _unchanged(frame: np.ndarray, score: float, start: float, stream_s: float = 0.0) -> Removal:
         empty = np.zeros(frame.shape[:2], np.uint8)
-        return Removal(frame.copy(), empty, score, False, time.perf_counter() - start)
+        return Removal(frame.copy(), empty, score, False, time.perf_counter() - start, stream_s)
 
 
 # ---------------------------------------------------------------- `sahm remove`
@@ -553,6 +591,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None, choices=TORCH_PRECISIONS,
                         help="torch backend's precision (default: fp32; auto's torch on CUDA: fp16)")
     add_rule_arguments(parser)
+    add_stream_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -567,7 +606,7 @@ def main(args: argparse.Namespace) -> int:
         if command.intent is Intent.END:
             raise ValueError(f"--command {args.command_text!r} ends a command; say what to remove")
         remover = Remover.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
-                               **dataclasses.asdict(rule_from_args(args)))
+                               stream=stream_from_args(args), **dataclasses.asdict(rule_from_args(args)))
         remover.set_command(command.target)
     except (CheckpointError, RuntimeError, ValueError) as e:  # RuntimeError: BackendUnavailable, TensorRT build errors
         print(f"sahm remove: {e}")

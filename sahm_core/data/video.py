@@ -13,8 +13,8 @@ filmed by a moving camera:
 Per frame the ground truth is the image, the clean target (the same frame rendered without the referred layer) and
 the mask (the referred layer's visible coverage >= 0.5, in view), plus the camera motion from the previous frame
 (`homography`: view t-1 -> view t) and `world_to_view`. Camera effects are per-pixel functions applied identically to
-image and target, and the referred layer's antialiased fringe is cut to one pixel around its full shape (as in the
-stills), so image and target differ only on the mask and a thin border around it.
+image and target, and the referred object is drawn only within a pixel of its mask (as the stills cut its fringe), so
+image and target differ only on the mask and that pixel.
 
 Layout (`read_clips` reads it back):
 
@@ -231,10 +231,6 @@ def render_clip(seed: int, cfg: ClipConfig = ClipConfig()) -> Clip:
             continue
         break
     background = cv2.copyMakeBorder(background, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
-    # Cut the referred layer's antialiased fringe to one pixel around its shape (as the stills do), so image and
-    # target differ only on the object and that pixel.
-    full = (layers[index].alpha >= 0.5).astype(np.uint8)
-    layers[index].alpha *= cv2.dilate(full, np.ones((3, 3), np.uint8)).astype(np.float32)
     t_cross = None
     if rng.random() < cfg.occlusion_fraction and count - 3 > command_frame + 2:
         t_cross = int(rng.integers(command_frame + 2, count - 3))
@@ -257,9 +253,14 @@ def render_clip(seed: int, cfg: ClipConfig = ClipConfig()) -> Clip:
         warp = lambda img: cv2.warpPerspective(img, h, (size, size), flags=cv2.INTER_LINEAR)  # noqa: E731
         frame_gain = gain * (1.0 + drift * t / max(1, count - 1)).astype(np.float32)
         offset = sensor_offset(rng, size, sigma)
-        image = apply_camera(warp(_composite(background, now)), frame_gain, offset)
-        target = apply_camera(warp(_composite(background, now, skip=index)), frame_gain, offset)
-        mask = (warp(visible) >= 0.5).astype(np.uint8) * 255
+        clean = warp(_composite(background, now, skip=index))
+        mask = (warp(visible) >= 0.5).astype(np.uint8)
+        # The object only within a pixel of its mask (as the stills cut its fringe): no faint fringe, no sliver along
+        # an occluder's edge that resampling left under half covered.
+        near = cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(bool)[..., None]
+        image = apply_camera(np.where(near, warp(_composite(background, now)), clean), frame_gain, offset)
+        target = apply_camera(clean, frame_gain, offset)
+        mask *= 255
         motion = h @ np.linalg.inv(path[t - 1]) if t else np.eye(3)
         frames.append(ClipFrame(image, target, mask, motion / motion[2, 2], h))
     return Clip(frames, expression.text, expression.tags, [list(wt) for wt in expression.phrase], command_frame,

@@ -386,8 +386,10 @@ def test_bench_reports_every_backend(tmp_path, shared_cache, capsys):
     assert rows["onnxruntime"]["p50_ms"] > 0 and rows["onnxruntime"]["peak_rss_mb"] > 0
     assert ("skipped" in rows["tensorrt"]) == (tensorrt_available() is not None)
     assert doc["prepost"]["frame"] == "640x480"
+    assert doc["stream"]["frame"] == "640x480" and doc["stream"]["p50_ms"] > 0 and doc["stream"]["scene_cuts"] == 0
     printed = capsys.readouterr().out
     assert "onnxruntime" in printed and "pre/post-processing at 640x480" in printed
+    assert "stream mode between frames at 640x480" in printed
     assert sahm_main(["bench", "--backends", "onnxruntime,tpu"]) == 1
 
 

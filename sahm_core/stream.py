@@ -1,0 +1,210 @@
+"""Stream mode: what a `Remover` carries from frame to frame, so an erased object stays erased on a moving camera.
+
+The per-frame graph is unchanged and knows nothing of this; everything here is numpy / OpenCV on its outputs at
+model resolution S, between two frames:
+
+1. Camera motion, previous frame -> this one: Shi-Tomasi corners of the previous frame (away from the object),
+   tracked into this frame with pyramidal Lucas-Kanade, and a homography fitted to the tracks with RANSAC
+   (cv2.goodFeaturesToTrack, cv2.calcOpticalFlowPyrLK, cv2.findHomography), on grey frames shrunk to
+   `motion_side`. Too few corners, tracks or RANSAC inliers (a new view tracks to random places) is a scene cut.
+2. Mask evidence: the carried mask log-odds, warped by that motion, decayed by `strength` and added to this frame's
+   log-odds (`logit(p_t) + strength * warp(L_{t-1})`, clipped to +-max_evidence): a Bayes filter whose evidence
+   fades geometrically. A frame where the network's mask dips (occlusion edge, lighting, a weak frame) keeps the
+   object masked for a frame or two; a confident frame overrides the carried evidence at once, so a moving object's
+   mask does not trail it.
+3. Fill: where the network blended in its own fill (m, its soft hole), the new fill is mixed with the previous
+   output warped by the motion, `strength` of it; where the fused mask removes pixels the network did not (m low),
+   the warped previous output is taken whole, since the graph's output there is the frame itself, object included.
+
+Reset (state dropped, the frame treated as the first): a new or cleared command (`Remover.set_command`), a scene cut,
+a change of frame size, or a new StreamConfig.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Stream mode settings; `strength` is the one a user tunes (node parameter `stream_strength`)."""
+
+    strength: float = 0.9  # weight of the carried evidence and of the carried fill, 0..1 (0 = per-frame)
+    max_evidence: float = 8.0  # |log-odds| carried at most, so carried evidence fades within a few frames
+    motion_side: int = 96  # grey frames are shrunk to this side for motion estimation
+    max_corners: int = 60
+    min_inliers: int = 12  # fewer RANSAC inliers than this: scene cut
+    min_inlier_ratio: float = 0.4  # inliers / tracked points below this: scene cut
+
+    def __post_init__(self):
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError(f"stream strength must be in [0, 1], got {self.strength}")
+        if self.max_evidence <= 0 or self.motion_side < 32 or self.max_corners < 4 or self.min_inliers < 4:
+            raise ValueError(f"stream config out of range: {self}")
+
+
+DEFAULT_STREAM = StreamConfig()
+PROBABILITY_FLOOR = 1e-4  # logit of 0 or 1 is infinite; the network's float32 sigmoid does reach both
+
+
+def estimate_motion(previous: np.ndarray, current: np.ndarray, exclude: np.ndarray | None = None,
+                    cfg: StreamConfig = DEFAULT_STREAM) -> tuple[np.ndarray | None, str]:
+    """Homography mapping `previous` onto `current` (uint8 grey, same shape), or (None, why) for a scene cut.
+
+    exclude: uint8 mask of `previous`, non-zero where no corner should be taken (the object, which moves on its own).
+    """
+    corners = cv2.goodFeaturesToTrack(previous, cfg.max_corners, qualityLevel=0.01, minDistance=5,
+                                      mask=None if exclude is None else cv2.bitwise_not(exclude))
+    if corners is None or len(corners) < cfg.min_inliers:
+        return None, "too few corners"
+    tracked, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, corners, None, winSize=(11, 11), maxLevel=2)
+    ok = status[:, 0] == 1
+    if ok.sum() < cfg.min_inliers:
+        return None, "tracks lost"
+    homography, inliers = cv2.findHomography(corners[ok], tracked[ok], cv2.RANSAC, 1.5, maxIters=500,
+                                             confidence=0.99)
+    if homography is None:
+        return None, "no homography"
+    count = int(inliers.sum())
+    if count < cfg.min_inliers or count < cfg.min_inlier_ratio * ok.sum():
+        return None, f"{count} of {int(ok.sum())} tracks agree"
+    return homography, ""
+
+
+def _scaled(homography: np.ndarray, scale: float) -> np.ndarray:
+    """A homography between images shrunk by `scale` -> the same motion between the full-size images."""
+    shrink = np.diag([scale, scale, 1.0])
+    return np.linalg.inv(shrink) @ homography @ shrink
+
+
+def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """Rows and columns of the bounding box of a bool mask, None when it is empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _grow(mask_prob: np.ndarray, margin: int) -> np.ndarray:
+    """The network's removal margin: a (2 margin + 1)^2 max filter, as `runtime.composite` grows the mask."""
+    return cv2.dilate(mask_prob, np.ones((2 * margin + 1,) * 2, np.uint8)) if margin else mask_prob
+
+
+class StreamState:
+    """The carried state of one stream (module docstring). Not thread-safe: one caller at a time, like Remover.remove.
+
+    Per frame: `fuse` (before the found decision) then `record` (after it). Only the box around the pixels that will
+    be removed gets fill work; the rest of the frame is the camera's.
+    """
+
+    def __init__(self, config: StreamConfig = DEFAULT_STREAM):
+        self.config = config
+        self.cuts = 0  # scene cuts declared since the last reset
+        self.last_cut = ""  # why the last scene cut was declared ("" = none since the last reset)
+        self.last_step_s = 0.0  # seconds `fuse` + `record` took on the last frame
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next frame is treated as the first (a new command, another camera)."""
+        self.cuts, self.last_cut = 0, ""
+        self.frames = 0  # frames fused since the reset
+        self._grey: np.ndarray | None = None  # (side, side) uint8, previous frame
+        self._evidence: np.ndarray | None = None  # (S, S) float32 fused log-odds of the previous frame
+        self._output: np.ndarray | None = None  # (3, S, S) float32 [0,1], the previous output at model resolution
+        self._exclude: np.ndarray | None = None  # (side, side) uint8: the previous removed region, grown
+        self._shape: tuple[int, ...] | None = None
+        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # this frame's input, fill, removed
+
+    def _motion(self, grey: np.ndarray, frame_shape: tuple[int, ...], size: int) -> np.ndarray | None:
+        """The previous -> this frame homography at model resolution, or None (first frame, or a scene cut)."""
+        if self._grey is None or self._shape != frame_shape:
+            return None
+        motion, why = estimate_motion(self._grey, grey, self._exclude, self.config)
+        if motion is None:
+            self.cuts += 1
+            self.last_cut = why
+            return None
+        return _scaled(motion, self.config.motion_side / size)
+
+    def fuse(self, image: np.ndarray, mask_prob: np.ndarray, cleaned: np.ndarray, mask_threshold: float, margin: int,
+             frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """This frame's model input (3,S,S) float [0,1], the graph's mask probabilities (S,S) and cleaned image (3,S,S),
+        the found rule's mask_threshold, the network's removal margin and the camera frame's shape -> the fused mask
+        probabilities and cleaned image, to decide and composite with instead of the graph's."""
+        start = time.perf_counter()
+        cfg, size = self.config, mask_prob.shape[0]
+        grey = cv2.cvtColor(np.ascontiguousarray(image.transpose(1, 2, 0)), cv2.COLOR_RGB2GRAY)
+        grey = cv2.resize(grey, (cfg.motion_side, cfg.motion_side), interpolation=cv2.INTER_AREA)
+        grey = (grey * 255.0 + 0.5).astype(np.uint8)
+        floored = np.clip(mask_prob, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        logits = np.log(floored / (1 - floored))
+        homography = self._motion(grey, frame_shape, size)
+        fused_mask, fused_clean = mask_prob, cleaned
+        if homography is not None and cfg.strength > 0:
+            carried = cv2.warpPerspective(self._evidence, homography, (size, size), flags=cv2.INTER_LINEAR,
+                                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # outside: no evidence
+            logits = np.clip(logits + np.float32(cfg.strength) * carried, -cfg.max_evidence, cfg.max_evidence)
+            fused_mask = 1.0 / (1.0 + np.exp(-logits))
+        removed = _grow(fused_mask, margin) > mask_threshold
+        box = _box(removed)
+        if homography is not None and cfg.strength > 0 and box is not None:
+            rows, cols = box
+            # the previous output warped straight into the box (a shift after the motion), plane by plane; -1 marks
+            # what the previous frame did not see
+            into_box = np.array([[1, 0, -cols.start], [0, 1, -rows.start], [0, 0, 1.0]]) @ homography
+            box_size = (cols.stop - cols.start, rows.stop - rows.start)
+            previous = np.stack([cv2.warpPerspective(plane, into_box, box_size, flags=cv2.INTER_LINEAR,
+                                                     borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
+                                 for plane in self._output])
+            hole = _grow(mask_prob, margin)[box]
+            # how much of the previous output to take: all of it where the network left the frame (its hole ~ 0),
+            # `strength` of it inside the network's hole, nothing where the previous frame did not see
+            take = (previous[0] >= 0) * (1.0 - hole * np.float32(1.0 - cfg.strength))
+            fused_clean = cleaned.copy()
+            inside = fused_clean[:, rows, cols]
+            inside += take[None] * (previous - inside)
+        self._grey, self._evidence, self._shape = grey, logits.astype(np.float32, copy=False), frame_shape
+        self._pending = image, fused_clean, removed
+        self.frames += 1
+        self.last_step_s = time.perf_counter() - start
+        return fused_mask.astype(np.float32, copy=False), fused_clean
+
+    def record(self, found: bool) -> None:
+        """After the found decision: keep this frame's output at model resolution (the frame, with the fill where the
+        mask removes when found) and the region where next frame's corners must not be taken."""
+        start = time.perf_counter()
+        image, fused_clean, removed = self._pending
+        side = self.config.motion_side
+        output = image.copy()
+        box = _box(removed) if found else None
+        if box is not None:
+            rows, cols = box
+            np.copyto(output[:, rows, cols], fused_clean[:, rows, cols], where=removed[box][None])
+            small = cv2.resize(removed.view(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
+            self._exclude = cv2.dilate(small * np.uint8(255), np.ones((5, 5), np.uint8))
+        else:
+            self._exclude = None
+        self._output, self._pending = output, None
+        self.last_step_s += time.perf_counter() - start
+
+
+STRENGTH_HELP = "stream mode's weight of the evidence and fill carried from the previous frame, 0..1"
+
+
+def add_stream_arguments(parser, switch: bool = True) -> None:
+    """--stream (when `switch`) and --stream-strength (StreamConfig's default), for the tools that run a Remover."""
+    if switch:
+        parser.add_argument("--stream", action="store_true",
+                            help="stream mode: the inputs are consecutive frames of one camera; carry mask evidence "
+                                 "and fill from frame to frame (default: every frame alone)")
+    parser.add_argument("--stream-strength", type=float, default=DEFAULT_STREAM.strength,
+                        help=f"{STRENGTH_HELP} (default {DEFAULT_STREAM.strength})")
+
+
+def stream_from_args(args) -> StreamConfig | None:
+    """The StreamConfig of parsed `add_stream_arguments` options (None = per-frame); ValueError when out of range."""
+    return StreamConfig(strength=args.stream_strength) if args.stream else None

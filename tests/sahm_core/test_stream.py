@@ -1,0 +1,163 @@
+"""Stream mode (sahm_core.stream): the camera motion estimate against known homographies, scene cuts, evidence carried
+across a dropout to where the camera moved it, the fill carried with it, and the reset on a new command."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from sahm_core.runtime import Remover
+from sahm_core.stream import StreamConfig, StreamState, estimate_motion
+
+SIDE = 96  # StreamConfig.motion_side
+
+
+def _shift(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A textured RGB scene (scikit-image's bundled astronaut), 384 px: room for a camera to move over it."""
+    return cv2.resize(skimage.data.astronaut(), (384, 384), interpolation=cv2.INTER_AREA)
+
+
+def _view(scene: np.ndarray, world_to_view: np.ndarray, side: int) -> np.ndarray:
+    return cv2.warpPerspective(scene, world_to_view, (side, side), flags=cv2.INTER_LINEAR)
+
+
+def _true_motion(angle_deg: float, zoom: float, dx: float, dy: float, tilt: float) -> np.ndarray:
+    """previous view -> current view: a roll and zoom about the centre, a pan and a little perspective."""
+    c, s = np.cos(np.deg2rad(angle_deg)) * zoom, np.sin(np.deg2rad(angle_deg)) * zoom
+    about_centre = _shift(SIDE / 2, SIDE / 2) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]]) @ _shift(-SIDE / 2,
+                                                                                                      -SIDE / 2)
+    perspective = np.array([[1, 0, 0], [0, 1, 0], [tilt, -tilt, 1.0]])
+    return _shift(dx, dy) @ perspective @ about_centre
+
+
+@pytest.mark.parametrize("motion", [(0.0, 1.0, 2.5, -1.5, 0.0), (2.0, 1.04, -3.0, 1.0, 2e-4),
+                                    (-1.0, 0.97, 0.5, 3.0, 0.0)])
+def test_motion_estimate_recovers_a_known_homography(photo, motion):
+    grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    previous_view = _shift(-144, -144)  # world -> previous view: a 96 px window in the middle of the photo
+    truth = _true_motion(*motion)
+    previous = _view(grey, previous_view, SIDE)
+    current = _view(grey, truth @ previous_view, SIDE)  # the same world seen after the camera moved
+    estimate, why = estimate_motion(previous, current)
+    assert estimate is not None, why
+    # Compare where the two matrices send a grid of points over the whole view, corners included (the matrices'
+    # entries have mixed units): within half a pixel of the 96 px motion frame, ~1.3 px at 256 px model resolution.
+    grid = np.stack(np.meshgrid(np.linspace(0, SIDE, 7), np.linspace(0, SIDE, 7)), -1).reshape(1, -1, 2)
+    error = np.linalg.norm(cv2.perspectiveTransform(grid, estimate) - cv2.perspectiveTransform(grid, truth), axis=-1)
+    assert error.max() < 0.5, f"max point error {error.max():.3f} px"
+    assert np.median(error) < 0.25
+
+
+def test_unrelated_views_are_a_scene_cut(photo):
+    grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
+    previous = _view(grey, _shift(-10, -10), SIDE)
+    other = _view(np.ascontiguousarray(grey[::-1, ::-1].T), _shift(-200, -40), SIDE)  # elsewhere, turned
+    estimate, why = estimate_motion(previous, other)
+    assert estimate is None and why
+
+
+def test_stream_config_is_validated():
+    with pytest.raises(ValueError, match="strength"):
+        StreamConfig(strength=1.5)
+    with pytest.raises(ValueError):
+        StreamConfig(motion_side=8)
+
+
+# ---------------------------------------------------------------- the state, frame by frame
+
+SIZE = 128  # model resolution of the state tests
+FILL = np.array([0.2, 0.6, 0.2], np.float32)  # what the "network" paints into the hole
+
+
+def _frames(photo: np.ndarray, count: int, step=(4.0, 2.0)):
+    """(image (3,S,S) float, disc mask (S,S) bool) per frame: a camera panning by `step` px per frame over the photo,
+    an object fixed in the world (so it moves by -step in the view)."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    out = []
+    for t in range(count):
+        to_view = _shift(-120 - step[0] * t, -120 - step[1] * t)
+        image = _view(photo, to_view, SIZE).astype(np.float32).transpose(2, 0, 1) / 255.0
+        centre = np.array([64.0, 60.0]) - np.array(step) * t
+        out.append((np.ascontiguousarray(image), (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 < 14**2))
+    return out
+
+
+def _network(image: np.ndarray, disc: np.ndarray, confidence: float):
+    """What a per-frame graph would answer: mask probabilities `confidence` on the disc, 0.02 elsewhere, and the frame
+    with FILL blended in by its own (confident) hole only."""
+    prob = np.where(disc, confidence, 0.02).astype(np.float32)
+    hole = (prob > 0.5)[None]
+    cleaned = np.where(hole, FILL[:, None, None], image).astype(np.float32)
+    return prob, cleaned
+
+
+def test_evidence_survives_a_dropout_where_the_camera_moved_it(photo):
+    frames = _frames(photo, 5)
+    state = StreamState(StreamConfig(strength=0.9))
+    for t, (image, disc) in enumerate(frames):
+        confidence = 0.3 if t == 4 else 0.95  # frame 4: the network loses the object
+        prob, cleaned = _network(image, disc, confidence)
+        fused, fill = state.fuse(image, prob, cleaned, 0.5, 0, (SIZE, SIZE, 3))
+        state.record(True)
+    assert state.cuts == 0 and state.frames == 5
+    inner = cv2.erode(disc.view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    outer = cv2.dilate(disc.view(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    # per-frame, frame 4 would show the object (0.3 < 0.5); the carried evidence keeps it masked, at its moved place
+    assert (prob[inner] < 0.5).all() and (fused[inner] > 0.5).all()
+    assert (fused[~outer] < 0.5).all()
+    # the graph's "fill" there is the frame, object included; the stream fills it with the previous fill, moved
+    assert np.abs(fill[:, inner] - FILL[:, None]).max() < 0.02
+    assert np.abs(cleaned[:, inner] - FILL[:, None]).max() > 0.1
+
+
+def test_without_history_the_stream_passes_the_graph_through(photo):
+    (image, disc), = _frames(photo, 1)
+    prob, cleaned = _network(image, disc, 0.8)
+    fused, fill = StreamState().fuse(image, prob, cleaned, 0.5, 2, (SIZE, SIZE, 3))
+    assert np.array_equal(fused, prob) and np.array_equal(fill, cleaned)
+
+
+def test_a_new_frame_size_starts_afresh(photo):
+    frames = _frames(photo, 3)
+    state = StreamState()
+    for t, (image, disc) in enumerate(frames):
+        prob, cleaned = _network(image, disc, 0.8)
+        fused, fill = state.fuse(image, prob, cleaned, 0.5, 0, (480, 640, 3) if t < 2 else (240, 320, 3))
+        state.record(True)
+    assert np.array_equal(fused, prob) and np.array_equal(fill, cleaned)  # frame 2: another camera, no history used
+
+
+# ---------------------------------------------------------------- in the Remover
+
+def test_remover_resets_the_stream_on_a_new_command(nano_model_dir, photo):
+    remover = Remover.load(nano_model_dir, backend="torch", device="cpu", min_score=0.0, min_mask_area=0.0,
+                           stream=StreamConfig())
+    frames = [cv2.resize(photo[40 + 3 * t:296 + 3 * t, 60:316], (160, 120)) for t in range(3)]
+    remover.set_command("the red circle")
+    for frame in frames[:2]:
+        assert remover.remove(frame).stream_s > 0
+    state = remover.stream_state
+    assert state.frames == 2
+    remover.set_command("the blue square")
+    assert state.frames == 0
+    after_reset = remover.remove(frames[2])
+    # the first frame of a stream is the per-frame answer, bit for bit
+    remover.stream = None
+    remover.set_command("the blue square")
+    alone = remover.remove(frames[2])
+    assert np.array_equal(after_reset.image, alone.image) and np.array_equal(after_reset.mask, alone.mask)
+    assert after_reset.score == alone.score and alone.stream_s == 0.0
+    remover.stream = StreamConfig()
+    remover.remove(frames[0])
+    assert remover.stream_state.frames == 1
+    remover.clear_command()
+    assert remover.stream_state.frames == 0
+    with pytest.raises(ValueError, match="StreamConfig"):
+        remover.stream = 0.5
