@@ -47,6 +47,7 @@ from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
 from sahm_core.found import DEFAULT_RULE, RULE_HELP, FoundRule  # numpy only: torch loads at configure, not here
+from sahm_core.stream import DEFAULT_STREAM, STRENGTH_HELP, StreamConfig  # numpy + OpenCV
 
 from .commands import CommandError, CommandTracker, Intent, sync_command
 from .image_conversions import (
@@ -88,6 +89,12 @@ PARAMETERS: dict[str, _Param] = {
     # the found rule: defaults and meaning from sahm_core's FoundRule, shared with the Remover, sahm eval and replay
     **{name: _Param(getattr(DEFAULT_RULE, name), help_text, float_range=_FRACTION)
        for name, help_text in RULE_HELP.items()},
+    # stream mode (sahm_core.stream): defaults and meaning from its StreamConfig, shared with replay and sahm remove
+    "stream_mode": _Param(False, "carry mask evidence and fill from frame to frame, warped by the camera's motion, so "
+                                 "an erased object stays erased through a weak frame; reset by a new command or a "
+                                 "scene cut. Applies from the next frame"),
+    "stream_strength": _Param(DEFAULT_STREAM.strength, f"{STRENGTH_HELP}. Applies from the next frame",
+                              float_range=_FRACTION),
     "autostart": _Param(True, "configure and activate at start-up (false: wait for lifecycle transitions)",
                         read_only=True),
     "command_timeout": _Param(0.0, "seconds a command stays active; 0 = until ended (stop, cancel, never mind)",
@@ -107,6 +114,7 @@ PARAMETERS: dict[str, _Param] = {
 }
 _THRESHOLDS = tuple(RULE_HELP)  # the FoundRule fields
 _MODEL_PARAMETERS = ("model_path", "backend", "device")  # read by configure, so only changed while unconfigured
+_STREAM_PARAMETERS = ("stream_mode", "stream_strength")
 # Drops that are the node working as configured (a busy model, the fps cap, not active), not bad input.
 _ROUTINE_DROPS = ("stale", "max_fps", "inactive")
 _CAMERA_INFOS_KEPT = 30  # ~1 s of a 30 Hz camera: enough for the info of the frame being processed to be here
@@ -243,6 +251,12 @@ class RemoveNode(LifecycleNode):
                 FoundRule(**{**current, **thresholds})
             except ValueError as e:
                 return self._rejected(str(e))
+        for p in params:
+            if p.name == "stream_strength":
+                try:
+                    StreamConfig(strength=p.value)  # the config's own check, as for the found rule
+                except (TypeError, ValueError) as e:
+                    return self._rejected(str(e))
         return SetParametersResult(successful=True)
 
     @staticmethod
@@ -259,6 +273,11 @@ class RemoveNode(LifecycleNode):
             # Remover reads its thresholds per frame: setting them applies from the next frame, no reload.
             for name in _THRESHOLDS:
                 setattr(remover, name, self._param(name))
+        if names & set(_STREAM_PARAMETERS) and remover is not None:
+            remover.stream = self._stream_config()  # one assignment, read once per frame: the next frame uses it
+
+    def _stream_config(self) -> StreamConfig | None:
+        return StreamConfig(strength=self._param("stream_strength")) if self._param("stream_mode") else None
 
     def _model_path(self) -> str:
         return self._param("model_path") or str(bundled_model_dir())
@@ -435,7 +454,7 @@ class RemoveNode(LifecycleNode):
         self.get_logger().info(f"loading model {path} (backend {backend})")
         try:
             remover = Remover.load(path, backend=backend, device=self._param("device") or None,
-                                   **{name: self._param(name) for name in _THRESHOLDS})
+                                   stream=self._stream_config(), **{name: self._param(name) for name in _THRESHOLDS})
             warm_up(remover)
         except Exception as e:  # noqa: BLE001 - a bad model must fail the transition, not kill the node
             self._stats.last_error = f"model {path} ({backend}) cannot be loaded: {type(e).__name__}: {e}"
@@ -534,6 +553,7 @@ class RemoveNode(LifecycleNode):
             "model": self._model_path(),
             "backend": remover.backend if remover is not None else self._param("backend"),
             "command": command or "",
+            **self._stream_values(remover),
             "input_rate_hz": f"{(frames_in - then_in) / elapsed if elapsed > 0 else 0.0:.2f}",
             "output_rate_hz": f"{(frames_out - then_out) / elapsed if elapsed > 0 else 0.0:.2f}",
             "inference_ms_mean": f"{1e3 * float(np.mean(inference)):.1f}" if inference else "",
@@ -564,6 +584,15 @@ class RemoveNode(LifecycleNode):
             hardware_id=str(values["backend"]),
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
+
+    def _stream_values(self, remover) -> dict[str, str]:
+        """Stream mode as configured, and (once a model runs) its scene cuts since the last reset."""
+        values = {"stream_mode": f"on, strength {self._param('stream_strength'):g}" if self._param("stream_mode")
+                  else "off"}
+        state = remover.stream_state if remover is not None else None
+        if state is not None:
+            values["stream_scene_cuts"] = str(state.cuts)
+        return values
 
     def _publish_diagnostics(self) -> None:
         status = self.diagnostics()

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sahm_core.found import add_rule_arguments
+from sahm_core.stream import add_stream_arguments, stream_from_args
 
 from .commands import CommandError, CommandTracker, Intent, sync_command
 from .image_conversions import ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
@@ -268,6 +269,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the backend's)")
     add_rule_arguments(parser)  # sahm_core's found / not-found rule, the node's defaults
+    add_stream_arguments(parser)  # stream mode, as the node's stream_mode / stream_strength
     parser.add_argument("--storage", default=None, choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument("--namespace", default=f"/{NODE_NAME}", help="prefix of the output topics")
     parser.add_argument("--command-timeout", type=float, default=0.0, help="seconds a command lasts; 0 = until stop")
@@ -284,7 +286,8 @@ def main(args) -> int:
     try:
         model = args.model or bundled_model_dir()
         remover = Remover.load(model, backend=args.backend, device=args.device, mask_threshold=args.mask_threshold,
-                               min_mask_area=args.min_mask_area, min_score=args.min_score)
+                               min_mask_area=args.min_mask_area, min_score=args.min_score,
+                               stream=stream_from_args(args))
         summary = replay(args.in_bag, args.out_bag, args.image_topic, args.command_topic, remover,
                          namespace=args.namespace, storage=args.storage, command_timeout=args.command_timeout,
                          pass_through=not args.no_pass_through)

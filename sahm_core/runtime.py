@@ -580,7 +580,8 @@ class Remover:
 # ---------------------------------------------------------------- `sahm remove`
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="image files (any format OpenCV reads)")
+    parser.add_argument("images", nargs="+",
+                        help="image files (any format OpenCV reads); with --stream, consecutive frames in this order")
     parser.add_argument("--model", required=True, help="model dir, .safetensors, .onnx or .engine")
     # dest must not be "command": the `sahm` parser keeps the subcommand name there
     parser.add_argument("--command", dest="command_text", required=True,

@@ -13,6 +13,7 @@ import yaml
 from ros_ror.remove_node import NODE_NAME, PARAMETERS
 from ros_ror.result import MSG_TYPE, ResultFields, msg_definition, rosbags_types
 from sahm_core.found import FoundRule
+from sahm_core.stream import StreamConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_FIELDS = {
@@ -54,3 +55,8 @@ def test_found_rule_parameters_are_sahm_cores_rule():
     rule = FoundRule()
     for field in dataclasses.fields(FoundRule):
         assert PARAMETERS[field.name].default == getattr(rule, field.name), field.name
+
+
+def test_stream_parameters_are_sahm_cores_stream_config():
+    assert PARAMETERS["stream_mode"].default is False  # per-frame unless asked: the behaviour every figure so far had
+    assert PARAMETERS["stream_strength"].default == StreamConfig().strength

@@ -89,6 +89,20 @@ def test_parameters_are_validated_when_set(harness):
     assert node.get_parameter("backend").value == "onnxruntime"
 
 
+def test_stream_parameters_switch_the_removers_stream_mode(harness):
+    node = harness.node
+    remover = node._remover  # the worker's Remover: what the next frame runs with
+    assert remover.stream is None and harness.diagnostics()["stream_mode"] == "off"
+    assert not node.set_parameters([Parameter("stream_strength", value=1.5)])[0].successful
+    assert node.set_parameters([Parameter("stream_mode", value=True), Parameter("stream_strength", value=0.5)])[0] \
+        .successful
+    assert remover.stream is not None and remover.stream.strength == 0.5
+    assert harness.diagnostics()["stream_mode"] == "on, strength 0.5" and "stream_scene_cuts" in harness.diagnostics()
+    assert node.set_parameters([Parameter("stream_mode", value=False)])[0].successful
+    assert remover.stream is None
+    assert node.set_parameters([Parameter("stream_strength", value=0.9)])[0].successful
+
+
 def test_set_enabled_is_a_shortcut_onto_the_lifecycle(harness, scene):
     from std_srvs.srv import SetBool
 

@@ -261,3 +261,28 @@ def test_cli_replay_reports_errors_without_a_traceback(tmp_path, small_bag, onnx
                  "--model", str(onnx_model_dir), "--backend", "onnxruntime"])
     assert code == 1
     assert "error: image topic '/wrong' is not in the bag" in capsys.readouterr().err
+
+
+def test_cli_replay_in_stream_mode_on_a_video_clip(tmp_path, onnx_model_dir, capsys):
+    """`sahm make-data video` bags replay as they are; --stream runs the Remover in stream mode on them."""
+    from ros_ror.cli import main
+    from ros_ror.demo import COMMAND_TOPIC, IMAGE_TOPIC
+    from ros_ror.replay import replay_typestore
+    from sahm_core.data.video import ClipConfig, make_video_dataset, read_clip_rows
+
+    make_video_dataset(tmp_path / "clips", 1, seed=2, cfg=ClipConfig(size=64, frames=(5, 5), command_at=(0.3, 0.3)))
+    row = read_clip_rows(tmp_path / "clips")[0]
+    out = tmp_path / "out"
+    code = main(["replay", str(tmp_path / "clips" / row["bag"]), str(out), "--image-topic", IMAGE_TOPIC,
+                 "--command-topic", COMMAND_TOPIC, "--model", str(onnx_model_dir), "--backend", "onnxruntime",
+                 "--stream", "--stream-strength", "0.5", "--min-score", "0", "--min-mask-area", "0"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"frames            {row['frames']}" in printed
+    assert f"no command      {row['command_frame']}" in printed  # the command is spoken part-way
+    results = [m for _, m in read_bag(out, replay_typestore())["/ros_ror_remove/result"]]
+    assert [bool(r.command) for r in results] == [i >= row["command_frame"] for i in range(row["frames"])]
+    assert main(["replay", str(tmp_path / "clips" / row["bag"]), str(tmp_path / "out2"), "--image-topic", IMAGE_TOPIC,
+                 "--command-topic", COMMAND_TOPIC, "--model", str(onnx_model_dir), "--stream",
+                 "--stream-strength", "2"]) == 1
+    assert "stream strength must be in [0, 1]" in capsys.readouterr().err
