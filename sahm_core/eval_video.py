@@ -12,7 +12,8 @@ is read as the node reads it, `ros_ror.commands.parse_command`). Per mode, over 
   (`uncovered_rate`);
 - mask stability: IoU of consecutive masks after motion compensation with the ground-truth homography (mask t-1
   warped into frame t, both restricted to what frame t-1 saw), mean over pairs where either mask is non-empty; the
-  same on the ground-truth masks is the reference (objects move and get occluded, so it is below 1);
+  same on the ground-truth masks is the reference (objects move and get occluded, so it is below 1), over all pairs
+  and over the pairs the mode's own figure has (a mode that never finds the object in a clip has none there);
 - fill stability: the mean absolute change (grey levels, 0..255) of the output between consecutive frames after the
   same compensation, over the pixels filled in both frames, against the same change of the clean targets there
   (lighting drift, sensor noise and resampling alone);
@@ -110,14 +111,18 @@ def clip_metrics(clip: Clip, results: list[FrameResult], rule: FoundRule) -> dic
     checked = [i for i in range(len(results)) if first is not None and i > first and in_view[i]]
     reappeared = [i for i in checked if not results[i].found or ious[i] < REAPPEAR_IOU]
     uncovered = [i for i in checked if not results[i].found or coverage[i] < REAPPEAR_IOU]
-    stability, gt_stability = [], []
+    stability, gt_stability, gt_same_pairs = [], [], []
     fill = {"output_sum": 0.0, "target_sum": 0.0, "pixels": 0}
     for i in range(1, len(results)):
         h = frames[i].homography
-        for masks, out in (((results[i - 1].mask, results[i].mask), stability), ((gts[i - 1], gts[i]), gt_stability)):
-            value = compensated_mask_iou(*masks, h)
-            if value is not None:
-                out.append(value)
+        value, truth = (compensated_mask_iou(a, b, h) for a, b in ((results[i - 1].mask, results[i].mask),
+                                                                   (gts[i - 1], gts[i])))
+        if truth is not None:
+            gt_stability.append(truth)
+        if value is not None:
+            stability.append(value)
+            if truth is not None:
+                gt_same_pairs.append(truth)
         if results[i - 1].found and results[i].found:
             region = (warp_to_next(results[i - 1].mask.astype(np.float32), h) > 0.999) & results[i].mask
             region &= seen_by_previous(h, region.shape)
@@ -128,8 +133,8 @@ def clip_metrics(clip: Clip, results: list[FrameResult], rule: FoundRule) -> dic
             fill["pixels"] += pixels
     return {"iou": ious, "found": [r.found for r in results], "reappearance_checked": len(checked),
             "reappeared": reappeared, "uncovered": uncovered, "mask_stability": stability,
-            "gt_mask_stability": gt_stability, "fill": fill, "latency_s": [r.latency_s for r in results],
-            "stream_s": [r.stream_s for r in results]}
+            "gt_mask_stability": gt_stability, "gt_mask_stability_same_pairs": gt_same_pairs, "fill": fill,
+            "latency_s": [r.latency_s for r in results], "stream_s": [r.stream_s for r in results]}
 
 
 def summarise(per_clip: list[dict]) -> dict:
@@ -138,6 +143,7 @@ def summarise(per_clip: list[dict]) -> dict:
     checked = sum(c["reappearance_checked"] for c in per_clip)
     reappeared = sum(len(c["reappeared"]) for c in per_clip)
     stability = [v for c in per_clip for v in c["mask_stability"]]
+    gt_same_pairs = [v for c in per_clip for v in c["gt_mask_stability_same_pairs"]]
     pixels = sum(c["fill"]["pixels"] for c in per_clip)
     latency = np.array([v for c in per_clip for v in c["latency_s"]]) * 1e3
     stream = np.array([v for c in per_clip for v in c["stream_s"]]) * 1e3
@@ -150,6 +156,7 @@ def summarise(per_clip: list[dict]) -> dict:
         "uncovered_rate": sum(len(c["uncovered"]) for c in per_clip) / checked if checked else None,
         "reappearance_checked": checked,
         "mask_stability": float(np.mean(stability)) if stability else None,
+        "gt_mask_stability_same_pairs": float(np.mean(gt_same_pairs)) if gt_same_pairs else None,
         "fill_change": sum(c["fill"]["output_sum"] for c in per_clip) / pixels if pixels else None,
         "fill_change_clean_target": sum(c["fill"]["target_sum"] for c in per_clip) / pixels if pixels else None,
         "fill_pixels": pixels,
@@ -206,6 +213,7 @@ def format_table(metrics: dict) -> str:
         ("reappearance rate", "{:.2%}", "reappearance_rate", None),
         ("  object under half covered", "{:.2%}", "uncovered_rate", None),
         ("mask stability (GT motion)", "{:.4f}", "mask_stability", _cell(gt["mask_stability"], "{:.4f}")),
+        ("  ground truth, same pairs", "{:.4f}", "gt_mask_stability_same_pairs", None),
         ("fill change, grey levels", "{:.2f}", "fill_change", None),
         ("  clean targets, same pixels", "{:.2f}", "fill_change_clean_target", None),
         ("latency p50, ms", "{:.1f}", "latency_ms_p50", None),

@@ -38,7 +38,7 @@ class StreamConfig:
     motion_side: int = 96  # grey frames are shrunk to this side for motion estimation
     max_corners: int = 60
     min_inliers: int = 12  # fewer RANSAC inliers than this: scene cut
-    min_inlier_ratio: float = 0.4  # inliers / tracked points below this: scene cut
+    min_inlier_ratio: float = 0.6  # inliers / tracked points below this: scene cut (or tracks on things that move)
 
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:
