@@ -8,6 +8,10 @@
 2. `output.bag/`: that bag replayed through the model (`ros-ror replay`).
 3. `sheet.png`: before / after / mask for a frame before the command, one
    while it is active and one after "stop", read back from the output bag.
+4. `stream.gif`: a synthetic moving-camera clip (`sahm make-data video`: pan,
+   zoom, shake, moving objects, an occluder crossing the named one, lighting
+   drift, noise, the command part-way) through the same model twice, per-frame
+   and in stream mode, as before / after / mask rows, so the difference shows.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sahm_core.stream import add_stream_arguments
+
+from .commands import parse_command
 from .replay import ReplayError, bag_writer, replay
 from .resources import bundled_model_dir
 from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
@@ -136,6 +143,53 @@ def write_sheet(frames: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+ANIMATION_TILE = 160  # pixels per picture in the animation
+
+
+def _label(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.45) -> None:
+    """White text on a dark box, in place."""
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x, y = origin
+    cv2.rectangle(image, (x - 2, y - h - 3), (x + w + 2, y + base), (20, 20, 20), cv2.FILLED)
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def write_animation(path: Path, clip, remover, stream, fps: float = 10.0) -> None:
+    """GIF of `clip` (sahm_core.data.video.Clip) through `remover` per-frame and with stream mode `stream`
+    (a StreamConfig): per row, before / after / mask; the command applies from clip.command_frame, as spoken."""
+    from PIL import Image
+
+    outputs = {}
+    command = parse_command(clip.text).target
+    for mode, config in (("per-frame", None), ("stream", stream)):
+        remover.stream = config
+        remover.clear_command()
+        removals = []
+        for t, frame in enumerate(clip.frames):
+            if t == clip.command_frame:
+                remover.set_command(command)
+            removals.append(remover.remove(frame.image))
+        outputs[mode] = removals
+    remover.clear_command()
+    remover.stream = None
+    side, header = ANIMATION_TILE, 44
+    pictures = []
+    for t, frame in enumerate(clip.frames):
+        canvas = np.full((header + 2 * side, 3 * side, 3), 40, np.uint8)
+        said = f'removing "{command}"' if t >= clip.command_frame else "no command yet"
+        _label(canvas, f"t={t / clip.fps:.2f}s  {said}", (6, 17))
+        for x, title in zip(range(0, 3 * side, side), ("before", "after", "mask")):
+            _label(canvas, title, (x + 6, header - 6))
+        for row, (mode, removals) in enumerate(outputs.items()):
+            removal, top = removals[t], header + row * side
+            tiles = (frame.image, removal.image, np.repeat(removal.mask[..., None], 3, axis=2))
+            for x, tile in zip(range(0, 3 * side, side), tiles):
+                canvas[top:top + side, x:x + side] = cv2.resize(tile, (side, side), interpolation=cv2.INTER_AREA)
+            _label(canvas, mode, (6, top + side - 8))
+        pictures.append(Image.fromarray(canvas))
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=round(1000 / fps), loop=0)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="folder for sample.bag, output.bag and sheet.png (replaced)")
     parser.add_argument("--model", default=None,
@@ -145,10 +199,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--size", default="320x240", help="camera WIDTHxHEIGHT")
     parser.add_argument("--storage", default="sqlite3", choices=("sqlite3", "mcap"))
+    parser.add_argument("--animation-seed", type=int, default=4, help="synthetic moving-camera clip of stream.gif")
+    parser.add_argument("--animation-frames", type=int, default=36, help="frames in stream.gif; 0 = no animation")
+    parser.add_argument("--animation-fps", type=float, default=10.0,
+                        help="stream.gif playback rate (the clip is filmed at 30 Hz: 10 = three times slower)")
+    add_stream_arguments(parser, switch=False)  # stream.gif always shows both modes
 
 
 def main(args: argparse.Namespace) -> int:
     from sahm_core.runtime import Remover
+    from sahm_core.stream import StreamConfig
 
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
@@ -160,7 +220,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: no bundled model ({e}); pass --model DIR", file=sys.stderr)
         return 1
     out = Path(args.out)
-    for name in ("sample.bag", "output.bag", "sheet.png"):
+    for name in ("sample.bag", "output.bag", "sheet.png", "stream.gif"):
         target = out / name
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -178,4 +238,13 @@ def main(args: argparse.Namespace) -> int:
     write_sheet(read_outputs(out / "output.bag"), out / "sheet.png")
     print(summary)
     print(f"sheet             {out / 'sheet.png'}")
+    if args.animation_frames > 0:
+        from sahm_core.data.video import ClipConfig, render_clip
+
+        frames = (args.animation_frames, args.animation_frames)
+        clip = render_clip(args.animation_seed, ClipConfig(frames=frames))
+        write_animation(out / "stream.gif", clip, remover, StreamConfig(strength=args.stream_strength),
+                        args.animation_fps)
+        print(f"animation         {out / 'stream.gif'} ({len(clip.frames)} frames, per-frame vs stream mode, "
+              f"command {clip.text!r} from frame {clip.command_frame})")
     return 0

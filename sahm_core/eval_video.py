@@ -16,7 +16,8 @@ is read as the node reads it, `ros_ror.commands.parse_command`). Per mode, over 
   and over the pairs the mode's own figure has (a mode that never finds the object in a clip has none there);
 - fill stability: the mean absolute change (grey levels, 0..255) of the output between consecutive frames after the
   same compensation, over the pixels filled in both frames, against the same change of the clean targets there
-  (lighting drift, sensor noise and resampling alone);
+  (lighting drift, sensor noise and resampling alone); and, so a steady but wrong fill does not pass for a good
+  one, the fill error: mean absolute difference from the clean target where the object was erased;
 - latency per frame: the whole `remove()` (p50, mean) and the part spent in stream mode, from the same run.
 
 The table goes to stdout and everything, per-frame IoU lists included, to OUT/metrics.json.
@@ -112,7 +113,11 @@ def clip_metrics(clip: Clip, results: list[FrameResult], rule: FoundRule) -> dic
     reappeared = [i for i in checked if not results[i].found or ious[i] < REAPPEAR_IOU]
     uncovered = [i for i in checked if not results[i].found or coverage[i] < REAPPEAR_IOU]
     stability, gt_stability, gt_same_pairs = [], [], []
-    fill = {"output_sum": 0.0, "target_sum": 0.0, "pixels": 0}
+    fill = {"output_sum": 0.0, "target_sum": 0.0, "pixels": 0, "error_sum": 0.0, "error_pixels": 0}
+    for frame, r, gt in zip(frames, results, gts):
+        erased = r.mask & gt
+        fill["error_sum"] += float(np.abs(r.image.astype(np.float32) - frame.target).mean(axis=2)[erased].sum())
+        fill["error_pixels"] += int(erased.sum())
     for i in range(1, len(results)):
         h = frames[i].homography
         value, truth = (compensated_mask_iou(a, b, h) for a, b in ((results[i - 1].mask, results[i].mask),
@@ -145,6 +150,7 @@ def summarise(per_clip: list[dict]) -> dict:
     stability = [v for c in per_clip for v in c["mask_stability"]]
     gt_same_pairs = [v for c in per_clip for v in c["gt_mask_stability_same_pairs"]]
     pixels = sum(c["fill"]["pixels"] for c in per_clip)
+    error_pixels = sum(c["fill"]["error_pixels"] for c in per_clip)
     latency = np.array([v for c in per_clip for v in c["latency_s"]]) * 1e3
     stream = np.array([v for c in per_clip for v in c["stream_s"]]) * 1e3
     return {
@@ -160,6 +166,7 @@ def summarise(per_clip: list[dict]) -> dict:
         "fill_change": sum(c["fill"]["output_sum"] for c in per_clip) / pixels if pixels else None,
         "fill_change_clean_target": sum(c["fill"]["target_sum"] for c in per_clip) / pixels if pixels else None,
         "fill_pixels": pixels,
+        "fill_error": (sum(c["fill"]["error_sum"] for c in per_clip) / error_pixels) if error_pixels else None,
         "latency_ms_p50": float(np.median(latency)) if latency.size else None,
         "latency_ms_mean": float(latency.mean()) if latency.size else None,
         "stream_ms_mean": float(stream.mean()) if stream.size else None,
@@ -216,6 +223,7 @@ def format_table(metrics: dict) -> str:
         ("  ground truth, same pairs", "{:.4f}", "gt_mask_stability_same_pairs", None),
         ("fill change, grey levels", "{:.2f}", "fill_change", None),
         ("  clean targets, same pixels", "{:.2f}", "fill_change_clean_target", None),
+        ("fill error vs clean target", "{:.2f}", "fill_error", None),
         ("latency p50, ms", "{:.1f}", "latency_ms_p50", None),
         ("latency mean, ms", "{:.1f}", "latency_ms_mean", None),
         ("stream step mean / max, ms", None, None, None),

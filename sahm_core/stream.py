@@ -13,8 +13,11 @@ model resolution S, between two frames:
    object masked for a frame or two; a confident frame overrides the carried evidence at once, so a moving object's
    mask does not trail it.
 3. Fill: where the network blended in its own fill (m, its soft hole), the new fill is mixed with the previous
-   output warped by the motion, `strength` of it; where the fused mask removes pixels the network did not (m low),
-   the warped previous output is taken whole, since the graph's output there is the frame itself, object included.
+   frame's fill warped by the motion, `strength` of it; where the fused mask removes pixels the network did not
+   (m low), the warped previous fill is taken whole, since the graph's output there is the frame itself, object
+   included. Only what the previous frame filled is carried, weighted by how much of it was a real fill (the
+   network's hole, or fill carried into it): its other pixels are the camera's, and may show an occluder or the
+   object (carrying those painted ghosts of an occluder, and of the object, into the hole).
 
 Reset (state dropped, the frame treated as the first): a new or cleared command (`Remover.set_command`), a scene cut,
 a change of frame size, or a new StreamConfig.
@@ -75,6 +78,10 @@ def estimate_motion(previous: np.ndarray, current: np.ndarray, exclude: np.ndarr
     return homography, ""
 
 
+def _shift(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]])
+
+
 def _scaled(homography: np.ndarray, scale: float) -> np.ndarray:
     """A homography between images shrunk by `scale` -> the same motion between the full-size images."""
     shrink = np.diag([scale, scale, 1.0])
@@ -114,10 +121,13 @@ class StreamState:
         self.frames = 0  # frames fused since the reset
         self._grey: np.ndarray | None = None  # (side, side) uint8, previous frame
         self._evidence: np.ndarray | None = None  # (S, S) float32 fused log-odds of the previous frame
-        self._output: np.ndarray | None = None  # (3, S, S) float32 [0,1], the previous output at model resolution
+        # what the previous frame filled, at model resolution, inside its removed box: (4, h, w) float32 (RGB in
+        # [0,1], then how much of each pixel is a real fill, 0 where not removed), and the box's top-left corner
+        # (x, y); None when it removed nothing
+        self._filled: tuple[np.ndarray, tuple[int, int]] | None = None
         self._exclude: np.ndarray | None = None  # (side, side) uint8: the previous removed region, grown
         self._shape: tuple[int, ...] | None = None
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # this frame's input, fill, removed
+        self._pending: tuple | None = None  # this frame's fill, removed region and fill weight in its box
 
     def _motion(self, grey: np.ndarray, frame_shape: tuple[int, ...], size: int) -> np.ndarray | None:
         """The previous -> this frame homography at model resolution, or None (first frame, or a scene cut)."""
@@ -151,44 +161,51 @@ class StreamState:
             fused_mask = 1.0 / (1.0 + np.exp(-logits))
         removed = _grow(fused_mask, margin) > mask_threshold
         box = _box(removed)
-        if homography is not None and cfg.strength > 0 and box is not None:
+        # how much of each pixel in the box is a real fill, to carry on (until carried fill adds to it below): where
+        # the network's hole m (the soft mask it blended its fill in with) is sure, not where its output is still
+        # partly the camera's pixel (m = 0.75 is a quarter object)
+        hole = None if box is None else _grow(mask_prob, margin)[box]
+        filled = None if box is None else np.clip(2.0 * hole - 1.0, 0.0, 1.0)
+        if homography is not None and cfg.strength > 0 and box is not None and self._filled is not None:
             rows, cols = box
-            # the previous output warped straight into the box (a shift after the motion), plane by plane; -1 marks
-            # what the previous frame did not see
-            into_box = np.array([[1, 0, -cols.start], [0, 1, -rows.start], [0, 0, 1.0]]) @ homography
+            planes, (x0, y0) = self._filled
+            # the previous fill warped from its box straight into this one: shift, motion, shift
+            into_box = _shift(-cols.start, -rows.start) @ homography @ _shift(x0, y0)
             box_size = (cols.stop - cols.start, rows.stop - rows.start)
             previous = np.stack([cv2.warpPerspective(plane, into_box, box_size, flags=cv2.INTER_LINEAR,
-                                                     borderMode=cv2.BORDER_CONSTANT, borderValue=-1.0)
-                                 for plane in self._output])
-            hole = _grow(mask_prob, margin)[box]
-            # how much of the previous output to take: all of it where the network left the frame (its hole ~ 0),
-            # `strength` of it inside the network's hole, nothing where the previous frame did not see
-            take = (previous[0] >= 0) * (1.0 - hole * np.float32(1.0 - cfg.strength))
+                                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+                                 for plane in planes])
+            # How much of the previous fill to take: all of it where the network left the frame (its hole ~ 0),
+            # `strength` of it inside the network's hole, scaled by how much of it was a real fill (previous[3]):
+            # the camera's pixels that a mask covered without a fill may show an occluder or the object itself.
+            take = previous[3] * (1.0 - hole * np.float32(1.0 - cfg.strength))
             fused_clean = cleaned.copy()
             inside = fused_clean[:, rows, cols]
-            inside += take[None] * (previous - inside)
+            inside += take[None] * (previous[:3] - inside)
+            filled = (1.0 - take) * filled + take * previous[3]
         self._grey, self._evidence, self._shape = grey, logits.astype(np.float32, copy=False), frame_shape
-        self._pending = image, fused_clean, removed
+        self._pending = fused_clean, removed, filled
         self.frames += 1
         self.last_step_s = time.perf_counter() - start
         return fused_mask.astype(np.float32, copy=False), fused_clean
 
     def record(self, found: bool) -> None:
-        """After the found decision: keep this frame's output at model resolution (the frame, with the fill where the
-        mask removes when found) and the region where next frame's corners must not be taken."""
+        """After the found decision: keep what this frame filled (at model resolution, where the mask removes when
+        found) and the region where next frame's corners must not be taken."""
         start = time.perf_counter()
-        image, fused_clean, removed = self._pending
+        fused_clean, removed, filled = self._pending
         side = self.config.motion_side
-        output = image.copy()
         box = _box(removed) if found else None
         if box is not None:
             rows, cols = box
-            np.copyto(output[:, rows, cols], fused_clean[:, rows, cols], where=removed[box][None])
+            weight = (filled * removed[box])[None]  # what a next frame may carry: only what was published as fill
+            self._filled = np.concatenate([fused_clean[:, rows, cols], weight]).astype(np.float32), \
+                (cols.start, rows.start)
             small = cv2.resize(removed.view(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
             self._exclude = cv2.dilate(small * np.uint8(255), np.ones((5, 5), np.uint8))
         else:
-            self._exclude = None
-        self._output, self._pending = output, None
+            self._filled, self._exclude = None, None
+        self._pending = None
         self.last_step_s += time.perf_counter() - start
 
 

@@ -1,21 +1,24 @@
-"""`ros-ror demo`: sample bag, replay, sheet and summary, end to end on a random-weight model."""
+"""`ros-ror demo`: sample bag, replay, sheet, animation and summary, end to end on a random-weight model."""
 
 from __future__ import annotations
 
 import cv2
+from PIL import Image
 
 from ros_ror.cli import main
-from ros_ror.demo import COMMAND_TOPIC, IMAGE_TOPIC, STOP_TEXT, read_outputs
+from ros_ror.demo import ANIMATION_TILE, COMMAND_TOPIC, IMAGE_TOPIC, STOP_TEXT, read_outputs
 
 
 def test_demo_writes_bags_sheet_and_summary(tmp_path, onnx_model_dir, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--out", str(out), "--model", str(onnx_model_dir), "--backend", "onnxruntime",
-                 "--seconds", "0.5", "--size", "64x48", "--storage", "mcap"])
+                 "--seconds", "0.5", "--size", "64x48", "--storage", "mcap", "--animation-frames", "4"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "frames            15" in printed and "commands          2 (1 stop)" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["output.bag", "sample.bag", "sheet.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["output.bag", "sample.bag", "sheet.png", "stream.gif"]
+    with Image.open(out / "stream.gif") as gif:  # before / after / mask, per-frame and stream rows, 4 frames
+        assert gif.n_frames == 4 and gif.width == 3 * ANIMATION_TILE and gif.height > 2 * ANIMATION_TILE
     for bag in ("output.bag", "sample.bag"):  # as rosbag2 names a bag's files
         assert sorted(p.name for p in (out / bag).iterdir()) == ["metadata.yaml", f"{bag}_0.mcap"]
     frames = read_outputs(out / "output.bag")
