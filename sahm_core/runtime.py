@@ -65,6 +65,7 @@ ORT_CUDA_PAIRING = ("onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (torch +cu1
                     "1.19-1.26 need CUDA 12 + cuDNN 9 (torch +cu12x wheels)")
 TEXT_NAMES = INPUT_NAMES[1:]  # tokens, valid, attribute, identity
 ONNX_FILE, ENGINE_FILE = "model.onnx", "model.engine"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")  # `sahm remove` reads them with cv2.VideoCapture
 
 
 class Removal(NamedTuple):
@@ -581,7 +582,8 @@ class Remover:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+",
-                        help="image files (any format OpenCV reads); with --stream, consecutive frames in this order")
+                        help="image files (any format OpenCV reads), folders of them (in name order) or video files "
+                             f"({' '.join(VIDEO_SUFFIXES)}); with --stream, consecutive frames in this order")
     parser.add_argument("--model", required=True, help="model dir, .safetensors, .onnx or .engine")
     # dest must not be "command": the `sahm` parser keeps the subcommand name there
     parser.add_argument("--command", dest="command_text", required=True,
@@ -616,16 +618,39 @@ def main(args: argparse.Namespace) -> int:
         return _remove_files(remover, args)
 
 
+def _input_frames(paths: list[str]):
+    """(name, frame BGR or None when unreadable) in order: image files, every image of a folder (sorted by name),
+    every frame of a video file (named STEM_NNNNN)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            for child in sorted(p for p in path.iterdir() if p.is_file()):
+                yield str(child), cv2.imread(str(child), cv2.IMREAD_COLOR)
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            capture = cv2.VideoCapture(str(path))
+            index = 0
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                yield f"{path.parent / path.stem}_{index:05d}", bgr
+                index += 1
+            capture.release()
+            if index == 0:
+                yield str(path), None
+        else:
+            yield str(path), cv2.imread(str(path), cv2.IMREAD_COLOR)
+
+
 def _remove_files(remover: Remover, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"backend {remover.backend} on {remover.device}, model {remover.config.name} "
-          f"({remover.config.image_size}px), command {remover.command!r}")
+          f"({remover.config.image_size}px), command {remover.command!r}"
+          + (f", stream mode (strength {remover.stream.strength:g})" if remover.stream else ""))
     failed = 0
-    for name in args.images:
-        bgr = cv2.imread(name, cv2.IMREAD_COLOR)
+    for name, bgr in _input_frames(args.images):
         if bgr is None:
-            print(f"{name}: cannot read as an image, skipped")
+            print(f"{name}: cannot read as an image or video, skipped")
             failed += 1
             continue
         result = remover.remove(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from sahm_core.cli import main as sahm_main
 from sahm_core.runtime import Remover
 from sahm_core.stream import StreamConfig, StreamState, estimate_motion
 
@@ -183,3 +184,28 @@ def test_remover_resets_the_stream_on_a_new_command(nano_model_dir, photo):
     assert remover.stream_state.frames == 0
     with pytest.raises(ValueError, match="StreamConfig"):
         remover.stream = 0.5
+
+
+def test_sahm_remove_streams_a_video_file_and_a_folder(tmp_path, nano_model_dir, photo, capsys):
+    frames = [cv2.cvtColor(cv2.resize(photo[40 + 3 * t:296 + 3 * t, 60:316], (64, 48)), cv2.COLOR_RGB2BGR)
+              for t in range(4)]
+    video = cv2.VideoWriter(str(tmp_path / "walk.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for frame in frames:
+        video.write(frame)
+    video.release()
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    for t, frame in enumerate(frames[:2]):
+        cv2.imwrite(str(folder / f"f{t}.png"), frame)
+    out = tmp_path / "out"
+    assert sahm_main(["remove", "--model", str(nano_model_dir), "--backend", "torch", "--command", "the red circle",
+                      "--out", str(out), "--stream", str(tmp_path / "walk.mp4"), str(folder)]) == 0
+    assert "stream mode (strength 0.9)" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"walk_{t:05d}{kind}.png" for t in range(4) for kind in ("", "_mask")]
+                           + [f"f{t}{kind}.png" for t in range(2) for kind in ("", "_mask")])
+    (tmp_path / "empty.mp4").write_bytes(b"not a video")
+    assert sahm_main(["remove", "--model", str(nano_model_dir), "--backend", "torch", "--command", "the red circle",
+                      "--out", str(out), str(tmp_path / "empty.mp4")]) == 1
+    assert "cannot read as an image or video" in capsys.readouterr().out
+
