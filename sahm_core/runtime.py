@@ -54,7 +54,7 @@ from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
 from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
 from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, rule_from_args
-from .stream import StreamConfig, StreamState, add_stream_arguments, stream_from_args
+from .stream import StreamConfig, StreamState, add_stream_arguments, grow_probabilities, stream_from_args
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mas
     """
     h, w = frame.shape[:2]
     frame = np.ascontiguousarray(frame)
-    if margin:
-        # grey dilation = max filter
-        mask_prob = cv2.dilate(mask_prob, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    mask_prob = grow_probabilities(mask_prob, margin)
     mask = cv2.resize(mask_prob, (w, h), interpolation=cv2.INTER_LINEAR) > mask_threshold  # (H,W) bool
     out = frame.copy()
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))

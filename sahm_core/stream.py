@@ -96,8 +96,9 @@ def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _grow(mask_prob: np.ndarray, margin: int) -> np.ndarray:
-    """The network's removal margin: a (2 margin + 1)^2 max filter, as `runtime.composite` grows the mask."""
+def grow_probabilities(mask_prob: np.ndarray, margin: int) -> np.ndarray:
+    """Mask probabilities grown by the network's removal margin (ModelConfig.removal_margin): a (2 margin + 1)^2 max
+    filter (grey dilation), as the graph grows its hole; `runtime.composite` and the stream both grow with this."""
     return cv2.dilate(mask_prob, np.ones((2 * margin + 1,) * 2, np.uint8)) if margin else mask_prob
 
 
@@ -159,12 +160,12 @@ class StreamState:
                                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # outside: no evidence
             logits = np.clip(logits + np.float32(cfg.strength) * carried, -cfg.max_evidence, cfg.max_evidence)
             fused_mask = 1.0 / (1.0 + np.exp(-logits))
-        removed = _grow(fused_mask, margin) > mask_threshold
+        removed = grow_probabilities(fused_mask, margin) > mask_threshold
         box = _box(removed)
         # how much of each pixel in the box is a real fill, to carry on (until carried fill adds to it below): where
         # the network's hole m (the soft mask it blended its fill in with) is sure, not where its output is still
         # partly the camera's pixel (m = 0.75 is a quarter object)
-        hole = None if box is None else _grow(mask_prob, margin)[box]
+        hole = None if box is None else grow_probabilities(mask_prob, margin)[box]
         filled = None if box is None else np.clip(2.0 * hole - 1.0, 0.0, 1.0)
         if homography is not None and cfg.strength > 0 and box is not None and self._filled is not None:
             rows, cols = box
