@@ -44,6 +44,7 @@ setup(
         "rich>=13",
         "tensorboard>=2.16",
         "matplotlib>=3.8",
+        "pillow>=10",  # the demo's stream.gif
         "pyyaml>=6",
         # ROS 2 Kilted from PyPI: real rclpy and messages without a ROS install.
         "ros-kilted-rclpy[fastrtps]",
