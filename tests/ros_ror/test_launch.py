@@ -130,6 +130,22 @@ class Probe:
             return set()
         return {name for name, _ in names}
 
+    def wait_for_node(self, launch: Launch, timeout: float = 120.0) -> None:
+        """Until the launched node's publishers are in this probe's graph; on failure, who sees what."""
+        try:
+            wait_for(lambda: launch.process.poll() is not None or self.node.count_publishers(f"{NODE}/mask") > 0,
+                     timeout)
+        except AssertionError:
+            # Discovery failed: tell the probe's view from a fresh participant's, so the failure names its side.
+            fresh = subprocess.run([str(BIN / "ros2"), "topic", "list", "--no-daemon", "--spin-time", "10"],
+                                   env=launch_env(), text=True, capture_output=True, timeout=60)
+            raise AssertionError(
+                f"the probe saw no {NODE}/mask publisher in {timeout} s; the probe sees nodes "
+                f"{self.node.get_node_names_and_namespaces()} and topics "
+                f"{sorted(n for n, _ in self.node.get_topic_names_and_types())}; a fresh `ros2 topic list` sees "
+                f"{fresh.stdout.split()} {fresh.stderr[-500:]}") from None
+        assert launch.process.poll() is None, launch.output
+
     def close(self):
         self.executor.shutdown()
         self.thread.join()
@@ -161,8 +177,7 @@ def test_launch_by_package_applies_every_argument_and_round_trips_a_frame(tmp_pa
     launch = Launch("ros_ror", "remove.launch.py", "image_topic:=/rig/camera/image_raw", "command_topic:=/rig/speech",
                     f"model_path:={onnx_model_dir}", "backend:=onnxruntime", f"params_file:={params}")
     try:
-        wait_for(lambda: launch.process.poll() is not None or probe.node.count_publishers(f"{NODE}/mask") > 0, 120)
-        assert launch.process.poll() is None, launch.output
+        probe.wait_for_node(launch)
         wait_for(lambda: {"/rig/camera/image_raw", "/rig/camera/camera_info", "/rig/speech"}
                  <= probe.subscribed_topics())
         got = probe.parameters(["model_path", "backend", "use_sim_time", "max_command_chars", "autostart"])
@@ -239,8 +254,7 @@ def test_launch_by_path_waits_unconfigured_and_follows_ros2_lifecycle(tmp_path, 
         return done.stdout
 
     try:
-        wait_for(lambda: launch.process.poll() is not None or probe.node.count_publishers(f"{NODE}/mask") > 0, 120)
-        assert launch.process.poll() is None, launch.output
+        probe.wait_for_node(launch)
         # The launch argument, when given, wins over the params file.
         assert probe.parameters(["use_sim_time", "autostart"]) == {"use_sim_time": False, "autostart": False}
         assert probe.lifecycle_state() == "unconfigured"
