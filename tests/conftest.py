@@ -7,10 +7,14 @@ import signal
 
 import pytest
 
-# Nothing is fetched from a model hub, ever; large images need Fast DDS's LARGE_DATA transports.
+# Nothing is fetched from a model hub, ever.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+# Every process of the tests (this one, launched nodes, the ros2 CLI) on Fast DDS's default transports, whatever
+# the shell or `make` exports: shared memory + UDP on one host carry the tests' small frames. LARGE_DATA adds TCP,
+# whose teardown can hang (eProsima/Fast-DDS#2010): a `ros2 launch` here waited > 30 s after SIGINT inside its
+# own participant's deletion, and a launched node once stayed undiscovered for 120 s.
+os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "DEFAULT"
 
 # A run started in the background by a non-interactive shell inherits SIGINT ignored, and so would every
 # `ros2 launch` it starts; the launch tests stop a launch with SIGINT, as Ctrl-C in a terminal does.

@@ -12,7 +12,6 @@ import pytest
 
 # A DDS domain of our own, so parallel test runs (or a robot on the network) never hear each other.
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 
 COMMAND = "remove the red cup on the left"

@@ -239,7 +239,7 @@ def test_launch_by_path_waits_unconfigured_and_follows_ros2_lifecycle(tmp_path, 
     env = launch_env()
 
     def ros2(*args: str) -> str:
-        # --spin-time: discovery over LARGE_DATA takes longer than the CLI's default half second. A second try:
+        # --spin-time: discovery on a loaded machine takes longer than the CLI's default half second. A second try:
         # the CLI waits for a service's reply without a time limit (ros2param's spin_until_future_complete), and a
         # request sent as the service is discovered can lose its reply under load (a CI run waited 120 s on
         # `ros2 param describe` after two `ros2 lifecycle set` calls had been answered).
