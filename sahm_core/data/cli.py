@@ -1,6 +1,6 @@
-"""`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), preview
-one, write review pages of one, re-phrase one's expressions, or check the tagger on them; or write synthetic video
-clips with per-frame ground truth (`video`)."""
+"""`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), multiply
+an extracted one by copy-paste (`multiply`), preview one, write review pages of one, re-phrase one's expressions, or
+check the tagger on them; or write synthetic video clips with per-frame ground truth (`video`)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="reject placements with more than this share of the pasted pixels on annotated objects")
     coco.add_argument("--max-hidden", type=float,
                       help="reject placements hiding more than this share of any annotated background object")
+
+    multiply = sub.add_parser("multiply", help="copy-paste the labelled objects of a from-bag folder into its other "
+                                               "static views (and synthetic backgrounds); rows appended")
+    multiply.add_argument("data", type=Path, help="folder from `from-bag`: views.jsonl, objects.jsonl, refs.jsonl")
+    multiply.add_argument("--n", type=int, required=True, help="composites to add")
+    multiply.add_argument("--seed", type=int, default=0, help="same seed, same composites; one run per seed")
+    multiply.add_argument("--synthetic-backgrounds", type=float, default=0.0,
+                          help="fraction of the composites pasted on synthetic backgrounds instead of views")
+    multiply.add_argument("--negative-fraction", type=float, default=None,
+                          help="negatives added per composite (default: ComCOCO's 0.15)")
 
     review = sub.add_parser("review", help="review pages (PNG) of a built dataset: composite, mask, expressions")
     review.add_argument("data", type=Path, help="dataset folder")
@@ -127,6 +137,12 @@ def _run(args: argparse.Namespace) -> int:
         from sahm_core.data.preview import contact_sheet
 
         print(f"wrote {contact_sheet(args.data, args.out, args.count, args.split)}")
+        return 0
+    if args.source == "multiply":
+        from sahm_core.data.copy_paste import multiply_dataset
+
+        options = {} if args.negative_fraction is None else {"negative_fraction": args.negative_fraction}
+        print(multiply_dataset(args.data, args.n, args.seed, args.synthetic_backgrounds, **options))
         return 0
     if args.source == "review":
         from sahm_core.data.review import review_pages

@@ -33,8 +33,13 @@ def _caption(group: list[dict]) -> str:
     if meta and "size" in meta:
         lines.append(f"{meta['category']}: {meta['size']} ({meta['area']} px), on annotated objects "
                      f"{meta['overlap']:.0%}, hides at most {meta['hidden']:.0%} of one")
+    pasted = group[0].get("copy_paste")
+    if pasted and "area" in pasted:
+        lines.append(f"{pasted['object']} on {pasted['view'] or 'a synthetic background'}: {pasted['area']} px at "
+                     f"x{pasted['scale']:.2f}, on known objects {pasted['overlap']:.0%}")
     for ref in group:
-        kind = ref.get("comcoco", {}).get("kind", "negative" if ref["negative"] else "expression")
+        writer_meta = ref.get("comcoco") or ref.get("copy_paste") or {}
+        kind = writer_meta.get("kind", "negative" if ref["negative"] else "expression")
         lines.append(textwrap.shorten(f"[{kind}] {ref['text']}", 70))
     return "\n".join(lines)
 
