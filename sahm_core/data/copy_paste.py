@@ -12,7 +12,8 @@ propagates this along chains of pairs; views linked by pairs form a "component" 
 objects hold in each of its views). Whatever a view holds beyond that is unknown.
 
 One composite: a labelled object, and a static view of the object's split that is not its own view and is not
-known to hold it (its `empty_view` is allowed, but the object must land off its own footprint there: pasting it
+known to hold it, nor, where the pairs do not tell, looks as if it did (its cutout matches somewhere in it:
+`PRESENCE_MATCH`) (its `empty_view` is allowed, but the object must land off its own footprint there: pasting it
 back where it stood would only repeat the real pair). The cutout (its pixels and its objects.jsonl mask), scaled a
 little, lands where it covers little of the objects known in that view (comcoco._placement and overlap_fractions,
 with its bottom edge at a row where objects of the component stood), with comcoco.composite's Lab harmonisation and
@@ -41,6 +42,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from sahm_core.data.comcoco import ComcocoConfig, _placement, _scaled, composite, overlap_fractions
@@ -65,6 +67,11 @@ VIEW_KEYS = {"id": str, "image": str, "split": str}
 OBJECT_KEYS = {"id": str, "view": str, "empty_view": str, "image": str, "mask": str}
 ATTRIBUTE_WORDS = frozenset(COLOURS) | frozenset(SIZE_WORDS) | frozenset(TEXTURE_WORDS) | frozenset(POSITION_WORDS)
 FUNCTION_WORDS = frozenset(ARTICLES) | {"of", "with", "on", "in", "and", "from", "for"}
+# A view whose contents are not known from the pairs may hold the object already (a stretch that formed no pair):
+# it is taken to when the object's cutout matches somewhere in it with at least this masked normalised correlation,
+# computed with the cutout's short side at MATCH_SIDE px. A false alarm only costs a candidate view.
+PRESENCE_MATCH = 0.8
+MATCH_SIDE = 24
 VIEW_TRIES = 4  # views tried per composite before the attempt counts as failed
 ATTEMPTS_PER_EXAMPLE = 4  # attempts allowed per composite asked for, before giving up on the rest
 _WORD = re.compile(r"[a-z0-9']+")
@@ -274,6 +281,7 @@ class _Folder:
         self.present, self.absent = known_contents(self.views, self.objects)
         self._pixels: dict[str, np.ndarray] = {}
         self._masks: dict[str, np.ndarray] = {}
+        self._paste_views: dict[str, list[str]] = {}
 
     def view_pixels(self, view_id: str) -> np.ndarray:
         if view_id not in self._pixels:
@@ -302,10 +310,33 @@ class _Folder:
         return _Scene(self.view_pixels(view_id), view, known, avoid, floor_rows)
 
     def paste_views(self, obj: Object) -> list[str]:
-        """Views `obj` may be pasted into: its split, not its own view's pixels, not known to hold it."""
+        """Views `obj` may be pasted into: its split, not its own view's pixels, not known to hold it and, where
+        the pairs do not tell, not looking as if it did (`looks_present`)."""
         own = self.views[obj.view]
-        return [v.id for v in self.views.values() if v.split == obj.split and v.image != own.image
-                and obj.id not in self.present[v.id]]
+        if obj.id not in self._paste_views:
+            self._paste_views[obj.id] = [
+                v.id for v in self.views.values()
+                if v.split == obj.split and v.image != own.image and obj.id not in self.present[v.id]
+                and (obj.id in self.absent[v.id] or not self.looks_present(obj, v.id))]
+        return self._paste_views[obj.id]
+
+    def looks_present(self, obj: Object, view_id: str) -> bool:
+        """The object's cutout matches somewhere in the view (masked TM_CCOEFF_NORMED >= PRESENCE_MATCH)."""
+        full = self.mask(obj)
+        rows, cols = np.nonzero(full.any(1))[0], np.nonzero(full.any(0))[0]
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        scale = min(1.0, MATCH_SIDE / min(y1 - y0, x1 - x0))
+
+        def small(pixels: np.ndarray) -> np.ndarray:
+            return cv2.resize(pixels, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+        cutout = small(self.view_pixels(obj.view)[y0:y1, x0:x1])
+        mask = small(full[y0:y1, x0:x1].astype(np.uint8) * 255)
+        view = small(self.view_pixels(view_id))
+        if cutout.shape[0] > view.shape[0] or cutout.shape[1] > view.shape[1]:
+            return False
+        score = cv2.matchTemplate(view, cutout, cv2.TM_CCOEFF_NORMED, mask=mask)
+        return bool(np.where(np.isfinite(score), score, 0.0).max() >= PRESENCE_MATCH)
 
     def negative_views(self, obj: Object) -> list[str]:
         """Views where `obj`'s label names nothing: known not to hold it nor any same-label object of the view's

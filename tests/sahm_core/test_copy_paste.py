@@ -2,10 +2,12 @@
 synthetic scenes whose contents are known exactly.
 
 Each room is one camera pose: a background with clutter (never extracted), and two objects put down one after the
-other, giving three static views (empty, with A, with A and B) and two pairs. The checks use that ground truth and
-the pixels on disk, not the module's own bookkeeping: pixels outside the mask equal the target's, the mask is the
-cutout's footprint, spatial words hold by a brute-force centroid check, views never cross splits, negatives name
-nothing in their picture, the same seed writes the same bytes.
+other, giving three static views (empty, with A, with A and B) and two pairs, and a fourth view with both objects,
+a little brighter, that formed no pair (what it holds is unknown to the folder, as a stretch at a bag's start).
+The checks use that ground truth and the pixels on disk, not the module's own bookkeeping: pixels outside the mask
+equal the target's, the mask is the cutout's footprint, spatial words hold by a brute-force centroid check, views
+never cross splits nor get an object they already hold, negatives name nothing in their picture, the same seed
+writes the same bytes.
 """
 
 from __future__ import annotations
@@ -59,10 +61,13 @@ def write_folder(root: Path) -> dict:
     views, objects = [], []
     for r, ((split, bag), (background, layers)) in enumerate(zip(ROOMS, _rooms(len(ROOMS)))):
         a, b, clutter = layers[0], layers[1], layers[2:]
-        stages = ([*clutter], [a, *clutter], [a, b, *clutter])  # back-to-front order kept: a under b under clutter
-        ids = [f"v{3 * r + k:03d}" for k in range(3)]
-        for view_id, shown, start in zip(ids, stages, range(3)):
+        # back-to-front order kept: a under b under clutter; the last view is the unpaired one
+        stages = ([*clutter], [a, *clutter], [a, b, *clutter], [a, b, *clutter])
+        ids = [f"v{4 * r + k:03d}" for k in range(4)]
+        for view_id, shown, start in zip(ids, stages, range(4)):
             pixels = _render(background, shown)
+            if start == 3:
+                pixels = np.clip(pixels * 1.04, 0, 255).astype(np.uint8)  # lighting drift
             cv2.imwrite(str(root / f"views/{view_id}.png"), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
             views.append({"id": view_id, "bag": bag, "start_ns": start * 10**9, "end_ns": start * 10**9 + 5 * 10**8,
                           "image": f"views/{view_id}.png", "split": split})
@@ -198,7 +203,32 @@ def test_spatial_words_hold(multiplied):
             along, across = {"left": (-dx, dy), "right": (dx, dy), "above": (-dy, dx), "below": (dy, dx),
                              "under": (dy, dx)}[relation.pop()]
             assert along > 0.08 and along - abs(across) > 0.08, (ref["text"], dx, dy)
-    assert checked["image"] > 0, summary
+    assert checked["image"] > 0 and checked["object"] > 0, summary
+
+
+def test_pastes_leave_known_objects_and_their_own_spot_uncovered(multiplied):
+    """In a view of the object's own room (same camera pose), the paste covers at most max_overlap of its pixels
+    with the extracted objects that view shows (ground truth) and with the object's own footprint: pasting it back
+    where it stood would repeat the real pair."""
+    root, _, truth, _, refs = multiplied
+    limit = CopyPasteConfig().max_overlap
+    masks = {o: read_mask(root / f"objects/{o}.png") for o in truth["objects"]}
+    checked = 0
+    for ref in refs:
+        meta = ref.get("copy_paste", {})
+        if ref["negative"] or meta.get("background") != "view" or not ref["id"].endswith("_label"):
+            continue
+        view = _view_of(read_rgb(root / ref["target"]), truth)
+        room, stage = divmod(int(view[1:]), 4)
+        if stage == 3:  # the unpaired view: what it holds is not known to the folder
+            continue
+        pasted = read_mask(root / ref["mask"])
+        shown = [f"o{2 * room + k:03d}" for k in range(stage)]  # the extracted objects this view shows
+        own_room = int(meta["object"][1:]) // 2 == room
+        for other in shown + ([meta["object"]] if own_room else []):
+            assert (pasted & masks[other]).sum() <= limit * pasted.sum() + 1, (ref["id"], other)
+        checked += own_room
+    assert checked > 0
 
 
 def test_splits_stay_apart(multiplied):
