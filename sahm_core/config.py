@@ -45,8 +45,8 @@ def parse_value(text: str, like, where: str):
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError("expected true or false")
             return text.lower() in ("true", "1")
-        if isinstance(like, tuple):
-            return tuple(type(like[0])(v) for v in text.split(","))
+        if isinstance(like, tuple):  # of like's item type; an empty default (TrainConfig.data_weights) holds floats
+            return tuple((type(like[0]) if like else float)(v) for v in text.split(","))
         return type(like)(text)
     except ValueError as e:
         raise ValueError(f"{where}={text}: {e}") from None

@@ -47,8 +47,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from .checkpoint import WEIGHTS_FILE, CheckpointError, load_into, read_config, resolve_text_encoder, save_weights
+from .checkpoint import (
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_into,
+    read_config,
+    read_metadata,
+    resolve_text_encoder,
+    save_weights,
+    weights_file,
+)
 from .config import MODEL_CONFIGS, ModelConfig, dataclass_from_dict, model_config, parse_overrides
+from .export.cache import file_sha256
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .text_features import TextFeatures
 
@@ -94,9 +104,14 @@ class TrainConfig(LossWeights):
     # Paper 5.1 first activates the segmentation layers: for the first N steps the rec and adv weights are 0
     # (so the discriminator does not train either), then the configured weights apply. 0: no warm-up.
     seg_warmup_steps: int = 0
+    # One share per --data folder: each sample of a batch comes from folder k with probability
+    # data_weights[k] / sum(data_weights) (see `mixed_order`), so a few hundred examples of one's own are not
+    # swamped by 20,000 synthetic ones. (): the folders' samples concatenated, each seen once an epoch.
+    data_weights: tuple[float, ...] = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list
+        for name in ("betas", "data_weights"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives a list
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -104,6 +119,60 @@ class TrainConfig(LossWeights):
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+# `sahm train --init`'s schedule, for a few hundred examples of one's own beside the synthetic set; any field the user
+# sets wins. `finetune_config` adds the rules that depend on the run: the lr ramps linearly to zero over the whole run
+# (anneal_steps = steps), the loss weights are those the init weights trained with (the source's train_config.json,
+# when it has one), and several --data folders get equal shares (data_weights) instead of being concatenated.
+FINETUNE = {
+    "steps": 2000,  # batch 8: 16,000 samples; at a 50 % share each of 300 own examples is seen ~27 times (augmented)
+    "batch_size": 8,  # what the bundled nano trained with on 2 CPU cores (~0.7 s a step there: ~25 min in all)
+    "lr": 1.5e-4,  # the bundled nano's last lr cycle peaked at 1.65e-4: a fine-tune stays in that basin
+    "warmup_steps": 100,  # the optimiser starts fresh: Adam's first steps move every weight by ~lr whatever its grad
+    "lr_decay_per_epoch": 1.0,  # an epoch of a weighted mix means little; the final anneal does the decay
+}
+INIT_KEY, INIT_SHA_KEY = "sahm_init", "sahm_init_sha256"  # weights metadata: where a fine-tuned run started
+
+
+@dataclass(frozen=True)
+class InitSource:
+    """Weights a fresh run starts from (`sahm train --init PATH`): a model or run directory, or a .safetensors."""
+
+    weights: Path  # the generator's safetensors
+    sha256: str  # of that file: the record says which weights, not only which path
+    model_cfg: ModelConfig  # from its metadata; the run trains this network
+    discriminator: Path | None  # DISC_FILE beside a directory's WEIGHTS_FILE, when there is one
+    train_cfg: dict | None  # the source's train_config.json, when there is one
+
+    @property
+    def record(self) -> dict[str, str]:
+        """What the run's weights metadata and state.pt keep about where it started."""
+        return {INIT_KEY: os.path.abspath(self.weights), INIT_SHA_KEY: self.sha256}
+
+
+def open_init(path: str | Path) -> InitSource:
+    """The weights `--init` names, checked (a SAHM safetensors with its config; never a pickle) and hashed."""
+    weights = weights_file(path)
+    model_cfg = read_config(weights)  # CheckpointError for a missing file or a safetensors that is not SAHM's
+    disc = weights.parent / DISC_FILE
+    if weights.name != WEIGHTS_FILE or not disc.is_file():
+        disc = None  # a loose .safetensors (an average, say) has no discriminator of its own
+    elif read_metadata(disc).get("sahm_part") != "discriminator":
+        raise CheckpointError(f"{disc}: not a SAHM discriminator (no sahm_part=discriminator in its metadata)")
+    config_file = weights.parent / TRAIN_CONFIG_FILE
+    train_cfg = json.loads(config_file.read_text()) if weights.name == WEIGHTS_FILE and config_file.is_file() else None
+    return InitSource(weights, file_sha256(weights), model_cfg, disc, train_cfg)
+
+
+def finetune_config(source: InitSource, named: dict, folders: int) -> TrainConfig:
+    """The TrainConfig of an --init run: FINETUNE, the source's loss weights, the rules above, then `named` (the
+    fields the user set) on top."""
+    inherited = {f.name: source.train_cfg[f.name] for f in dataclasses.fields(LossWeights)
+                 if source.train_cfg and f.name in source.train_cfg}
+    cfg = dataclasses.replace(TrainConfig(), **{**FINETUNE, **inherited, **named})
+    rules = {"anneal_steps": cfg.steps, "data_weights": (1.0,) * folders if folders > 1 else ()}
+    return dataclasses.replace(cfg, **{k: v for k, v in rules.items() if k not in named})
 
 
 class SeededSamples(Dataset):
@@ -197,15 +266,34 @@ def open_train_splits(data_dirs: list[Path], size: int, augment: bool) -> list[D
 @dataclass
 class TrainingSet:
     samples: SeededSamples  # every folder's 'train' split, concatenated
+    folder_sizes: list[int]  # samples per folder, in the order of the concatenation
     steps_per_epoch: int
     total_steps: int
+
+
+def check_data_weights(weights: tuple[float, ...], data_dirs: list[Path]) -> None:
+    if not weights:
+        return
+    if len(weights) != len(data_dirs):
+        raise ValueError(f"--data-weights: {len(weights)} weight(s) for {len(data_dirs)} --data folder(s); "
+                         "give one per folder, in the same order")
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        raise ValueError(f"--data-weights {' '.join(map(str, weights))}: every weight must be a positive number "
+                         "(leave a folder out of --data instead of giving it 0)")
+
+
+def data_folders(data: str | Path | list[str | Path]) -> list[Path]:
+    """train()'s `data`, one folder or several, as a list."""
+    return [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
 
 
 def open_training_set(data: str | Path | list[str | Path], size: int, cfg: TrainConfig) -> TrainingSet:
     """The data folders' training samples at `size` px, and the run's length. The process count comes from
     torchrun's WORLD_SIZE, so a batch that does not split fails before the process group starts."""
-    data_dirs = [Path(d) for d in ([data] if isinstance(data, (str, Path)) else data)]
-    samples = SeededSamples(ConcatDataset(open_train_splits(data_dirs, size, augment=cfg.augment)), cfg.seed)
+    data_dirs = data_folders(data)
+    check_data_weights(cfg.data_weights, data_dirs)
+    splits = open_train_splits(data_dirs, size, augment=cfg.augment)
+    samples = SeededSamples(ConcatDataset(splits), cfg.seed)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
@@ -213,21 +301,50 @@ def open_training_set(data: str | Path | list[str | Path], size: int, cfg: Train
     if steps_per_epoch == 0:
         names = ", ".join(map(str, data_dirs))
         raise ValueError(f"{names}: {len(samples)} training samples, fewer than one batch of {cfg.batch_size}")
-    return TrainingSet(samples, steps_per_epoch, cfg.steps or cfg.epochs * steps_per_epoch)
+    return TrainingSet(samples, [len(s) for s in splits], steps_per_epoch, cfg.steps or cfg.epochs * steps_per_epoch)
 
 
-def epoch_loader(data: SeededSamples, cfg: TrainConfig, ddp: Dist, epoch: int, first_batch: int,
+def mixed_order(sizes: list[int], weights: tuple[float, ...], seed: int, epoch: int, count: int) -> list[int]:
+    """`count` indices into the concatenation of folders holding `sizes` samples: each index draws its folder k with
+    probability weights[k] / sum(weights), independently (so a batch of B holds B * share samples of each folder on
+    average, binomially spread), and each folder's draws walk its samples in shuffled passes, so every sample of a
+    folder is seen as often as any other, to within one. A function of (seed, epoch) only, as DistributedSampler's
+    order is, which exact resume rests on."""
+    generator = torch.Generator().manual_seed(hash((seed, epoch)) % 2**63)  # ints hash deterministically
+    folders = torch.multinomial(torch.tensor(weights, dtype=torch.float64), count, replacement=True,
+                                generator=generator)
+    order = torch.empty(count, dtype=torch.long)
+    offset = 0
+    for k, size in enumerate(sizes):
+        draws = (folders == k).nonzero().flatten()
+        passes = [torch.randperm(size, generator=generator) for _ in range(-(-len(draws) // size))]
+        order[draws] = torch.cat(passes or [torch.empty(0, dtype=torch.long)])[: len(draws)] + offset
+        offset += size
+    return order.tolist()
+
+
+def epoch_order(data: TrainingSet, cfg: TrainConfig, ddp: Dist, epoch: int) -> list[int]:
+    """This process's sample indices of one epoch. Either way process r takes items r, r + N, ... of one global order
+    (DistributedSampler's split), so N processes see the global batches one process would."""
+    if not cfg.data_weights:
+        sampler = DistributedSampler(data.samples, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+    per_process = math.ceil(len(data.samples) / ddp.world)  # an epoch is as long as the concatenation's
+    order = mixed_order(data.folder_sizes, cfg.data_weights, cfg.seed, epoch, per_process * ddp.world)
+    return order[ddp.rank :: ddp.world]
+
+
+def epoch_loader(data: TrainingSet, cfg: TrainConfig, ddp: Dist, epoch: int, first_batch: int,
                  pin: bool) -> DataLoader:
     """This process's batches of one epoch, starting at batch `first_batch` (for resume)."""
-    sampler = DistributedSampler(data, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=cfg.seed)
-    sampler.set_epoch(epoch)
     per_rank = cfg.batch_size // ddp.world
-    order = list(sampler)[first_batch * per_rank :]
-    data.epoch = epoch  # workers copy the dataset when the loader's iterator starts
+    order = epoch_order(data, cfg, ddp, epoch)[first_batch * per_rank :]
+    data.samples.epoch = epoch  # workers copy the dataset when the loader's iterator starts
     # Its own generator: starting an iterator then draws its worker seed (unused: items seed themselves) from it,
     # not from the global RNG that dropout in a trainable text encoder uses, so a run resumed mid-epoch (one more
     # iterator than the uninterrupted run) draws the same dropout masks.
-    return DataLoader(data, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers,
+    return DataLoader(data.samples, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers,
                       pin_memory=pin, generator=torch.Generator())
 
 
@@ -235,7 +352,7 @@ def batches_from(step: int, data: TrainingSet, cfg: TrainConfig, ddp: Dist, pin:
     """This process's batches from `step` on, epoch after epoch; a resumed run starts at its step's batch."""
     epoch, first_batch = divmod(step, data.steps_per_epoch)
     while True:
-        yield from epoch_loader(data.samples, cfg, ddp, epoch, first_batch, pin)
+        yield from epoch_loader(data, cfg, ddp, epoch, first_batch, pin)
         epoch, first_batch = epoch + 1, 0
 
 
@@ -412,14 +529,15 @@ def restore_state(state: dict, opt_g: torch.optim.Optimizer, opt_d: torch.optim.
 
 def save_checkpoint(run_dir: Path, model: nn.Module, disc: nn.Module, opt_g: torch.optim.Optimizer,
                     opt_d: torch.optim.Optimizer, step: int, cfg: TrainConfig, model_cfg: ModelConfig,
-                    weights_cfg: ModelConfig, encoder=None) -> None:
+                    weights_cfg: ModelConfig, init_record: dict[str, str], encoder=None) -> None:
     """`encoder`, when it trains (first: the weights may name it); the weights with `weights_cfg` (model_cfg, or
-    own_encoder_config); then state.pt with model_cfg."""
+    own_encoder_config) and `init_record` (InitSource.record; {} for a run from scratch) in their metadata; then
+    state.pt with model_cfg and the record."""
     if encoder is not None:
         save_text_encoder(run_dir, encoder)
-    save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), weights_cfg, extra={"step": str(step)})
+    save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), weights_cfg, extra={"step": str(step), **init_record})
     save_weights(run_dir / DISC_FILE, disc.state_dict(), weights_cfg,
-                 extra={"sahm_part": "discriminator", "step": str(step)})
+                 extra={"sahm_part": "discriminator", "step": str(step), **init_record})
     state = {
         "step": step,
         "optimizer_g": opt_g.state_dict(),
@@ -428,6 +546,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, disc: nn.Module, opt_g: tor
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "train_config": json.loads(cfg.to_json()),
         "model_config": model_cfg.to_json(),
+        "init": init_record,
     }
     tmp = run_dir / (STATE_FILE + ".tmp")
     torch.save(state, tmp)
@@ -504,32 +623,75 @@ class RunLog:
         self.writer.close()
 
 
+def check_init(init: InitSource, model_cfg: ModelConfig, cfg: TrainConfig, resume: bool) -> None:
+    if resume:
+        raise ValueError("--init starts a fresh run from other weights and --resume continues this run's own: "
+                         "give one of them")
+    if cfg.backbone_weights:
+        raise ValueError(f"--init {init.weights} and backbone_weights={cfg.backbone_weights} both give the starting "
+                         "weights: give one of them")
+    if init.model_cfg != model_cfg:
+        raise CheckpointError(f"--init: {init.weights} holds model config {init.model_cfg.name!r}; the requested one "
+                              f"differs: {config_differences(init.model_cfg, model_cfg)}")
+
+
+def describe_init(init: InitSource, cfg: TrainConfig) -> str:
+    """The log line of an --init run: which weights (path and hash), and where its discriminator comes from."""
+    if init.discriminator is not None:
+        disc = f"discriminator from {init.discriminator}"
+    else:
+        disc = f"discriminator fresh ({init.weights} has no {DISC_FILE} beside it)"
+    if not cfg.adv_weight:
+        disc += ", not trained (adv_weight 0)"
+    return f"init: {init.weights} (sha256 {init.sha256}); {disc}; optimisers fresh"
+
+
+def describe_mix(data: TrainingSet, cfg: TrainConfig, data_dirs: list[Path]) -> str:
+    total = sum(cfg.data_weights)
+    return "data mix: " + ", ".join(f"{folder} {size} samples at {weight / total:.1%} of each batch"
+                                    for folder, size, weight in zip(data_dirs, data.folder_sizes, cfg.data_weights))
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str | Path], run_dir: str | Path,
-          resume: bool = False, overrides: Iterable[str] | None = None, device: str | None = None) -> Path:
+          resume: bool = False, overrides: Iterable[str] | None = None, device: str | None = None,
+          init: InitSource | None = None) -> Path:
     """Train (or resume) a run on one data folder or several; returns the run directory. One process or torchrun.
 
     overrides: on --resume, the TrainConfig fields that replace the saved ones (see `resolve_run`).
     device: "cpu", "cuda" or "cuda:N" (None: CUDA when there is a GPU). A machine setting, not saved with the run:
-    a run may resume on another device. bf16 autocast runs on CUDA (cfg.bf16), on the CPU only with cfg.cpu_bf16."""
+    a run may resume on another device. bf16 autocast runs on CUDA (cfg.bf16), on the CPU only with cfg.cpu_bf16.
+    init: weights a fresh run starts from (`open_init`; its config must be model_cfg), with its discriminator when
+    it has one; the optimisers start fresh. The weights' path and sha256 go into every checkpoint's metadata."""
     from .model import PatchDiscriminator, build_model
     from .model.pretrained import load_backbone_weights
 
     run_dir = Path(run_dir)
     model_cfg = resolve_text_encoder(model_cfg, os.getcwd())  # a text encoder path given here is the working dir's
     requested_device = resolve_device(device)  # a bad --device fails before anything is read
+    if init is not None:
+        check_init(init, model_cfg, cfg, resume)
     cfg, state = resolve_run(run_dir, cfg, model_cfg, resume, overrides)
     train_set = open_training_set(data, model_cfg.image_size, cfg)  # with the resumed run's augment
     ddp, device = init_distributed(requested_device)
+    if ddp.main and cfg.data_weights:
+        print(describe_mix(train_set, cfg, data_folders(data)))
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
+    disc = PatchDiscriminator(model_cfg).to(device)
     if state is None and cfg.backbone_weights:  # a resumed run keeps its own weights
         loaded = load_backbone_weights(model, cfg.backbone_weights)
         if ddp.main:
             print(loaded)
+    if init is not None:  # a fresh run (check_init)
+        load_into(model, init.weights, model_cfg)
+        if init.discriminator is not None:
+            load_into(disc, init.discriminator, model_cfg)
+        if ddp.main:
+            print(describe_init(init, cfg))
+    init_record = init.record if init is not None else (state or {}).get("init", {})
     if ddp.world > 1:
         model = synchronise_batchnorm(model, device)
-    disc = PatchDiscriminator(model_cfg).to(device)
     encoder = open_text_encoder(model_cfg, cfg, run_dir, state is not None, device)
     own_encoder = has_own_encoder(cfg, run_dir, state is not None)
     weights_cfg = own_encoder_config(model_cfg, run_dir) if own_encoder else model_cfg
@@ -583,10 +745,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
                 log.log(step, metrics, schedule(step), batch, out)
                 if step % cfg.ckpt_interval == 0 or step == train_set.total_steps:
                     save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, weights_cfg,
-                                    trained_encoder)
+                                    init_record, trained_encoder)
     except KeyboardInterrupt:
         if ddp.main and ddp.world == 1:
-            save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, weights_cfg, trained_encoder)
+            save_checkpoint(run_dir, model, disc, opt_g, opt_d, step, cfg, model_cfg, weights_cfg, init_record,
+                            trained_encoder)
             print(f"\ninterrupted at step {step}; saved, continue with --resume")
         raise
     finally:
@@ -611,6 +774,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="initial learning rate (default 6e-4)")
     parser.add_argument("--num-workers", type=int, help="DataLoader worker processes per training process")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    parser.add_argument("--init", metavar="PATH",
+                        help="start a fresh run from these weights (a model or run directory, or a .safetensors): "
+                             "their model config, their discriminator when stored beside them, fresh optimisers, and "
+                             "the fine-tune schedule (train.FINETUNE) for whatever is not set")
+    parser.add_argument("--data-weights", type=float, nargs="+", metavar="W",
+                        help="one weight per --data folder: each batch draws from folder k with probability "
+                             "W_k / sum(W) (default: concatenated; with --init and several folders, equal shares)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when torch sees a GPU, else cpu); "
                                          "under torchrun, cuda means each process's cuda:LOCAL_RANK")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -621,31 +791,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "that differs from the run's is an error")
 
 
-def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
-    """--config and --model-set for a fresh run. A resumed run keeps the ModelConfig it started with; a --config or
-    --model-set that asks for another is an error naming each differing field."""
-    if not args.resume:
+def model_config_from_args(args: argparse.Namespace, init: InitSource | None = None) -> ModelConfig:
+    """--config and --model-set for a fresh run. A resumed run keeps the ModelConfig it started with, and an --init run
+    takes its weights' config; a --config or --model-set that asks for another is an error naming each differing
+    field."""
+    if init is None and not args.resume:
         preset = model_config(args.config or DEFAULT_PRESET)
         return dataclasses.replace(preset, **parse_overrides(preset, args.model_set, "--model-set"))
-    saved = started_model_config(Path(args.out))
+    saved = init.model_cfg if init is not None else started_model_config(Path(args.out))
     base = saved if args.config is None else model_config(args.config)
     asked = dataclasses.replace(base, **parse_overrides(base, args.model_set, "--model-set"))
     asked = resolve_text_encoder(asked, os.getcwd())
     if asked != saved:
-        raise ValueError(f"--resume: the run in {args.out} keeps the model config it started with; the requested "
-                         f"one differs: {config_differences(saved, asked)}")
+        where = (f"--init: the weights {init.weights} have their own" if init is not None
+                 else f"--resume: the run in {args.out} keeps the")
+        raise ValueError(f"{where} model config; the requested one differs: {config_differences(saved, asked)}")
     return saved
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        model_cfg = model_config_from_args(args)
-        flags = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers}
+        if args.init and args.resume:
+            raise ValueError("--init starts a fresh run from other weights and --resume continues the run in --out: "
+                             "give one of them")
+        init = open_init(args.init) if args.init else None
+        model_cfg = model_config_from_args(args, init)
+        flags = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "num_workers": args.num_workers,
+                 "data_weights": tuple(args.data_weights) if args.data_weights else None}
         # what the user asked for, default or not; a flag wins over a --set of the same field
         named = {**parse_overrides(TrainConfig(), args.set), **{k: v for k, v in flags.items() if v is not None}}
-        cfg = dataclasses.replace(TrainConfig(), **named)
+        if init is None:
+            cfg = dataclasses.replace(TrainConfig(), **named)
+        else:
+            cfg = finetune_config(init, named, len(args.data))
+            source = f"{init.weights.parent / TRAIN_CONFIG_FILE}" if init.train_cfg else "TrainConfig (none stored)"
+            print(f"fine-tune: steps {cfg.steps}, batch {cfg.batch_size}, lr {cfg.lr:g} (warm-up {cfg.warmup_steps}, "
+                  f"to zero over {cfg.anneal_steps} steps); loss weights from {source}: seg {cfg.seg_weight:g}, "
+                  f"rec {cfg.rec_weight:g}, adv {cfg.adv_weight:g}, dice {cfg.dice_weight:g}, "
+                  f"presence {cfg.presence_weight:g}")
         run_dir = train(model_cfg, cfg, args.data, args.out, resume=args.resume, overrides=named.keys(),
-                        device=args.device)
+                        device=args.device, init=init)
     except (ValueError, FileNotFoundError, FileExistsError, CheckpointError) as e:
         print(f"sahm train: error: {e}")
         return 2

@@ -321,3 +321,202 @@ def test_resume_on_cuda_with_bf16_matches_within_the_gpus_nondeterminism(data_di
     diff = torch.cat([(a[k].double() - b[k].double()).abs().flatten() for k in a])
     assert diff.max() <= 2 * FAST.lr * steps
     assert (diff > 0.1 * FAST.lr).double().mean() < 0.05
+
+
+# --- fine-tuning: --init, the fine-tune schedule, weighted data mixing ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A run directory to fine-tune from, as train() lays it out: SMALL's generator and discriminator with every
+    tensor moved off its initial value (so loading them is not what a fresh build gives anyway), and the
+    train_config.json of a run with dice on (a loss weight an --init run inherits)."""
+    from sahm_core.model import PatchDiscriminator, build_model
+
+    run = tmp_path_factory.mktemp("source") / "run"
+    torch.manual_seed(5)
+    parts = ((build_model(SMALL), "model.safetensors", {}),
+             (PatchDiscriminator(SMALL), "discriminator.safetensors", {"sahm_part": "discriminator"}))
+    for module, name, extra in parts:
+        state = {k: v + torch.randn_like(v) * 0.01 if v.is_floating_point() else v
+                 for k, v in module.state_dict().items()}
+        save_weights(run / name, state, SMALL, extra={"step": "2", **extra})
+    (run / "train_config.json").write_text(dataclasses.replace(FAST, dice_weight=0.5).to_json())
+    return run
+
+
+def first_step_parameters(monkeypatch) -> list[list[torch.Tensor]]:
+    """Wraps train.optimise: the parameters each optimiser holds when it is first called (G, then D), as copies."""
+    import sahm_core.train as train_module
+
+    seen, real = [], train_module.optimise
+
+    def spy(opt, *args, **kwargs):
+        if len(seen) < 2:
+            seen.append([p.detach().clone() for group in opt.param_groups for p in group["params"]])
+        return real(opt, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "optimise", spy)
+    return seen
+
+
+def test_init_starts_from_the_source_weights_records_them_and_resumes_exactly(source_run, data_dir, tmp_path,
+                                                                              monkeypatch):
+    import hashlib
+
+    from safetensors import safe_open
+
+    from sahm_core.model import PatchDiscriminator, build_model
+    from sahm_core.train import INIT_KEY, INIT_SHA_KEY, open_init
+
+    init = open_init(source_run)  # a run directory: its model.safetensors and discriminator.safetensors
+    assert init.weights == source_run / "model.safetensors"
+    assert init.discriminator == source_run / "discriminator.safetensors"
+    assert init.sha256 == hashlib.sha256(init.weights.read_bytes()).hexdigest()
+    assert init.model_cfg == SMALL and init.train_cfg["dice_weight"] == 0.5
+
+    short = dataclasses.replace(FAST, batch_size=2)
+    seen = first_step_parameters(monkeypatch)
+    once = train(SMALL, dataclasses.replace(short, steps=2), data_dir, tmp_path / "once", device=DEVICE, init=init)
+    # What the optimisers were about to step are exactly the source's parameters (G: SAHM, D: the PatchGAN).
+    for (names, source), got in zip(((build_model(SMALL), weights(source_run)),
+                                     (PatchDiscriminator(SMALL), weights(source_run, "discriminator.safetensors"))),
+                                    seen, strict=True):
+        keys = [name for name, _ in names.named_parameters()]
+        assert len(keys) == len(got)
+        assert all(torch.equal(source[k], v) for k, v in zip(keys, got)), "init did not load the source weights"
+    after = weights(once)
+    assert any(not torch.equal(after[k], weights(source_run)[k]) for k in after)  # and real steps ran from there
+
+    expected = {INIT_KEY: str(source_run / "model.safetensors"), INIT_SHA_KEY: init.sha256}
+    # --init and --resume are exclusive; a resume of an init run continues it exactly and keeps its record
+    with pytest.raises(ValueError, match="--init .* --resume"):
+        train(SMALL, FAST, data_dir, tmp_path / "x", resume=True, device=DEVICE, init=init)
+    split = train(SMALL, dataclasses.replace(short, steps=1), data_dir, tmp_path / "split", device=DEVICE, init=init)
+    train(SMALL, dataclasses.replace(short, steps=2), data_dir, split, resume=True, device=DEVICE)
+    for name in ("model.safetensors", "discriminator.safetensors"):
+        a, b = weights(once, name), weights(split, name)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        with safe_open(str(split / name), framework="pt") as f:
+            assert expected.items() <= f.metadata().items()
+    assert torch.load(split / "state.pt", weights_only=True)["init"] == expected
+
+
+def test_cli_init_takes_the_source_config_and_the_fine_tune_schedule(source_run, data_dir, tmp_path, capsys):
+    from sahm_core.train import FINETUNE, describe_init, open_init
+
+    out = tmp_path / "ft"
+    code, text = run_cli("--init", str(source_run / "model.safetensors"), "--data", str(data_dir), str(data_dir),
+                         "--out", str(out), "--steps", "1", "--batch-size", "2", "--num-workers", "0",
+                         "--device", DEVICE, capsys=capsys)
+    assert code == 0, text
+    assert read_config(out / "model.safetensors") == SMALL  # no --config: the source's own
+    saved = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
+    assert (saved.steps, saved.batch_size) == (1, 2)  # the user's values win
+    assert (saved.lr, saved.warmup_steps, saved.lr_decay_per_epoch) == (
+        FINETUNE["lr"], FINETUNE["warmup_steps"], FINETUNE["lr_decay_per_epoch"])
+    assert saved.anneal_steps == 1  # to zero over the whole run
+    assert saved.dice_weight == 0.5 and saved.adv_weight == FAST.adv_weight  # the source's loss weights
+    assert saved.data_weights == (1.0, 1.0)  # two folders: equal shares
+    assert f"sha256 {read_sha(source_run)}" in text and "discriminator from" in text and "50.0% of each batch" in text
+
+    # a loose .safetensors (an average, say) has no discriminator nor train_config.json: a fresh one, said so
+    loose = tmp_path / "average.safetensors"
+    loose.write_bytes((source_run / "model.safetensors").read_bytes())
+    init = open_init(loose)
+    assert init.discriminator is None and init.train_cfg is None
+    assert "discriminator fresh" in describe_init(init, TrainConfig(adv_weight=0.0))
+    assert "not trained (adv_weight 0)" in describe_init(init, TrainConfig(adv_weight=0.0))
+
+
+def read_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_cli_init_refuses_contradictions_and_bad_mixes(source_run, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["--data", str(data_dir), "--out", str(out), "--device", DEVICE]
+    code, text = run_cli("--init", str(source_run), "--config", "nano", *base, capsys=capsys)
+    assert code == 2 and "--init" in text and "image_size: saved 64, requested 256" in text and "embed_dim" in text
+    code, text = run_cli("--init", str(source_run), "--model-set", "decoder_dim=32", *base, capsys=capsys)
+    assert code == 2 and "decoder_dim: saved 16, requested 32" in text and "image_size" not in text
+    code, text = run_cli("--init", str(source_run), "--resume", *base, capsys=capsys)
+    assert code == 2 and "give one of them" in text
+    code, text = run_cli("--init", str(tmp_path / "nothing"), *base, capsys=capsys)
+    assert code == 2 and "not found" in text
+    code, text = run_cli("--init", str(source_run), "--set", "backbone_weights=x.pth", *base, capsys=capsys)
+    assert code == 2 and "backbone_weights" in text
+    code, text = run_cli("--data-weights", "1", "2", *base, capsys=capsys)
+    assert code == 2 and "2 weight(s) for 1 --data folder(s)" in text
+    code, text = run_cli("--data-weights", "1", "0", "--data", str(data_dir), str(data_dir), "--out", str(out),
+                         capsys=capsys)
+    assert code == 2 and "positive" in text
+    assert not out.exists()
+
+
+def test_mixed_order_draws_each_folder_at_its_share_and_walks_its_samples_evenly():
+    from sahm_core.train import Dist, TrainingSet, epoch_order, mixed_order
+
+    sizes, shares, count = [30, 2000], (1.0, 3.0), 8000
+    order = np.array(mixed_order(sizes, shares, seed=0, epoch=0, count=count))
+    assert order.min() >= 0 and order.max() < sum(sizes)
+    own = order < sizes[0]
+    # a binomial count: 2000 expected, sd sqrt(8000 * 0.25 * 0.75) = 38.7; 4.5 sd
+    assert abs(own.sum() - count * 0.25) < 4.5 * (count * 0.25 * 0.75) ** 0.5
+    for start in range(0, count, 800):  # and so is every stretch of batches
+        assert abs(own[start:start + 800].sum() - 200) < 4.5 * (800 * 0.25 * 0.75) ** 0.5
+    seen = np.bincount(order[own], minlength=sizes[0])
+    assert seen.max() - seen.min() <= 1  # shuffled passes: every own sample ~67 times
+    assert order.tolist() == mixed_order(sizes, shares, seed=0, epoch=0, count=count)  # a function of (seed, epoch)
+    assert order.tolist() != mixed_order(sizes, shares, seed=0, epoch=1, count=count)
+
+    # two processes take alternate items of the one order (DistributedSampler's split)
+    data = TrainingSet(samples=[None] * 2030, folder_sizes=sizes, steps_per_epoch=0, total_steps=0)
+    cfg = TrainConfig(data_weights=shares)
+    ranks = [epoch_order(data, cfg, Dist(rank, 2), epoch=3) for rank in range(2)]
+    assert [i for pair in zip(*ranks) for i in pair] == epoch_order(data, cfg, Dist(), epoch=3)
+
+
+MIX = {"batch_size": 4, "steps": 1, "num_workers": 0, "data_weights": (1.0, 3.0)}
+MIX_SCRIPT = """
+import json, sys, torch
+from sahm_core.train import TrainConfig, batches_from, init_distributed, open_training_set
+cfg = TrainConfig(**{mix})
+data = open_training_set(sys.argv[1:3], {size}, cfg)
+ddp, _ = init_distributed(torch.device("cpu"))
+batches = batches_from(0, data, cfg, ddp, pin=False)
+ids = [next(batches)["id"] for _ in range(60)]  # this process's share of 60 global batches
+gathered = [None] * ddp.world
+torch.distributed.all_gather_object(gathered, ids)
+torch.distributed.destroy_process_group()
+if ddp.main:  # global batch b: the processes' items interleaved, as DistributedSampler splits an order
+    open(sys.argv[3], "w").write(json.dumps([[i for pair in zip(*(g[b] for g in gathered)) for i in pair]
+                                             for b in range(len(ids))]))
+"""
+
+
+def test_mixed_batches_under_two_gloo_processes_are_one_processs_batches(data_dir, tmp_path):
+    from sahm_core.train import Dist, batches_from, open_training_set
+
+    # the second folder's ids renamed, so every batch says which folder each sample came from
+    second = tmp_path / "second"
+    make_dataset(second, n=8, seed=8, size=SIZE, workers=1, val_fraction=0.0, test_fraction=0.0)
+    write_refs(second, [{**ref, "id": "b_" + ref["id"]} for ref in read_refs(second)])
+    script = tmp_path / "mix.py"
+    script.write_text(textwrap.dedent(MIX_SCRIPT.format(mix=MIX, size=SIZE)))
+    # the script's directory comes first on its sys.path: this checkout's sahm_core, not an installed one
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29614"]
+    args = [str(data_dir), str(second)]
+    done = subprocess.run([*torchrun, str(script), *args, str(tmp_path / "ddp.json")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp.json").read_text())
+    cfg = TrainConfig(**MIX)
+    batches = batches_from(0, open_training_set([data_dir, second], SIZE, cfg), cfg, Dist(), pin=False)
+    one = [next(batches)["id"] for _ in range(len(ddp))]
+    assert ddp == one  # global batch b of 2 processes = batch b of one (items interleaved as DistributedSampler's)
+    drawn = [i.startswith("b_") for batch in ddp for i in batch]  # 240 draws at a 3/4 share: sd 6.7
+    assert abs(sum(drawn) - 0.75 * len(drawn)) < 4.5 * (len(drawn) * 0.75 * 0.25) ** 0.5
