@@ -150,6 +150,9 @@ def test_resume_applies_a_set_value_equal_to_the_default(data_dir, tmp_path, cap
     assert lrs[1] == pytest.approx(1e-3 * 0.95 ** (1 / 2)) and lrs[2] == pytest.approx(6e-4 * 0.95)
 
 
+# A script's sys.path starts with its own folder, not the working directory: PYTHONPATH makes its sahm_core this
+# checkout's, not the one the environment has installed (another checkout, for a git worktree).
+CHECKOUT = str(Path(__file__).resolve().parents[2])
 DDP_SCRIPT = """
 import dataclasses, sys, torch
 torch.set_num_threads(1)
@@ -208,7 +211,7 @@ def test_two_gloo_processes_match_one_process_with_batchnorm_per_shard(data_dir,
     # has nothing to do with how DDP splits and synchronises a batch.
     script = tmp_path / "ddp_train.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT.format(size=SIZE)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": CHECKOUT}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29613"]
     done = subprocess.run([*torchrun, str(script), str(data_dir), str(tmp_path / "ddp")], env=env,
                           capture_output=True, text=True, timeout=300)
@@ -413,9 +416,8 @@ def test_cli_init_takes_the_source_config_and_the_fine_tune_schedule(source_run,
     assert read_config(out / "model.safetensors") == SMALL  # no --config: the source's own
     saved = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
     assert (saved.steps, saved.batch_size) == (1, 2)  # the user's values win
-    assert (saved.lr, saved.warmup_steps, saved.lr_decay_per_epoch) == (
-        FINETUNE["lr"], FINETUNE["warmup_steps"], FINETUNE["lr_decay_per_epoch"])
-    assert saved.anneal_steps == 1  # to zero over the whole run
+    assert (saved.lr, saved.lr_decay_per_epoch) == (FINETUNE["lr"], FINETUNE["lr_decay_per_epoch"])
+    assert (saved.anneal_steps, saved.warmup_steps) == (1, 0)  # to zero over the whole run; warm-up <= a tenth of it
     assert saved.dice_weight == 0.5 and saved.adv_weight == FAST.adv_weight  # the source's loss weights
     assert saved.data_weights == (1.0, 1.0)  # two folders: equal shares
     assert f"sha256 {read_sha(source_run)}" in text and "discriminator from" in text and "50.0% of each batch" in text
@@ -506,8 +508,7 @@ def test_mixed_batches_under_two_gloo_processes_are_one_processs_batches(data_di
     write_refs(second, [{**ref, "id": "b_" + ref["id"]} for ref in read_refs(second)])
     script = tmp_path / "mix.py"
     script.write_text(textwrap.dedent(MIX_SCRIPT.format(mix=MIX, size=SIZE)))
-    # the script's directory comes first on its sys.path: this checkout's sahm_core, not an installed one
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": CHECKOUT}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29614"]
     args = [str(data_dir), str(second)]
     done = subprocess.run([*torchrun, str(script), *args, str(tmp_path / "ddp.json")], env=env, capture_output=True,
