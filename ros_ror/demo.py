@@ -27,6 +27,7 @@ import numpy as np
 from sahm_core.stream import add_stream_arguments
 
 from .commands import parse_command
+from .image_conversions import encode_image
 from .replay import ReplayError, bag_writer, replay
 from .resources import bundled_model_dir
 from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
@@ -52,9 +53,10 @@ def camera_frames(scene: np.ndarray, count: int, width: int, height: int) -> lis
 
 
 def write_camera_bag(path: Path, frames: list[np.ndarray], spoken: list[tuple[float, str]], fps: float = 30.0,
-                     storage: str = "sqlite3") -> None:
-    """A camera + speech bag: `frames` (HxWx3 uint8 RGB) as rgb8 Images on IMAGE_TOPIC at `fps` from START_NS, and
-    each (seconds after the first frame, text) of `spoken` as a String on COMMAND_TOPIC."""
+                     storage: str = "sqlite3", encoding: str = "rgb8") -> None:
+    """A camera + speech bag: `frames` (HxWx3 uint8 RGB) as Images in `encoding` (image_conversions.ENCODINGS) on
+    IMAGE_TOPIC at `fps` from START_NS, and each (seconds after the first frame, text) of `spoken` as a String on
+    COMMAND_TOPIC."""
     from rosbags.typesys import Stores, get_typestore
 
     typestore = get_typestore(Stores.ROS2_KILTED)
@@ -72,8 +74,9 @@ def write_camera_bag(path: Path, frames: list[np.ndarray], spoken: list[tuple[fl
                              typestore.serialize_cdr(String(data=text), "std_msgs/msg/String"))
             height, width = frame.shape[:2]
             header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id=FRAME_ID)
-            msg = Image(header=header, height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
-                        data=np.ascontiguousarray(frame).reshape(-1))
+            data, step = encode_image(frame, encoding)
+            msg = Image(header=header, height=height, width=width, encoding=encoding, is_bigendian=0, step=step,
+                        data=np.frombuffer(data, np.uint8))
             writer.write(image_conn, t, typestore.serialize_cdr(msg, "sensor_msgs/msg/Image"))
 
 
