@@ -7,15 +7,17 @@ sqlite3 or mcap, rosbag1; sensor_msgs Image rgb8 / bgr8 / rgba8 / bgra8 / mono8,
 1. Camera check: the translation between consecutive frames (cv2.findTransformECC on small, blurred frames); a
    steady drift (a pan) beyond vibration's scatter is refused, since nothing below compensates for it. (A single bump
    shows up later: the views either side of it differ everywhere, so they give no pair.)
-2. Static stretches: a frame is "motion" when it differs from the frame before (both are marked) or from the frame
-   `motion_lag_s` before (slow movers; only it is marked) by a blob: per-pixel residual after a per-channel gain fit
-   (auto-exposure), over k robust sigmas (MAD) and a grey-level floor, opened so the thin lines of sub-pixel
-   vibration go. Frames within `motion_margin_s` of motion are dropped; runs of at least `min_static_s` are the
-   static stretches ("views"), each summarised by the median of up to `median_frames` of its frames, each gain-matched
-   to the stretch's middle one first.
-3. Pairs: consecutive views of a bag whose gain-compensated difference (same threshold rule) is one connected blob of
-   plausible size (`min_object_area`..`max_object_area`) with the rest of the frame agreeing (`max_stray_area`).
-   Holes are filled.
+2. Static stretches: a frame is "motion" when it differs from the frame before (both are marked) or, with no motion
+   between them, from the frame `motion_lag_s` before (slow movers; only it is marked) by a blob. Differences
+   (`_changed`): a per-channel gain fit first (auto-exposure), then a pixel changed when it is out of the range of
+   the other image's neighbourhood (vibration) by k robust sigmas (MAD) and a grey-level floor; opened, so specks
+   go. Frames within `motion_margin_s` of motion are dropped; runs of at least `min_static_s` are the static
+   stretches ("views"), each summarised by the median of up to `median_frames` of its frames, each gain-matched to
+   the stretch's middle one first.
+3. Pairs: consecutive views of a bag whose difference is one connected blob of plausible size
+   (`min_object_area`..`max_object_area`), with the rest of the frame agreeing (`max_stray_area`) and enough contrast
+   to trust its outline (`min_contrast`). Small holes are filled (`max_hole_share`), large ones are background seen
+   through the object.
 4. Which view holds the object: the one with the stronger edge along the blob's outline. The object's own border
    runs all along it in the view that holds it; in the empty view the background continues across it and only its
    texture edges cross. So the rule needs no timeline and serves placements (the later view holds it) and removals
@@ -24,12 +26,13 @@ sqlite3 or mcap, rosbag1; sensor_msgs Image rgb8 / bgr8 / rgba8 / bgra8 / mono8,
    `grabcut_band_px`, definite background outside it grown by as much, the band between left to the colour models.
    A refinement that disagrees wildly with the difference (IoU under `grabcut_min_iou`) is not used.
 6. Labels: with `--label-topic`, the String nearest the middle of the motion between the two views (within
-   `label_slack_s` of it), openings like "this is" / "here is" / "that's" stripped. One object in one spot across
-   views linked by "no change" (say a person walked through) is the same object, so a removal takes its placement's
-   label. Otherwise, or for what stays unnamed, DIR/labels.yaml lists every object (id, bag, time, thumbnail, label)
-   for a person to fill in; `--labels labels.yaml` applies it on a rerun (it wins over speech).
+   `label_slack_s` of it), openings like "this is" / "here is" / "that's" stripped. Objects are followed from view to
+   view (`_share_labels`), so a removal takes its placement's label. DIR/labels.yaml lists every object (id, bag,
+   time, thumbnail, label; null where nothing named it) for a person to fill in or correct; `--labels FILE` applies
+   it on a rerun (it wins over speech).
 7. Splits per group of views linked by pairs (a view is never the image in one split and a target in another):
-   groups ranked by a hash of (bag name, first start), the first round(n x test) test, the next round(n x val) val.
+   groups ranked by a hash of their first view's pixels, the first round(n x test) test, the next round(n x val)
+   val, the rest train (so a single recording is all train).
 
 Output (docs/architecture.md, "Data on disk"): the trainer's refs.jsonl + images/ targets/ masks/ (one row per
 labelled object: image = the holding view, target = the empty view gain-matched to it within the mask grown by
@@ -52,6 +55,7 @@ from sahm_core.data.layout import PNG_FAST, make_folders, write_example, write_j
 
 LABEL_OPENINGS = ("this is", "this one is", "here is", "here's", "that's", "that is", "it's", "it is", "look",
                   "and", "ok", "okay", "so", "now")  # stripped from the front of an utterance, repeatedly
+NO_CHANGE = "no change"
 VIEWS_FILE = "views.jsonl"
 OBJECTS_FILE = "objects.jsonl"
 LABELS_FILE = "labels.yaml"
@@ -84,8 +88,10 @@ class ExtractConfig:
     min_object_area: float = 0.001
     max_object_area: float = 0.25
     max_stray_area: float = 0.005  # changed share outside the object's blob that still counts as "the rest agrees"
+    min_contrast: float = 20.0  # grey levels
+    max_hole_share: float = 0.05  # holes in an object's mask up to this share of its area are filled
     grabcut_band_px: int = 3
-    grabcut_iterations: int = 4
+    grabcut_iterations: int = 4  # 0: the difference's mask as it is
     grabcut_min_iou: float = 0.75
     target_band_px: int = 4
     label_slack_s: float = 1.0
@@ -114,6 +120,7 @@ class Pair:
     gain: np.ndarray  # (3,) holder ~ gain * empty, per channel
     motion_ns: int  # middle of the motion between the two views
     refined: bool  # grabCut's mask was kept
+    contrast: float  # median difference (grey levels, largest channel) between the object and what it covers
     id: str = ""
     label: str | None = None
     label_source: str | None = None  # "speech" | "same object" | "labels.yaml"
@@ -282,11 +289,16 @@ def _small(rgb: np.ndarray, cfg: ExtractConfig) -> np.ndarray:
     return cv2.GaussianBlur(small.astype(np.float32), (0, 0), cfg.motion_blur)
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+def _fill_holes(mask: np.ndarray, max_share: float) -> np.ndarray:
+    """The mask with its holes filled, those up to `max_share` of the mask's area: a small hole is where the object
+    happens to match what it covers, a large one is background seen through the object (a ring)."""
     filled = np.zeros(mask.shape, np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(filled, contours, -1, 1, cv2.FILLED)
-    return filled.astype(bool)
+    holes = filled.astype(bool) & ~mask
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
+    small = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] <= max_share * mask.sum()]
+    return mask | np.isin(labels, small)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -365,8 +377,8 @@ def _motion(small: list[np.ndarray], times: np.ndarray, cfg: ExtractConfig) -> n
     for t in range(1, n):
         if blob(small[t], small[t - 1]):
             moving[t - 1] = moving[t] = True
-        elif t >= lag and not moving[t] and blob(small[t], small[t - lag]):
-            moving[t] = True
+        elif t >= lag and not moving[t - lag:t + 1].any() and blob(small[t], small[t - lag]):
+            moving[t] = True  # a slow mover: only a lag apart from still frames (motion in between says it already)
     return moving
 
 
@@ -440,7 +452,7 @@ def _grabcut(view: np.ndarray, mask: np.ndarray, cfg: ExtractConfig) -> np.ndarr
     cv2.grabCut(image, labels, None, bgd, fgd, cfg.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
     refined = np.zeros(mask.shape, bool)
     refined[top:bottom, left:right] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
-    refined = _fill_holes(_largest_component(refined))
+    refined = _fill_holes(_largest_component(refined), cfg.max_hole_share)
     return refined if refined.any() else None
 
 
@@ -459,31 +471,35 @@ def _pair(a: View, b: View, cfg: ExtractConfig) -> Pair | str:
     blobs = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] >= cfg.min_object_area * area]
     where = f"{a.id} -> {b.id}"
     if not blobs:
-        return f"{where}: no change"
+        return f"{where}: {NO_CHANGE}"
     if len(blobs) > 1:
         sizes = ", ".join(f"{100 * stats[k, cv2.CC_STAT_AREA] / area:.1f}%" for k in blobs)
         return f"{where}: {len(blobs)} changed regions ({sizes} of the frame), not one object"
-    blob = _fill_holes(labels == blobs[0])
+    blob = _fill_holes(labels == blobs[0], cfg.max_hole_share)
     if blob.sum() > cfg.max_object_area * area:
         return f"{where}: the change covers {100 * blob.sum() / area:.0f}% of the frame, more than an object"
     stray = (changed & ~_grow(blob, 3)).sum() / area
     if stray > cfg.max_stray_area:
         return f"{where}: {100 * stray:.1f}% of the frame changed outside the object, the rest of the view disagrees"
+    contrast = float(np.median(np.abs(fb - gain * fa).max(axis=2)[blob]))
+    if contrast < cfg.min_contrast:
+        return (f"{where}: the object differs from what it covers by {contrast:.0f} grey levels (median), under "
+                f"{cfg.min_contrast}: too faint to trust its outline")
     # gain maps a onto b; the holder's view keeps its own exposure and the empty one is matched to it
     if _outline_edge(fb, blob) >= _outline_edge(fa * gain, blob):
         holder, empty, to_holder = b, a, gain
     else:
         holder, empty, to_holder = a, b, 1.0 / gain
-    refined = _grabcut(holder.image, blob, cfg)
+    refined = _grabcut(holder.image, blob, cfg) if cfg.grabcut_iterations > 0 else None
     kept = refined is not None and _iou(refined, blob) >= cfg.grabcut_min_iou
-    return Pair(holder, empty, refined if kept else blob, to_holder, (a.end_ns + b.start_ns) // 2, kept)
+    return Pair(holder, empty, refined if kept else blob, to_holder, (a.end_ns + b.start_ns) // 2, kept, contrast)
 
 
 @dataclass
 class _BagResult:
     views: list[View]
     pairs: list[Pair]
-    same: list[tuple[View, View]]  # consecutive views with no change between them
+    steps: list[Pair | str]  # between each two consecutive views: their pair, or why there is none
     utterances: list[tuple[int, str]]
     first_ns: int  # the bag's first frame
     summary: BagSummary
@@ -521,17 +537,11 @@ def _extract_bag(bag: str, image_topic: str, label_topic: str | None, cfg: Extra
     views = [View(f"v{first_view + i:03d}", bag, int(times[a]), int(times[b]), b - a + 1, median)
              for i, ((a, b), median) in enumerate(zip(runs, medians))]
     summary.views = len(views)
-    pairs, same = [], []
-    for a, b in zip(views, views[1:]):
-        found = _pair(a, b, cfg)
-        if isinstance(found, Pair):
-            pairs.append(found)
-        else:
-            summary.rejected.append(found)
-            if found.endswith("no change"):
-                same.append((a, b))
+    steps = [_pair(a, b, cfg) for a, b in zip(views, views[1:])]
+    pairs = [step for step in steps if isinstance(step, Pair)]
+    summary.rejected = [step for step in steps if isinstance(step, str)]
     summary.pairs = len(pairs)
-    return _BagResult(views, pairs, same, utterances, int(times[0]), summary)
+    return _BagResult(views, pairs, steps, utterances, int(times[0]), summary)
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -565,26 +575,33 @@ def _speech_labels(result: _BagResult, cfg: ExtractConfig) -> None:
                 break
 
 
-def _share_labels(pairs: list[Pair], same: list[tuple[View, View]]) -> None:
-    """An object in one spot across views with no change between them is one object: its label goes to every pair
-    showing it (module docstring, step 6)."""
-    parent = {}
-
-    def root(v: str) -> str:
-        while parent.get(v, v) != v:
-            v = parent[v]
-        return v
-
-    for a, b in same:
-        parent[root(a.id)] = root(b.id)
-    for pair in pairs:
-        if pair.label is not None:
+def _share_labels(result: _BagResult) -> None:
+    """Follow each object through the bag's views (module docstring, step 6): a placement starts a track, the removal
+    of an object at the same spot (mask IoU >= 0.5) ends it, "no change" keeps every track, and any other change
+    (views that gave no pair) ends them all, since what is where is no longer known. A track's speech label goes to
+    every pair in it."""
+    tracks: list[list[Pair]] = []
+    open_tracks: list[list[Pair]] = []
+    for step in result.steps:
+        if isinstance(step, str):
+            if not step.endswith(NO_CHANGE):
+                open_tracks = []
             continue
-        for other in pairs:
-            if (other.label_source == "speech" and root(other.holder.id) == root(pair.holder.id)
-                    and _iou(other.mask, pair.mask) >= 0.5):
-                pair.label, pair.label_source = other.label, "same object"
-                break
+        same_spot = [t for t in open_tracks if _iou(t[-1].mask, step.mask) >= 0.5]
+        for track in same_spot:
+            open_tracks.remove(track)
+        if step.holder.start_ns > step.empty.start_ns:  # placed: a new object from here on
+            tracks.append([step])
+            open_tracks.append(tracks[-1])
+        elif len(same_spot) == 1:  # removed: the object placed there before
+            same_spot[0].append(step)
+        else:
+            tracks.append([step])
+    for track in tracks:
+        label = next((p.label for p in track if p.label_source == "speech"), None)
+        for pair in track:
+            if pair.label is None and label is not None:
+                pair.label, pair.label_source = label, "same object"
 
 
 def _read_labels(path: Path) -> dict[str, dict]:
@@ -711,7 +728,8 @@ def extract(bags: list[str], image_topic: str, out: str | Path, label_topic: str
         pair.id = f"o{i:03d}"
     for r in results:
         _speech_labels(r, cfg)
-    _share_labels(pairs, [s for r in results for s in r.same])
+    for r in results:
+        _share_labels(r)
     if entries is not None:
         _apply_labels(pairs, entries, Path(labels))
     _assign_splits(views, pairs, cfg)
@@ -735,7 +753,8 @@ def extract(bags: list[str], image_topic: str, out: str | Path, label_topic: str
         object_rows.append({"id": p.id, "view": p.holder.id, "empty_view": p.empty.id,
                             "image": f"views/{p.holder.id}.png", "mask": f"objects/{p.id}.png", "label": p.label,
                             "split": p.split, "bag": p.holder.bag,
-                            "time_ns": p.motion_ns, "label_source": p.label_source, "refined": p.refined})
+                            "time_ns": p.motion_ns, "label_source": p.label_source, "refined": p.refined,
+                            "contrast": round(p.contrast, 1)})
         if p.label is None:
             continue
         matched = np.clip(p.empty.image.astype(np.float32) * p.gain + 0.5, 0, 255).astype(np.uint8)

@@ -70,7 +70,7 @@ class RoomConfig:
     objects: tuple[int, int] = (3, 4)  # objects in the room
     object_size: tuple[float, float] = (0.14, 0.22)  # object diameter, fraction of the view side
     events: tuple[int, int] = (4, 6)  # placements + removals per recording
-    static_s: tuple[float, float] = (2.0, 4.0)  # static stretch length
+    static_s: tuple[float, float] = (3.0, 5.0)  # static stretch length
     placement_s: tuple[float, float] = (1.0, 1.6)  # the arm's reach in and out
     person_probability: float = 0.3  # static stretches a person walks through
     person_s: tuple[float, float] = (0.8, 1.4)  # how long the person takes to cross the view
