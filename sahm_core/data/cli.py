@@ -1,6 +1,8 @@
-"""`sahm make-data`: write a removal dataset (synthetic scenes, or ComCOCO from a local COCO + RefCOCO+), multiply
-an extracted one by copy-paste (`multiply`), preview one, write review pages of one, re-phrase one's expressions, or
-check the tagger on them; or write synthetic video clips with per-frame ground truth (`video`)."""
+"""`sahm make-data`: write a removal dataset (synthetic scenes, ComCOCO from a local COCO + RefCOCO+, or pairs
+extracted from a robot's rosbags: `from-bag`), multiply an extracted one by copy-paste (`multiply`), preview one,
+write review pages of one, re-phrase one's expressions, or check the tagger on them; or write synthetic video clips
+with per-frame ground truth (`video`), or simulated room recordings for from-bag with their truth (`room-sim`) and
+score from-bag on them (`room-check`)."""
 
 from __future__ import annotations
 
@@ -33,6 +35,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--frames", type=int, nargs=2, metavar=("LOW", "HIGH"),
                        help="frames per clip, drawn in LOW..HIGH (default 24 40)")
     video.add_argument("--storage", default="sqlite3", choices=("sqlite3", "mcap"), help="the clips' bag storage")
+
+    bags = sub.add_parser("from-bag", help="pairs (with / without an object) from a fixed camera's rosbags: static "
+                                           "stretches, one-object differences, masks, labels")
+    bags.add_argument("bags", nargs="+", help="rosbag2 folders (sqlite3 or mcap) or rosbag1 files")
+    bags.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
+    bags.add_argument("--out", type=Path, required=True,
+                      help="output folder: refs.jsonl + images/ targets/ masks/, views.jsonl, objects.jsonl, "
+                           "labels.yaml (replaced)")
+    bags.add_argument("--label-topic", default=None,
+                      help="std_msgs/String topic with what the person said while placing each object "
+                           "(\"this is the red mug\")")
+    bags.add_argument("--labels", type=Path, default=None,
+                      help="a labels.yaml from an earlier run of the same bags, filled in by a person")
+
+    rooms = sub.add_parser("room-sim", help="simulated fixed-camera room recordings (objects placed and taken away, "
+                                            "people passing, speech) with ground truth, for from-bag")
+    rooms.add_argument("--out", type=Path, required=True, help="output folder")
+    rooms.add_argument("--n", type=int, default=1, help="number of recordings")
+    rooms.add_argument("--seed", type=int, default=0,
+                       help="draws the rooms (or, with --room-seed, the placement timelines)")
+    rooms.add_argument("--room-seed", type=int, default=None,
+                       help="one room for every recording: same background and objects, new placements")
+    rooms.add_argument("--placement-seeds", type=int, nargs="+", default=None,
+                       help="with --room-seed: these timelines (instead of --n drawn from --seed)")
+    # Defaults live in RoomConfig; an option left out keeps it.
+    rooms.add_argument("--size", type=int, help="frame side in pixels (default 256)")
+    rooms.add_argument("--fps", type=float, help="frames per second (default 10)")
+    rooms.add_argument("--pan", type=float, dest="pan_px_per_s",
+                       help="pan the camera this many pixels per second (a moving camera: from-bag refuses it)")
+    rooms.add_argument("--storage", default="sqlite3", choices=("sqlite3", "mcap"), help="the bags' storage")
+
+    check_rooms = sub.add_parser("room-check", help="from-bag on each room-sim recording, scored against its truth "
+                                                    "(mask IoU, labels, motion)")
+    check_rooms.add_argument("data", type=Path, help="room-sim folder")
 
     coco = sub.add_parser("comcoco", help="ComCOCO-style composites from a local COCO 2014 + RefCOCO+")
     coco.add_argument("--coco", type=Path, required=True,
@@ -117,6 +153,24 @@ def _run(args: argparse.Namespace) -> int:
         cfg = ClipConfig(**{name: value for name, value in options.items() if value is not None})
         clips = make_video_dataset(args.out, args.n, args.seed, cfg, args.storage)
         print(f"wrote {args.n} clips ({cfg.size}px, {cfg.frames[0]}-{cfg.frames[1]} frames) to {clips.parent}")
+        return 0
+    if args.source == "from-bag":
+        from sahm_core.data.from_bag import extract
+
+        print(extract(args.bags, args.image_topic, args.out, args.label_topic, args.labels))
+        return 0
+    if args.source == "room-sim":
+        from sahm_core.data.room_sim import RoomConfig, make_room_dataset, read_room_rows, replace_config
+
+        cfg = replace_config(RoomConfig(), size=args.size, fps=args.fps, pan_px_per_s=args.pan_px_per_s)
+        rows = make_room_dataset(args.out, args.n, args.seed, cfg, args.storage, args.room_seed, args.placement_seeds)
+        print(f"wrote {len(read_room_rows(rows.parent))} room recordings ({cfg.size}px, {cfg.fps:g} fps) "
+              f"to {rows.parent}")
+        return 0
+    if args.source == "room-check":
+        from sahm_core.data.room_sim import check_rooms, format_check
+
+        print(format_check(check_rooms(args.data)))
         return 0
     if args.source == "rephrase":
         from sahm_core.data.rephrase import rephrase_dataset

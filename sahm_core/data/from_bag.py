@@ -90,9 +90,9 @@ class ExtractConfig:
     max_stray_area: float = 0.005  # changed share outside the object's blob that still counts as "the rest agrees"
     min_contrast: float = 20.0  # grey levels
     max_hole_share: float = 0.05  # holes in an object's mask up to this share of its area are filled
-    grabcut_band_px: int = 3
+    grabcut_band_px: int = 2
     grabcut_iterations: int = 4  # 0: the difference's mask as it is
-    grabcut_min_iou: float = 0.75
+    grabcut_min_iou: float = 0.9  # grabCut moving more of the mask than this is not trusted
     target_band_px: int = 4
     label_slack_s: float = 1.0
     val_fraction: float = 0.1
@@ -323,25 +323,30 @@ def _shrink(mask: np.ndarray, radius: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- one bag
 
 
-def _camera_check(bag: str, small: list[np.ndarray], times: np.ndarray, scale: float, cfg: ExtractConfig) -> None:
+def _camera_check(bag: str, small: list[np.ndarray], changes: list[np.ndarray], times: np.ndarray, scale: float,
+                  cfg: ExtractConfig) -> None:
     """Refuse a camera that moves steadily (module docstring, step 1).
 
     Each frame's translation from the one before comes from cv2.findTransformECC (gain-invariant, sub-pixel) on the
     frames projected on the first one's main colour axis (not grey: a hue pattern can have flat luma). Vibration
     gives steps that scatter around zero; a pan gives steps that all lean one way. So the camera moves when the median
     step stands out of its scatter (over `camera_drift_z` standard errors, MAD-based) and carried the view over
-    `max_camera_shift_px` over the recording. Medians, so hands and people passing (a minority of steps) do not count.
-    Steps where ECC finds no match are left out; when most are, nothing is decided here (a featureless view).
+    `max_camera_shift_px` over the recording. What moved in the view (`changes`, grown a little) is left out of each
+    step's fit unless it is most of the frame (a fast pan changes everything), and the medians discount the steps
+    that a hand or a person passing still biases. Steps where ECC finds no match are left out; when most are,
+    nothing is decided here (a featureless view).
     """
     pixels = small[0].reshape(-1, 3)
     _, _, axes = np.linalg.svd(pixels - pixels.mean(axis=0), full_matrices=False)
     grey = [np.ascontiguousarray(frame @ axes[0]) for frame in small]
     criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-4)
     steps = []
-    for before, frame in zip(grey, grey[1:]):
+    for before, frame, changed in zip(grey, grey[1:], changes):
+        still = ~_grow(changed, 2)
+        valid = still.astype(np.uint8) if still.mean() > 0.5 else None
         try:
             score, warp = cv2.findTransformECC(before, frame, np.eye(2, 3, dtype=np.float32), cv2.MOTION_TRANSLATION,
-                                               criteria, None, 1)
+                                               criteria, valid, 1)
         except cv2.error:  # did not converge
             continue
         if score >= cfg.min_camera_match:
@@ -362,23 +367,25 @@ def _camera_check(bag: str, small: list[np.ndarray], times: np.ndarray, scale: f
                            "a fixed camera (record with the robot standing still)")
 
 
-def _motion(small: list[np.ndarray], times: np.ndarray, cfg: ExtractConfig) -> np.ndarray:
+def _changes(small: list[np.ndarray], cfg: ExtractConfig) -> list[np.ndarray]:
+    """Per frame after the first: the pixels that changed from the frame before (`_changed`, opened)."""
+    return [_open_mask(_changed(b, a, cfg.threshold_k, cfg.motion_floor, cfg.motion_reach, 0)[0])
+            for a, b in zip(small, small[1:])]
+
+
+def _motion(small: list[np.ndarray], changes: list[np.ndarray], times: np.ndarray, cfg: ExtractConfig) -> np.ndarray:
     """Per frame: in motion (module docstring, step 2), before the margin."""
     n = len(small)
     min_area = cfg.motion_min_area * small[0].shape[0] * small[0].shape[1]
     moving = np.zeros(n, bool)
     period = float(np.median(np.diff(times))) if n > 1 else 1.0
     lag = max(2, round(cfg.motion_lag_s * 1e9 / period)) if period > 0 else 2
-
-    def blob(a, b) -> bool:
-        changed, _ = _changed(a, b, cfg.threshold_k, cfg.motion_floor, cfg.motion_reach, 0)
-        return _open_mask(changed).sum() > min_area
-
     for t in range(1, n):
-        if blob(small[t], small[t - 1]):
+        if changes[t - 1].sum() > min_area:
             moving[t - 1] = moving[t] = True
-        elif t >= lag and not moving[t - lag:t + 1].any() and blob(small[t], small[t - lag]):
-            moving[t] = True  # a slow mover: only a lag apart from still frames (motion in between says it already)
+        elif t >= lag and not moving[t - lag:t + 1].any():
+            changed, _ = _changed(small[t], small[t - lag], cfg.threshold_k, cfg.motion_floor, cfg.motion_reach, 0)
+            moving[t] = _open_mask(changed).sum() > min_area  # a slow mover: a lag apart, still frames in between
     return moving
 
 
@@ -449,6 +456,7 @@ def _grabcut(view: np.ndarray, mask: np.ndarray, cfg: ExtractConfig) -> np.ndarr
         return None
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     image = np.ascontiguousarray(view[top:bottom, left:right])
+    cv2.setRNGSeed(0)  # grabCut seeds its colour models with k-means on OpenCV's global RNG: same input, same mask
     cv2.grabCut(image, labels, None, bgd, fgd, cfg.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
     refined = np.zeros(mask.shape, bool)
     refined[top:bottom, left:right] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
@@ -523,8 +531,9 @@ def _extract_bag(bag: str, image_topic: str, label_topic: str | None, cfg: Extra
         if len(times) < 2:
             raise FromBagError(f"{bag}: {image_topic} has {len(times)} frame(s); no static stretches to find")
         times = np.array(times, np.int64)
-        _camera_check(bag, small, times, full_side / cfg.motion_side, cfg)
-        moving = _motion(small, times, cfg)
+        changes = _changes(small, cfg)
+        _camera_check(bag, small, changes, times, full_side / cfg.motion_side, cfg)
+        moving = _motion(small, changes, times, cfg)
         runs, summary.motion_frames, summary.short_frames = _stretches(times, moving, cfg)
         if not runs:
             seconds = (times[-1] - times[0]) / 1e9

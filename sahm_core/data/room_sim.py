@@ -405,8 +405,8 @@ def replace_config(cfg: RoomConfig, **options) -> RoomConfig:
 
 def score_extraction(room_folder: str | Path, extracted: str | Path) -> dict:
     """How `sahm make-data from-bag` did on one recording (its bag extracted alone into `extracted`), against the
-    truth: per object the mask IoU with the placement it should be (the one the holding view shows and the empty view
-    does not) and whether its label is that object's; views that contain a motion frame; events (placements +
+    truth: per object the placement it should be (index: the one the holding view shows and the empty view does not),
+    the mask IoU with it, that object's label and whether the extracted label is it; views that contain a motion frame; events (placements +
     removals) in the recording. An object whose views do not differ by exactly one placement gets iou 0."""
     from sahm_core.data.from_bag import read_objects
     from sahm_core.evaluate import iou
@@ -422,15 +422,70 @@ def score_extraction(room_folder: str | Path, extracted: str | Path) -> dict:
     rows = []
     for o in objects:
         extra = seen[o["view"]]["present"] - seen[o["empty_view"]]["present"]
-        row = {"id": o["id"], "label": o["label"], "placement": None, "iou": 0.0, "label_ok": None}
+        row = {"id": o["id"], "label": o["label"], "placement": None, "truth_label": None, "iou": 0.0,
+               "label_ok": None}
         if len(extra) == 1 and seen[o["empty_view"]]["present"] <= seen[o["view"]]["present"]:
-            placement = truth["placements"][extra.pop()]
+            index = extra.pop()
+            placement = truth["placements"][index]
             mask = cv2.imread(str(Path(extracted) / o["mask"]), cv2.IMREAD_UNCHANGED) > 127
             inter, union = iou(mask, placement["mask_array"])
             expected = truth["objects"][placement["object"]]["label"]
-            row.update(placement=placement["mask"], iou=float(inter / union),
+            row.update(placement=index, truth_label=expected, iou=float(inter / union),
                        label_ok=None if o["label"] is None else o["label"] == expected)
         rows.append(row)
     events = sum(1 for p in truth["placements"]) + sum(p["last_frame"] < len(stamps) - 1 for p in truth["placements"])
     return {"objects": rows, "views": len(views), "views_with_motion": sum(s["motion"] for s in seen.values()),
             "events": events}
+
+
+def read_room_rows(root: str | Path) -> list[dict]:
+    """The rooms.jsonl rows of a room-sim folder; FileNotFoundError when `root` is not one."""
+    path = Path(root) / ROOMS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a room-sim folder (sahm make-data room-sim)")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def check_rooms(root: str | Path) -> list[dict]:
+    """`sahm make-data room-check`: from-bag on each recording of a room-sim folder alone (into roomNNNN/extracted,
+    labels from /speech/text), scored against the truth (`score_extraction`). Per recording: id, the score, or the
+    error from-bag gave."""
+    from ros_ror.demo import COMMAND_TOPIC, IMAGE_TOPIC
+    from sahm_core.data.from_bag import FromBagError, extract
+
+    root = Path(root)
+    results = []
+    for row in read_room_rows(root):
+        folder = root / row["folder"]
+        try:
+            extract([str(root / row["bag"])], IMAGE_TOPIC, folder / "extracted", label_topic=COMMAND_TOPIC)
+        except FromBagError as e:
+            results.append({"id": row["id"], "error": str(e)})
+            continue
+        results.append({"id": row["id"], **score_extraction(folder, folder / "extracted")})
+    return results
+
+
+def format_check(results: list[dict]) -> str:
+    """One line per recording and a total: pairs, mask IoU (mean, min), labels right / wrong / none, views holding a
+    motion frame."""
+    lines, ious, labels, motion = [], [], [0, 0, 0], 0
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['id']}: from-bag refused: {r['error']}")
+            continue
+        room_ious = [o["iou"] for o in r["objects"]]
+        ious += room_ious
+        right = sum(o["label_ok"] is True for o in r["objects"])
+        wrong = sum(o["label_ok"] is False for o in r["objects"])
+        labels = [labels[0] + right, labels[1] + wrong, labels[2] + len(room_ious) - right - wrong]
+        motion += r["views_with_motion"]
+        lines.append(f"{r['id']}: {r['events']} events -> {len(room_ious)} pairs, IoU "
+                     + " ".join(f"{i:.3f}" for i in room_ious) + f" | labels {right} right, {wrong} wrong | "
+                     f"{r['views_with_motion']} of {r['views']} views hold a motion frame")
+    if ious:
+        lines.append(f"total: {len(ious)} pairs, mask IoU mean {np.mean(ious):.4f} min {np.min(ious):.4f}, "
+                     f"{sum(i < 0.9 for i in ious)} under 0.9 | labels {labels[0]} right, {labels[1]} wrong, "
+                     f"{labels[2]} none | {motion} views hold a motion frame")
+    return "\n".join(lines)
