@@ -228,6 +228,7 @@ def _utterances(reader, conns) -> list[tuple[int, str]]:
 # ---------------------------------------------------------------------------------------------- pixels
 
 
+SATURATED = 254.0  # a value this high may have been clipped
 STATISTICS_PIXELS = 4096  # gains and noise levels are medians over at most about this many pixels (evenly strided)
 
 
@@ -238,10 +239,13 @@ def _sample(array: np.ndarray) -> np.ndarray:
 
 
 def _gain(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
-    """Per-channel gain g with a ~ g * b: the median ratio over pixels (within `where`)."""
+    """Per-channel gain g with a ~ g * b: the median ratio over pixels (within `where`) saturated in neither."""
     if where is not None:
         a, b = a[where], b[where]
     a, b = _sample(a), _sample(b)
+    unclipped = (np.maximum(a, b) < SATURATED).all(axis=1)
+    if unclipped.sum() >= 100:
+        a, b = a[unclipped], b[unclipped]
     return np.median(a / np.maximum(b, 8.0), axis=0).astype(np.float32)  # dark pixels say little about a gain
 
 
@@ -253,18 +257,24 @@ def _changed(a: np.ndarray, b: np.ndarray, k: float, floor: float, reach: int,
     outside the range of the other image's neighbourhood (`reach` pixels each way), either way round, by more than k
     robust sigmas of the plain residual (MAD, per channel) and `floor`: a shift of up to `reach` (vibration, an edge
     between two medians) changes nothing, while an object changes its inside in whichever image holds it, so the
-    outline is the same in both orders. The frame's border (2 x reach) never counts: an edge that vibration moves
-    across it has no neighbourhood there to hide in.
+    outline is the same in both orders. A saturated value only says the light was at least that much, so it bounds
+    from below only (a highlight that auto-exposure pushed over the top is no change). The frame's border
+    (2 x reach) never counts: an edge that vibration moves across it has no neighbourhood there to hide in.
     """
     kernel = np.ones((2 * reach + 1, 2 * reach + 1), np.uint8)
-    low_a, high_a = cv2.erode(a, kernel), cv2.dilate(a, kernel)
-    low_b, high_b = cv2.erode(b, kernel), cv2.dilate(b, kernel)
+
+    def at_most(x: np.ndarray) -> np.ndarray:  # upper bounds: none where saturated
+        return np.where(x >= SATURATED, np.inf, x)
+
+    low_a, high_a = cv2.erode(a, kernel), at_most(cv2.dilate(a, kernel))
+    low_b, high_b = cv2.erode(b, kernel), at_most(cv2.dilate(b, kernel))
+    top_a, top_b = at_most(a), at_most(b)
 
     def changed_with(gain: np.ndarray) -> np.ndarray:
         residual = _sample(a - gain * b)
         sigma = 1.4826 * np.median(np.abs(residual - np.median(residual, axis=0)), axis=0)
         limit = np.maximum(k * sigma, floor)
-        outside = np.maximum.reduce([a - gain * high_b, gain * low_b - a, gain * b - high_a, low_a - gain * b])
+        outside = np.maximum.reduce([a - gain * high_b, gain * low_b - top_a, gain * b - high_a, low_a - gain * top_b])
         changed = (outside > limit).any(axis=2)
         edge = 2 * reach
         changed[:edge], changed[-edge:], changed[:, :edge], changed[:, -edge:] = False, False, False, False

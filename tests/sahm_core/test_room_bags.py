@@ -239,3 +239,23 @@ def test_same_seeds_same_recording():
     assert a.present[0] == other.present[0] == [] and not a.motion[0] and not other.motion[0]
     differs = lambda x, y: np.median(np.abs(x.frames[0].astype(int) - y.frames[0].astype(int)))  # noqa: E731
     assert differs(a, other) < 10 < differs(a, render_room(8, 3, cfg))
+
+
+def test_splits_keep_linked_views_together():
+    from sahm_core.data.from_bag import ExtractConfig, Pair, View, _assign_splits
+
+    def views():
+        return [View(f"v{i:03d}", "bag", i, i, 1, np.full((4, 4, 3), i, np.uint8)) for i in range(20)]
+
+    def pairs(vs):  # v000 -> v001 -> v002 linked by two pairs: one group; the 17 others alone
+        mask = np.ones((4, 4), bool)
+        return [Pair(vs[1], empty, mask, np.ones(3), 0, True, 50.0) for empty in (vs[0], vs[2])]
+
+    first = views()
+    _assign_splits(first, pairs(first), ExtractConfig())
+    assert len({v.split for v in first[:3]}) == 1
+    groups = [first[0].split] + [v.split for v in first[3:]]  # 18 groups: round(1.8) test, round(1.8) val
+    assert (groups.count("test"), groups.count("val"), groups.count("train")) == (2, 2, 14)
+    second = views()[::-1]  # the order views come in does not matter, only their pixels
+    _assign_splits(second, pairs(second[::-1]), ExtractConfig())
+    assert [v.split for v in second[::-1]] == [v.split for v in first]
