@@ -4,7 +4,7 @@ A person puts an object down in front of the robot's (fixed) camera, waits a few
 still views either side of the hand's motion differ by that object alone. Per bag (rosbags AnyReader: rosbag2
 sqlite3 or mcap, rosbag1; sensor_msgs Image rgb8 / bgr8 / rgba8 / bgra8 / mono8, or CompressedImage jpeg / png):
 
-1. Camera check: the translation between consecutive frames (cv2.findTransformECC on small, blurred frames); a
+1. Camera check: the translation between frames a second apart (cv2.phaseCorrelate on small, blurred frames); a
    steady drift (a pan) beyond vibration's scatter is refused, since nothing below compensates for it. (A single bump
    shows up later: the views either side of it differ everywhere, so they give no pair.)
 2. Static stretches: a frame is "motion" when it differs from the frame before (both are marked) or, with no motion
@@ -84,7 +84,7 @@ class ExtractConfig:
     median_frames: int = 15  # frames per stretch (evenly spaced) in its median
     max_camera_shift_px: float = 3.0  # camera drift over the recording (full-resolution pixels) that counts as moving
     camera_drift_z: float = 5.0  # ... when the drift per frame is this many standard errors away from none
-    min_camera_match: float = 0.5  # ECC correlation under this: the two frames do not match
+    camera_lag_s: float = 1.0  # the camera's drift is measured between frames this far apart
     min_object_area: float = 0.001
     max_object_area: float = 0.25
     max_stray_area: float = 0.005  # changed share outside the object's blob that still counts as "the rest agrees"
@@ -337,44 +337,42 @@ def _camera_check(bag: str, small: list[np.ndarray], changes: list[np.ndarray], 
                   cfg: ExtractConfig) -> None:
     """Refuse a camera that moves steadily (module docstring, step 1).
 
-    Each frame's translation from the one before comes from cv2.findTransformECC (gain-invariant, sub-pixel) on the
-    frames projected on the first one's main colour axis (not grey: a hue pattern can have flat luma). Vibration
-    gives steps that scatter around zero; a pan gives steps that all lean one way. So the camera moves when the median
-    step stands out of its scatter (over `camera_drift_z` standard errors, MAD-based) and carried the view over
-    `max_camera_shift_px` over the recording. What moved in the view (`changes`, grown a little) is left out of each
-    step's fit unless it is most of the frame (a fast pan changes everything), and the medians discount the steps
-    that a hand or a person passing still biases. Steps where ECC finds no match are left out; when most are,
-    nothing is decided here (a featureless view).
+    The camera's translation over `camera_lag_s` comes from cv2.phaseCorrelate (Hanning window) between frames that
+    far apart, on the frames projected on the first one's main colour axis (not grey: a hue pattern can have flat
+    luma). Frames next to motion in the view (`changes`) are left out, unless most are (a pan changes everything):
+    a hand crossing biases the estimate. Vibration gives shifts that scatter around zero; a pan, shifts that all
+    lean one way and grow with the lag. So the camera moves when the median shift stands out of its scatter (over
+    `camera_drift_z` standard errors, MAD-based) and carries the view over `max_camera_shift_px` over the recording.
+    (ECC was tried first: on smooth or periodic backgrounds it returned small biased steps for a still camera.)
     """
+    n = len(small)
+    period = float(np.median(np.diff(times))) if n > 1 else 1.0
+    lag = min(max(1, round(cfg.camera_lag_s * 1e9 / period)), max(1, n // 3)) if period > 0 else 1
+    min_area = cfg.motion_min_area * small[0].shape[0] * small[0].shape[1]
+    moving = np.zeros(n, bool)
+    for t, changed in enumerate(changes):
+        if changed.sum() > min_area:
+            moving[t] = moving[t + 1] = True
     pixels = small[0].reshape(-1, 3)
     _, _, axes = np.linalg.svd(pixels - pixels.mean(axis=0), full_matrices=False)
     grey = [np.ascontiguousarray(frame @ axes[0]) for frame in small]
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 1e-4)
-    steps = []
-    for before, frame, changed in zip(grey, grey[1:], changes):
-        still = ~_grow(changed, 2)
-        valid = still.astype(np.uint8) if still.mean() > 0.5 else None
-        try:
-            score, warp = cv2.findTransformECC(before, frame, np.eye(2, 3, dtype=np.float32), cv2.MOTION_TRANSLATION,
-                                               criteria, valid, 1)
-        except cv2.error:  # did not converge
-            continue
-        if score >= cfg.min_camera_match:
-            steps.append(warp[:, 2] * scale)
-    if len(steps) < max(2, len(grey) // 2):
+    window = cv2.createHanningWindow(grey[0].shape[::-1], cv2.CV_32F)
+    everything = moving.mean() > 0.5
+    shifts = np.array([cv2.phaseCorrelate(grey[t - lag], grey[t], window)[0] for t in range(lag, n)
+                       if everything or not (moving[t] or moving[t - lag])]) * scale
+    if len(shifts) < 2:
         return
-    steps = np.array(steps)
-    median = np.median(steps, axis=0)
-    spread = 1.4826 * np.median(np.abs(steps - median), axis=0) * 1.2533 / np.sqrt(len(steps))  # median's std error
+    median = np.median(shifts, axis=0)
+    spread = 1.4826 * np.median(np.abs(shifts - median), axis=0) * 1.2533 / np.sqrt(len(shifts))  # median's std error
     z = np.abs(median) / np.maximum(spread, 1e-3)
-    travel = np.abs(median) * (len(grey) - 1)
-    moving = (z > cfg.camera_drift_z) & (travel > cfg.max_camera_shift_px)
-    if moving.any():
+    per_frame = median / lag
+    travel = np.abs(per_frame) * (n - 1)
+    if ((z > cfg.camera_drift_z) & (travel > cfg.max_camera_shift_px)).any():
         seconds = (times[-1] - times[0]) / 1e9
-        speed = np.hypot(*median) * (len(grey) - 1) / max(seconds, 1e-9)
-        raise FromBagError(f"{bag}: the camera moves: a steady drift of {np.hypot(*median):.2f} px per frame "
-                           f"({speed:.1f} px/s, about {np.hypot(*travel):.0f} px over {seconds:.1f} s); from-bag needs "
-                           "a fixed camera (record with the robot standing still)")
+        raise FromBagError(f"{bag}: the camera moves: a steady drift of {np.hypot(*per_frame):.2f} px per frame "
+                           f"({np.hypot(*travel) / max(seconds, 1e-9):.1f} px/s, about {np.hypot(*travel):.0f} px "
+                           f"over {seconds:.1f} s); from-bag needs a fixed camera (record with the robot standing "
+                           "still)")
 
 
 def _changes(small: list[np.ndarray], cfg: ExtractConfig) -> list[np.ndarray]:

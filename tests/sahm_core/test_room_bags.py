@@ -132,7 +132,7 @@ def test_label_from_utterance():
     assert label_from_utterance("That's") is None
 
 
-def test_image_encodings(tmp_path):
+def test_image_encodings_and_compressed_images(tmp_path):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(3)]
     for encoding in ("bgr8", "mono8"):
@@ -147,27 +147,35 @@ def test_image_encodings(tmp_path):
             else:  # grey in all three channels: the BT.601 luma of the original
                 luma = np.frombuffer(encode_image(frame, "mono8")[0], np.uint8).reshape(24, 32)
                 assert np.array_equal(rgb, np.repeat(luma[..., None], 3, axis=2))
-    _write_raw_bag(tmp_path / "bayer", "bayer_rggb8", 1)
+    png = [np.frombuffer(cv2.imencode(".png", f[:, :, ::-1])[1], np.uint8) for f in frames]
+    _write_raw_bag(tmp_path / "png", "sensor_msgs/msg/CompressedImage", [{"format": "png", "data": d} for d in png])
+    reader = _open(str(tmp_path / "png"))
+    decoded = [rgb for _, rgb in _frames(reader, reader.connections, "png")]
+    reader.close()
+    assert all(np.array_equal(rgb, frame) for rgb, frame in zip(decoded, frames))
+
+    bayer = {"height": 8, "width": 8, "encoding": "bayer_rggb8", "is_bigendian": 0, "step": 8,
+             "data": np.zeros(64, np.uint8)}
+    _write_raw_bag(tmp_path / "bayer", "sensor_msgs/msg/Image", [bayer] * 3)
     with pytest.raises(FromBagError, match="unsupported encoding 'bayer_rggb8'"):
         extract([str(tmp_path / "bayer")], IMAGE_TOPIC, tmp_path / "out")
 
 
-def _write_raw_bag(path, encoding: str, channels: int) -> None:
+def _write_raw_bag(path, msgtype: str, messages: list[dict]) -> None:
+    """Messages of `msgtype` (fields besides the header) on IMAGE_TOPIC, 10 per second."""
     from rosbags.typesys import Stores, get_typestore
 
     from ros_ror.replay import bag_writer
 
     typestore = get_typestore(Stores.ROS2_KILTED)
-    Image = typestore.types["sensor_msgs/msg/Image"]
     Header, Time = typestore.types["std_msgs/msg/Header"], typestore.types["builtin_interfaces/msg/Time"]
     with bag_writer(path, "sqlite3") as writer:
-        conn = writer.add_connection(IMAGE_TOPIC, "sensor_msgs/msg/Image", typestore=typestore)
-        for i in range(3):
+        conn = writer.add_connection(IMAGE_TOPIC, msgtype, typestore=typestore)
+        for i, fields in enumerate(messages):
             t = START_NS + i * 10**8
-            msg = Image(header=Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="camera"), height=8,
-                        width=8, encoding=encoding, is_bigendian=0, step=8 * channels,
-                        data=np.zeros(64 * channels, np.uint8))
-            writer.write(conn, t, typestore.serialize_cdr(msg, "sensor_msgs/msg/Image"))
+            header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id="camera")
+            msg = typestore.types[msgtype](header=header, **fields)
+            writer.write(conn, t, typestore.serialize_cdr(msg, msgtype))
 
 
 def _still_scene(count: int, rng) -> list[np.ndarray]:
