@@ -98,6 +98,13 @@ class ExtractConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
+    def __post_init__(self):
+        if not (0 <= self.val_fraction and 0 <= self.test_fraction and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(f"val/test fractions must be >= 0 and sum below 1, got {self.val_fraction}, "
+                             f"{self.test_fraction}")
+        if self.median_frames < 1 or self.min_static_s <= 0 or self.motion_side < 16:
+            raise ValueError("median_frames must be >= 1, min_static_s > 0 and motion_side >= 16")
+
 
 @dataclass
 class View:
@@ -106,7 +113,7 @@ class View:
     start_ns: int
     end_ns: int
     frames: int
-    image: np.ndarray | None = None  # (H, W, 3) uint8 RGB median
+    image: np.ndarray  # (H, W, 3) uint8 RGB median
     split: str = "train"
 
 
@@ -333,13 +340,13 @@ def _shrink(mask: np.ndarray, radius: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- one bag
 
 
-def _camera_check(bag: str, small: list[np.ndarray], changes: list[np.ndarray], times: np.ndarray, scale: float,
+def _camera_check(bag: str, small: list[np.ndarray], moving: np.ndarray, times: np.ndarray, scale: float,
                   cfg: ExtractConfig) -> None:
     """Refuse a camera that moves steadily (module docstring, step 1).
 
     The camera's translation over `camera_lag_s` comes from cv2.phaseCorrelate (Hanning window) between frames that
     far apart, on the frames projected on the first one's main colour axis (not grey: a hue pattern can have flat
-    luma). Frames next to motion in the view (`changes`) are left out, unless most are (a pan changes everything):
+    luma). Frames with motion in the view (`_motion`) are left out, unless most are (a pan changes everything):
     a hand crossing biases the estimate. Vibration gives shifts that scatter around zero; a pan, shifts that all
     lean one way and grow with the lag. So the camera moves when the median shift stands out of its scatter (over
     `camera_drift_z` standard errors, MAD-based) and carries the view over `max_camera_shift_px` over the recording.
@@ -348,11 +355,6 @@ def _camera_check(bag: str, small: list[np.ndarray], changes: list[np.ndarray], 
     n = len(small)
     period = float(np.median(np.diff(times))) if n > 1 else 1.0
     lag = min(max(1, round(cfg.camera_lag_s * 1e9 / period)), max(1, n // 3)) if period > 0 else 1
-    min_area = cfg.motion_min_area * small[0].shape[0] * small[0].shape[1]
-    moving = np.zeros(n, bool)
-    for t, changed in enumerate(changes):
-        if changed.sum() > min_area:
-            moving[t] = moving[t + 1] = True
     pixels = small[0].reshape(-1, 3)
     _, _, axes = np.linalg.svd(pixels - pixels.mean(axis=0), full_matrices=False)
     grey = [np.ascontiguousarray(frame @ axes[0]) for frame in small]
@@ -375,25 +377,23 @@ def _camera_check(bag: str, small: list[np.ndarray], changes: list[np.ndarray], 
                            "still)")
 
 
-def _changes(small: list[np.ndarray], cfg: ExtractConfig) -> list[np.ndarray]:
-    """Per frame after the first: the pixels that changed from the frame before (`_changed`, opened)."""
-    return [_open_mask(_changed(b, a, cfg.threshold_k, cfg.motion_floor, cfg.motion_reach, 0)[0])
-            for a, b in zip(small, small[1:])]
-
-
-def _motion(small: list[np.ndarray], changes: list[np.ndarray], times: np.ndarray, cfg: ExtractConfig) -> np.ndarray:
+def _motion(small: list[np.ndarray], times: np.ndarray, cfg: ExtractConfig) -> np.ndarray:
     """Per frame: in motion (module docstring, step 2), before the margin."""
     n = len(small)
     min_area = cfg.motion_min_area * small[0].shape[0] * small[0].shape[1]
     moving = np.zeros(n, bool)
     period = float(np.median(np.diff(times))) if n > 1 else 1.0
     lag = max(2, round(cfg.motion_lag_s * 1e9 / period)) if period > 0 else 2
+
+    def differs(a: np.ndarray, b: np.ndarray) -> bool:
+        changed, _ = _changed(a, b, cfg.threshold_k, cfg.motion_floor, cfg.motion_reach, 0)
+        return _open_mask(changed).sum() > min_area
+
     for t in range(1, n):
-        if changes[t - 1].sum() > min_area:
+        if differs(small[t], small[t - 1]):
             moving[t - 1] = moving[t] = True
         elif t >= lag and not moving[t - lag:t + 1].any():
-            changed, _ = _changed(small[t], small[t - lag], cfg.threshold_k, cfg.motion_floor, cfg.motion_reach, 0)
-            moving[t] = _open_mask(changed).sum() > min_area  # a slow mover: a lag apart, still frames in between
+            moving[t] = differs(small[t], small[t - lag])  # a slow mover: a lag apart, still frames in between
     return moving
 
 
@@ -539,9 +539,8 @@ def _extract_bag(bag: str, image_topic: str, label_topic: str | None, cfg: Extra
         if len(times) < 2:
             raise FromBagError(f"{bag}: {image_topic} has {len(times)} frame(s); no static stretches to find")
         times = np.array(times, np.int64)
-        changes = _changes(small, cfg)
-        _camera_check(bag, small, changes, times, full_side / cfg.motion_side, cfg)
-        moving = _motion(small, changes, times, cfg)
+        moving = _motion(small, times, cfg)
+        _camera_check(bag, small, moving, times, full_side / cfg.motion_side, cfg)
         runs, summary.motion_frames, summary.short_frames = _stretches(times, moving, cfg)
         if not runs:
             seconds = (times[-1] - times[0]) / 1e9
