@@ -35,7 +35,6 @@ split are skipped and counted), so no held-out view lends its pixels to training
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections import Counter
@@ -48,9 +47,12 @@ import numpy as np
 from sahm_core.data.comcoco import ComcocoConfig, _placement, _scaled, composite, overlap_fractions
 from sahm_core.data.expressions import Expression, _as_command
 from sahm_core.data.layout import (
+    OBJECTS_FILE,
     REFS_FILE,
     SPLITS,
+    VIEWS_FILE,
     make_folders,
+    read_jsonl,
     read_mask,
     read_refs,
     read_rgb,
@@ -61,8 +63,6 @@ from sahm_core.data.spatial import Region, image_based, object_based
 from sahm_core.data.speech import ARTICLES, Word
 from sahm_core.lexicon import COLOURS, POSITION_WORDS, SIZE_WORDS, TEXTURE_WORDS
 
-VIEWS_FILE = "views.jsonl"
-OBJECTS_FILE = "objects.jsonl"
 VIEW_KEYS = {"id": str, "image": str, "split": str}
 OBJECT_KEYS = {"id": str, "view": str, "empty_view": str, "image": str, "mask": str}
 ATTRIBUTE_WORDS = frozenset(COLOURS) | frozenset(SIZE_WORDS) | frozenset(TEXTURE_WORDS) | frozenset(POSITION_WORDS)
@@ -116,27 +116,14 @@ class Object:
 
 
 def _read_jsonl(path: Path, keys: dict[str, type], what: str) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: multiply reads the {what} `sahm make-data from-bag` writes "
-                                f"(docs/architecture.md, Data on disk)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            for key, kind in keys.items():
-                if not isinstance(row.get(key), kind):
-                    raise ValueError(f"{where}: {key!r} must be a {kind.__name__} (required: {', '.join(keys)})")
-            if "split" in row and row["split"] not in SPLITS:
-                raise ValueError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
-            rows.append(row)
+    rows = read_jsonl(path, "a from-bag folder (sahm make-data from-bag)")
+    for number, row in enumerate(rows, start=1):
+        where = f"{path}, row {number}"
+        for key, kind in keys.items():
+            if not isinstance(row.get(key), kind):
+                raise ValueError(f"{where}: {key!r} must be a {kind.__name__} (required: {', '.join(keys)})")
+        if "split" in row and row["split"] not in SPLITS:
+            raise ValueError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
     if not rows:
         raise ValueError(f"{path} lists no {what}")
     return rows

@@ -39,7 +39,8 @@ DEV_FRAMES = (
     "there is one thing i'd like you to change please remove {}",
     # after the object
     "remove {} if you can", "erase {} when you have a moment", "delete {} as soon as possible",
-    "get rid of {} thanks so much", "remove {} thanks a million", "erase {} that would be great", "delete {} right away",
+    "get rid of {} thanks so much", "remove {} thanks a million", "erase {} that would be great",
+    "delete {} right away",
     "remove {} at once", "get rid of {} for good",
 )
 DEV_ASIDES = ("i suppose", "let's see", "you see", "more or less", "i reckon", "apparently", "as it were")

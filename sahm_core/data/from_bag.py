@@ -42,7 +42,6 @@ labelled object: image = the holding view, target = the empty view gain-matched 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -51,13 +50,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sahm_core.data.layout import PNG_FAST, make_folders, write_example, write_jsonl, write_refs
+from sahm_core.data.layout import (
+    OBJECTS_FILE,
+    PNG_FAST,
+    VIEWS_FILE,
+    make_folders,
+    read_jsonl,
+    write_example,
+    write_jsonl,
+    write_refs,
+)
 
 LABEL_OPENINGS = ("this is", "this one is", "here is", "here's", "that's", "that is", "it's", "it is", "look",
                   "and", "ok", "okay", "so", "now")  # stripped from the front of an utterance, repeatedly
 NO_CHANGE = "no change"
-VIEWS_FILE = "views.jsonl"
-OBJECTS_FILE = "objects.jsonl"
 LABELS_FILE = "labels.yaml"
 OUTPUT_FOLDERS = ("images", "targets", "masks", "views", "objects", "thumbs")
 
@@ -790,12 +796,5 @@ def extract(bags: list[str], image_topic: str, out: str | Path, label_topic: str
 
 def read_objects(root: str | Path) -> tuple[list[dict], list[dict]]:
     """(views.jsonl rows, objects.jsonl rows) of a from-bag folder."""
-    root = Path(root)
-    rows = []
-    for name in (VIEWS_FILE, OBJECTS_FILE):
-        path = root / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: not a from-bag folder (sahm make-data from-bag)")
-        with open(path, encoding="utf-8") as f:
-            rows.append([json.loads(line) for line in f if line.strip()])
-    return rows[0], rows[1]
+    folder = "a from-bag folder (sahm make-data from-bag)"
+    return read_jsonl(Path(root) / VIEWS_FILE, folder), read_jsonl(Path(root) / OBJECTS_FILE, folder)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 REFS_FILE = "refs.jsonl"
+VIEWS_FILE, OBJECTS_FILE = "views.jsonl", "objects.jsonl"  # from-bag's static views and objects
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = {"id": str, "image": str, "target": str, "mask": str, "text": str, "split": str, "negative": bool}
 TAGS = ("IW", "AW", "O")
@@ -38,6 +39,26 @@ def write_example(root: Path, stem: str, image: np.ndarray, target: np.ndarray, 
 def make_folders(root: Path) -> None:
     for sub in ("images", "targets", "masks"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def read_jsonl(path: Path, folder: str) -> list[dict]:
+    """The JSON objects of a JSON-lines file; FileNotFoundError saying which `folder` it was expected in ("a video
+    dataset folder (sahm make-data video)"), ValueError naming a line that is not a JSON object."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not {folder}")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sahm_core.data.layout import PNG_FAST, write_jsonl
+from sahm_core.data.layout import PNG_FAST, read_jsonl, write_jsonl
 from sahm_core.data.synthetic import (
     MAX_ROTATION,
     _background,
@@ -406,8 +406,9 @@ def replace_config(cfg: RoomConfig, **options) -> RoomConfig:
 def score_extraction(room_folder: str | Path, extracted: str | Path) -> dict:
     """How `sahm make-data from-bag` did on one recording (its bag extracted alone into `extracted`), against the
     truth: per object the placement it should be (index: the one the holding view shows and the empty view does not),
-    the mask IoU with it, that object's label and whether the extracted label is it; views that contain a motion frame; events (placements +
-    removals) in the recording. An object whose views do not differ by exactly one placement gets iou 0."""
+    the mask IoU with it, that object's label and whether the extracted label is it; views that contain a motion
+    frame; events (placements + removals) in the recording. An object whose views do not differ by exactly one
+    placement gets iou 0."""
     from sahm_core.data.from_bag import read_objects
     from sahm_core.evaluate import iou
 
@@ -440,11 +441,7 @@ def score_extraction(room_folder: str | Path, extracted: str | Path) -> dict:
 
 def read_room_rows(root: str | Path) -> list[dict]:
     """The rooms.jsonl rows of a room-sim folder; FileNotFoundError when `root` is not one."""
-    path = Path(root) / ROOMS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a room-sim folder (sahm make-data room-sim)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(Path(root) / ROOMS_FILE, "a room-sim folder (sahm make-data room-sim)")
 
 
 def check_rooms(root: str | Path) -> list[dict]:

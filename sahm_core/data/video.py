@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sahm_core.data.layout import make_folders, read_mask, read_rgb, write_example, write_jsonl
+from sahm_core.data.layout import make_folders, read_jsonl, read_mask, read_rgb, write_example, write_jsonl
 from sahm_core.data.synthetic import (
     _composite,
     _Layer,
@@ -302,11 +302,7 @@ def make_video_dataset(out: str | Path, n: int, seed: int, cfg: ClipConfig = Cli
 
 def read_clip_rows(root: str | Path) -> list[dict]:
     """The clips.jsonl rows of a video dataset; FileNotFoundError when `root` is not one."""
-    path = Path(root) / CLIPS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a video dataset folder (sahm make-data video)")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(Path(root) / CLIPS_FILE, "a video dataset folder (sahm make-data video)")
 
 
 def read_clip(root: str | Path, row: dict) -> Clip:
