@@ -46,19 +46,23 @@ def read_jsonl(path: Path, folder: str) -> list[dict]:
     dataset folder (sahm make-data video)"), ValueError naming a line that is not a JSON object."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not {folder}")
-    rows = []
+    return [row for _, row in _numbered_rows(path)]
+
+
+def _numbered_rows(path: Path):
+    """("path:line", JSON object) per non-blank line; ValueError naming the line when it is not a JSON object."""
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{number}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+                raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -105,21 +109,13 @@ def read_refs(root: str | Path, split: str | None = None) -> list[dict]:
     if split is not None and split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     refs = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                ref = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            _check_ref(ref, where)
-            if split is None or ref["split"] == split:
-                for key in ("image", "target", "mask"):
-                    if not (root / ref[key]).is_file():
-                        raise FileNotFoundError(f"{where}: {key} file {root / ref[key]} does not exist")
-                refs.append(ref)
+    for where, ref in _numbered_rows(path):
+        _check_ref(ref, where)
+        if split is None or ref["split"] == split:
+            for key in ("image", "target", "mask"):
+                if not (root / ref[key]).is_file():
+                    raise FileNotFoundError(f"{where}: {key} file {root / ref[key]} does not exist")
+            refs.append(ref)
     return refs
 
 
