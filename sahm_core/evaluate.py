@@ -54,13 +54,18 @@ def psnr(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None)
     return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * np.log10(1.0 / mse))
 
 
-def ssim(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
-    """SSIM of HxWx3 float images in [0,1]: the mean of the SSIM map over the image or the HxW bool `region`."""
+def ssim_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-pixel SSIM (HxW, the mean over channels) of HxWx3 float images in [0,1]."""
     _, smap = structural_similarity(
         pred, target, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
         full=True
     )
-    smap = smap.mean(axis=2)  # per pixel, mean over channels
+    return smap.mean(axis=2)
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
+    """SSIM of HxWx3 float images in [0,1]: the mean of the SSIM map over the image or the HxW bool `region`."""
+    smap = ssim_map(pred, target)
     return float(smap[region].mean() if region is not None else smap.mean())
 
 
@@ -344,8 +349,9 @@ def score(sample: Sample, scorers: Scorers) -> Record:
     target, gt = sample.target.astype(np.float64) / 255, sample.gt
     for method, output in sample.outputs.items():
         output = output.astype(np.float64) / 255
-        record.scores[method] = {"psnr": psnr(output, target), "ssim": ssim(output, target),
-                                 "psnr_mask": psnr(output, target, gt), "ssim_mask": ssim(output, target, gt)}
+        smap = ssim_map(output, target)  # the costliest score: one map serves the image and the mask
+        record.scores[method] = {"psnr": psnr(output, target), "ssim": float(smap.mean()),
+                                 "psnr_mask": psnr(output, target, gt), "ssim_mask": float(smap[gt].mean())}
     if scorers.lpips is None and scorers.inception is None:
         return record
     # (5,3,S,S): the four methods' outputs, then the target
