@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sahm_core.backends import add_backend_arguments
+
 NODE = "ros_ror_bench_node"
 COMMANDS = ("remove the red cup on the left", "remove the blue box")
 READY_LINE = "active: removing on command"  # what the node logs when activated
@@ -42,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     environment = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT")
     parser.add_argument("--frames", type=int, default=1000, help="frames to publish (the issue asks for 10000)")
     parser.add_argument("--model", default=None, help="model dir / .onnx (default: bundled models/nano)")
-    parser.add_argument("--backend", default="onnxruntime", choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    add_backend_arguments(parser, default="onnxruntime", device=False)
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     parser.add_argument("--rss-every", type=int, default=1000, help="sample the node's RSS every N frames")

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sahm_core.backends import add_backend_arguments
 from sahm_core.stream import add_stream_arguments
 
 from .commands import parse_command
@@ -197,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="out/demo", help="folder for sample.bag, output.bag and sheet.png (replaced)")
     parser.add_argument("--model", default=None,
                         help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    add_backend_arguments(parser, device=False)
     parser.add_argument("--seed", type=int, default=4, help="synthetic scene")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--size", default="320x240", help="camera WIDTHxHEIGHT")

@@ -46,6 +46,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import SetBool
 
+from sahm_core.backends import AUTO, BACKEND_CHOICES  # argparse only: torch loads at configure
 from sahm_core.found import DEFAULT_RULE, RULE_HELP, FoundRule  # numpy only: torch loads at configure, not here
 from sahm_core.stream import DEFAULT_STREAM, STRENGTH_HELP, StreamConfig  # numpy + OpenCV
 
@@ -63,7 +64,6 @@ from .resources import bundled_model_dir
 from .result import ResultFields, ResultPublisher, fields_from_removal
 from .topics import CLEANED_IMAGE, CLEANED_INFO, MASK, NODE_NAME, RESULT
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 # Any command in the model's vocabulary: encoding it loads the tokenizer, the text encoder and the tagger.
 WARM_UP_COMMAND = "remove the red box on the left"
 _FRACTION = FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)
@@ -82,7 +82,7 @@ class _Param:
 PARAMETERS: dict[str, _Param] = {
     "model_path": _Param("", "model dir, .safetensors, .onnx or TensorRT .engine; empty = bundled models/nano. "
                              "Read at configure; settable while unconfigured"),
-    "backend": _Param("auto", f"inference backend: {' | '.join(BACKENDS)}. "
+    "backend": _Param(AUTO, f"inference backend: {' | '.join(BACKEND_CHOICES)}. "
                               "Read at configure; settable while unconfigured"),
     "device": _Param("", "device for the backend, e.g. cpu or cuda:0; empty = the backend's default. "
                          "Read at configure; settable while unconfigured"),
@@ -239,8 +239,8 @@ class RemoveNode(LifecycleNode):
             if p.name in _MODEL_PARAMETERS and self.lifecycle_state() != "unconfigured":
                 return self._rejected(f"{p.name} is read at configure: clean the node up "
                                       f"(it is {self.lifecycle_state()}) before changing it")
-            if p.name == "backend" and p.value not in BACKENDS:
-                return self._rejected(f"backend must be one of {', '.join(BACKENDS)}, got {p.value!r}")
+            if p.name == "backend" and p.value not in BACKEND_CHOICES:
+                return self._rejected(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {p.value!r}")
             if p.name == "device" and p.value and not (p.value == "cpu" or p.value.startswith("cuda")):
                 return self._rejected(f"device must be empty, 'cpu' or 'cuda[:N]', got {p.value!r}")
         thresholds = {p.name: p.value for p in params if p.name in _THRESHOLDS}

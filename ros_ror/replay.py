@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from sahm_core.backends import add_backend_arguments
 from sahm_core.found import add_rule_arguments
 from sahm_core.stream import add_stream_arguments, stream_from_args
 
@@ -266,8 +267,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--command-topic", required=True, help="std_msgs/String topic with the spoken commands")
     parser.add_argument("--model", default=None,
                         help="model dir / .safetensors / .onnx / .engine (default: bundled models/nano)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the backend's)")
+    add_backend_arguments(parser)
     add_rule_arguments(parser)  # sahm_core's found / not-found rule, the node's defaults
     add_stream_arguments(parser)  # stream mode, as the node's stream_mode / stream_strength
     parser.add_argument("--storage", default=None, choices=STORAGES, help="output storage (default: the input's)")

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .runtime import BACKENDS
+from .backends import BACKENDS
 
 PREPOST_SHAPE = (480, 640)
 

@@ -35,11 +35,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .backends import AUTO, add_backend_arguments
 from .checkpoint import CheckpointError
 from .data.video import Clip, read_clip, read_clip_rows
 from .evaluate import iou
 from .found import FoundRule, add_rule_arguments, rule_from_args
-from .runtime import BACKENDS, Remover
+from .runtime import Remover
 from .stream import StreamConfig, add_stream_arguments
 
 MODES = ("per-frame", "stream")
@@ -175,7 +176,7 @@ def summarise(per_clip: list[dict]) -> dict:
 
 
 def evaluate_video(checkpoint: str | Path, data: str | Path, out: str | Path, stream: StreamConfig = StreamConfig(),
-                   rule: FoundRule = FoundRule(), backend: str = "auto", device: str | None = None,
+                   rule: FoundRule = FoundRule(), backend: str = AUTO, device: str | None = None,
                    max_clips: int | None = None, threads: int | None = None) -> dict:
     """Run every clip per-frame and in stream mode; write OUT/metrics.json and return its content."""
     rows = read_clip_rows(data)[:max_clips]
@@ -246,8 +247,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="model dir / .safetensors / .onnx / .engine")
     parser.add_argument("--data", required=True, help="video dataset folder (sahm make-data video)")
     parser.add_argument("--out", required=True, help="folder for metrics.json")
-    parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_backend_arguments(parser)
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: its own)")
     parser.add_argument("--max-clips", type=int, default=None, help="evaluate only the first N clips")
     add_rule_arguments(parser)

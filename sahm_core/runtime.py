@@ -49,6 +49,7 @@ import cv2
 import numpy as np
 
 from . import __version__
+from .backends import AUTO, BACKENDS, add_backend_arguments
 from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, config_from_json, read_config
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
@@ -58,7 +59,6 @@ from .stream import StreamConfig, StreamState, add_stream_arguments, grow_probab
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("tensorrt", "onnxruntime", "torch")
 TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # fp16 / bf16: autocast, which keeps norms, softmax and sums in fp32
 # Which onnxruntime-gpu fits which CUDA (PyPI wheels; their [cuda,cudnn] extras pull the matching nvidia-* wheels).
 ORT_CUDA_PAIRING = ("onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (torch +cu13x wheels); "
@@ -448,7 +448,7 @@ class Remover:
         self.stream = stream
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", device: str | None = None,
+    def load(cls, path: str | Path, backend: str = AUTO, device: str | None = None,
              mask_threshold: float = DEFAULT_RULE.mask_threshold, min_mask_area: float = DEFAULT_RULE.min_mask_area,
              min_score: float = DEFAULT_RULE.min_score, threads: int | None = None,
              precision: str | None = None, stream: StreamConfig | None = None) -> "Remover":
@@ -465,7 +465,7 @@ class Remover:
             check_torch_precision(precision)  # here, not only in the torch candidate: auto would just skip it
         files = resolve_model(path)
         device = device or _default_device()
-        if backend != "auto":
+        if backend != AUTO:
             return cls(load_backend(files, backend, device, threads, precision), files.config, rule, stream)
         failures = []
         candidates = auto_candidates(files, device, precision)
@@ -587,8 +587,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--command", dest="command_text", required=True,
                         help='what to remove, e.g. "the red cup on the left"')
     parser.add_argument("--out", required=True, help="folder for NAME.png (cleaned) and NAME_mask.png")
-    parser.add_argument("--backend", default="auto", choices=("auto",) + BACKENDS)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    add_backend_arguments(parser)
     parser.add_argument("--precision", default=None, choices=TORCH_PRECISIONS,
                         help="torch backend's precision (default: fp32; auto's torch on CUDA: fp16)")
     add_rule_arguments(parser)
