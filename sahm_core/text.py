@@ -58,9 +58,10 @@ def token_word_index(offsets: list[tuple[int, int]], word_spans: list[tuple[int,
 class CommandEncoder:
     """Encodes spoken commands into fixed-length TextFeatures for SAHM.
 
-    T = `text_len` tokens including the encoder's special tokens ([CLS] ... [SEP]). A longer command is
-    truncated to its first T tokens (a warning is logged once per encoder); a shorter one is padded,
-    and padded positions have valid = attribute = identity = 0 and zero token vectors.
+    T = `text_len` tokens including the encoder's special tokens ([CLS] ... [SEP]). A longer command keeps the
+    window of T tokens that holds its tagged object and attribute words (`windows`; a warning is logged once per
+    encoder); a shorter one is padded, and padded positions have valid = attribute = identity = 0 and zero token
+    vectors.
     The encoder and tagger are frozen (eval mode, no gradients); output is deterministic.
     """
 
@@ -83,7 +84,7 @@ class CommandEncoder:
         self.model.eval().requires_grad_(False).to(self.device)
         self.text_dim = int(self.model.config.hidden_size)
         self.tagger = SyntaxTagger.load(tagger)
-        self._warned_truncation = False
+        self._warned_window = False
 
     @classmethod
     def for_config(cls, cfg: ModelConfig, device="cpu") -> "CommandEncoder":
@@ -114,36 +115,85 @@ class CommandEncoder:
         """encode_batch with autograd as the caller has it: training a trainable encoder (train.py) calls this."""
         if isinstance(texts, str) or not texts:
             raise ValueError("encode_batch takes a non-empty list of commands")
-        texts = [_check_text(t) for t in texts]
-        self._warn_if_truncated(texts)
-        batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=self.text_len,
-                               return_offsets_mapping=True, return_tensors="pt")
-        words = [split_words(t) for t in texts]
-        classes = self.tagger.tag([[w for w, _, _ in ws] for ws in words])
+        batch, token_words, classes = self.windows([_check_text(t) for t in texts])
         attribute = torch.zeros(len(texts), self.text_len)
         identity = torch.zeros(len(texts), self.text_len)
-        for b, (ws, cs) in enumerate(zip(words, classes)):
-            token_words = token_word_index(batch["offset_mapping"][b].tolist(), [(s, e) for _, s, e in ws])
-            for t, w in enumerate(token_words):
-                if w >= 0 and batch["attention_mask"][b, t]:
+        for b, cs in enumerate(classes):
+            for t, w in enumerate(token_words[b].tolist()):
+                if w >= 0:
                     attribute[b, t] = float(cs[w] == "AW")
                     identity[b, t] = float(cs[w] == "IW")
         valid = batch["attention_mask"].float()
-        inputs = {k: v.to(self.device) for k, v in batch.items() if k != "offset_mapping"}
+        inputs = {k: v.to(self.device) for k, v in batch.items()}
         tokens = self.model(**inputs).last_hidden_state.float()  # (B, T, C)
         # zero padded rows so a command's features never depend on what the encoder puts in padding
         tokens = tokens * valid.to(self.device)[..., None]
         return TextFeatures(tokens, valid, attribute, identity).to(self.device)
 
-    def _warn_if_truncated(self, texts: list[str]) -> None:
-        if self._warned_truncation:
+    def windows(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[list[str]]]:
+        """The encoder's inputs, T tokens per command; each token's word (B, T) int64, an index into
+        `split_words(text)` (-1: special token or padding); the tagger's classes of those words.
+
+        A command of at most T tokens is tokenised as it is (padded to T). A longer one keeps its special tokens and
+        the contiguous window of its other tokens that `window_start` picks from the tagger's word classes, so the
+        object's words stay when a long preamble or tail would push them past T.
+        """
+        words = [split_words(t) for t in texts]
+        classes = self.tagger.tag([[w for w, _, _ in ws] for ws in words])
+        full = self.tokenizer(texts, return_offsets_mapping=True, return_special_tokens_mask=True)
+        rows, row_words = [], []
+        for b, (ws, cs) in enumerate(zip(words, classes)):
+            token_words = token_word_index(full["offset_mapping"][b], [(s, e) for _, s, e in ws])
+            special = full["special_tokens_mask"][b]
+            keep = list(range(len(special)))
+            if len(keep) > self.text_len:
+                content = [i for i in keep if not special[i]]
+                width = self.text_len - (len(keep) - len(content))
+                starts_word = [i == content[0] or token_words[i] != token_words[i - 1] for i in content]
+                start = window_start([cs[token_words[i]] for i in content], starts_word, width)
+                keep = keep[: content[0]] + content[start : start + width] + keep[content[-1] + 1 :]
+                self._log_window(texts[b], len(special), [token_words[i] for i in content[start : start + width]])
+            rows.append({k: [full[k][b][i] for i in keep] for k in self.tokenizer.model_input_names})
+            row_words.append([token_words[i] for i in keep])
+        batch = self.tokenizer.pad(rows, padding="max_length", max_length=self.text_len, return_tensors="pt")
+        token_words = torch.full((len(texts), self.text_len), -1, dtype=torch.long)
+        for b, kept in enumerate(row_words):
+            if self.tokenizer.padding_side == "left":
+                token_words[b, self.text_len - len(kept) :] = torch.tensor(kept)
+            else:
+                token_words[b, : len(kept)] = torch.tensor(kept)
+        return dict(batch), token_words, classes
+
+    def _log_window(self, text: str, length: int, kept_words: list[int]) -> None:
+        if self._warned_window:
             return
-        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
-        longest = max(lengths)
-        if longest > self.text_len:
-            log.warning("command of %d tokens truncated to text_len=%d (later truncations are not logged): %r",
-                        longest, self.text_len, texts[lengths.index(longest)])
-            self._warned_truncation = True
+        words = [w for w, _, _ in split_words(text)]
+        log.warning("command of %d tokens over text_len=%d: kept the tokens of words %d-%d (%r), the window holding "
+                    "its tagged object and attribute words (later windows are not logged): %r", length,
+                    self.text_len, kept_words[0], kept_words[-1],
+                    " ".join(words[kept_words[0] : kept_words[-1] + 1]), text)
+        self._warned_window = True
+
+
+def window_start(token_classes: list[str], starts_word: list[bool], width: int) -> int:
+    """Where the `width` consecutive tokens kept of a longer command begin: the window holding the most identity
+    (IW) tokens, then the most attribute (AW) tokens, then cutting the fewest words in two at its edges, and of
+    those the earliest. So the preamble goes before anything described, and a command with no word described keeps
+    its first tokens, as truncation at the end would.
+
+    token_classes: per token, its word's class ("IW" / "AW" / "O"); starts_word: per token, whether it is its word's
+    first piece.
+    """
+    if width < 1:
+        raise ValueError(f"a token window needs width >= 1, got {width}")
+
+    def preference(start: int) -> tuple[int, int, int, int]:
+        end = start + width
+        window = token_classes[start:end]
+        whole_edges = starts_word[start] + (end >= len(token_classes) or starts_word[end])
+        return window.count("IW"), window.count("AW"), whole_edges, -start
+
+    return max(range(max(len(token_classes) - width, 0) + 1), key=preference)
 
 
 @lru_cache(maxsize=4)

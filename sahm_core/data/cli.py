@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sahm_core.config import ModelConfig
 from sahm_core.data.rephrase import STYLES
 
 
@@ -122,6 +123,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--tagger", type=Path, default=None, help="tagger file or folder (default: the bundled one)")
     check.add_argument("--errors", type=int, default=0, metavar="N",
                        help="also list the N most frequent mistakes (word, gold -> predicted, where)")
+    check.add_argument("--text-len", type=int, default=ModelConfig.text_len, metavar="T",
+                       help="the model's fixed token count: report the commands over it and what its window cuts")
 
     sheet = sub.add_parser("preview", help="contact sheet PNG of a dataset: image / target / mask / expression")
     sheet.add_argument("--data", type=Path, required=True, help="dataset folder")
@@ -178,7 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote {rephrase_dataset(args.data, args.out, args.style, args.seed, args.split)}")
         return 0
     if args.source == "tagger-check":
-        from sahm_core.data.rephrase import tagger_check
+        from sahm_core.data.rephrase import tagger_check, window_check
 
         r = tagger_check(args.data, args.split, args.tagger, args.errors)
         print(f"{args.data} [{args.split}]: {r['sentences']} expressions, {r['words']} words | word accuracy "
@@ -186,6 +189,11 @@ def _run(args: argparse.Namespace) -> int:
               f"sentence accuracy {r['sentence_accuracy']:.4f}")
         for (word, gold, predicted, where), count in r.get("mistakes", []):
             print(f"{count:5d}  {word!r}: {gold} -> {predicted} ({where})")
+        w = window_check(args.data, args.split, args.tagger, args.text_len)
+        n = w["commands"]
+        print(f"token window T={args.text_len}: {w['over']} of {n} commands over T ({w['over'] / n:.1%}); "
+              f"the object's tokens cut in {w['object_lost']} ({w['object_lost'] / n:.1%}), "
+              f"a described word's in {w['described_lost']} ({w['described_lost'] / n:.1%})")
         return 0
     if args.source == "preview":
         from sahm_core.data.preview import contact_sheet

@@ -13,16 +13,20 @@ Each rephrased ref keeps its fields and gets:
 - "phrasing": the style.
 
 `sahm make-data tagger-check DATA` reports a tagger's word accuracy on a dataset's tagged expressions (with
-`--errors N`, its most frequent mistakes: word, gold and predicted class, where in the sentence).
+`--errors N`, its most frequent mistakes: word, gold and predicted class, where in the sentence), and how many
+commands are longer than the model's T tokens and lose a described word from the token window
+(sahm_core.text.CommandEncoder.windows).
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from sahm_core.config import ModelConfig
 from sahm_core.data.dev_phrasing import DEV_EFFECTS, DEV_FRAMES
 from sahm_core.data.heldout import HELD_OUT_EFFECTS, HELD_OUT_FRAMES
 from sahm_core.data.layout import read_refs, write_refs
@@ -126,3 +130,44 @@ def tagger_check(data: str | Path, split: str | None = "test", tagger: str | Pat
     if errors > 0:
         report["mistakes"] = mistakes(sentences, gold, pred).most_common(errors)
     return report
+
+
+def window_check(data: str | Path, split: str | None = "test", tagger: str | Path | None = None,
+                 text_len: int = ModelConfig.text_len) -> dict:
+    """What CommandEncoder's window of `text_len` tokens (chosen from `tagger`'s classes) keeps of the tagged
+    expressions of `data`'s split: "commands", "over" (more than text_len tokens), "object_lost" (a token of a gold IW
+    word left out), "described_lost" (a token of a gold IW or AW word left out)."""
+    from sahm_core.syntax import split_words
+    from sahm_core.text import CommandEncoder, token_word_index
+
+    refs = [r for r in read_refs(data, split) if r.get("tags")]
+    if not refs:
+        raise ValueError(f"{data}: no tagged expressions in split {split!r}")
+    encoder = CommandEncoder(tagger=tagger, text_len=text_len)
+    report = {"commands": len(refs), "over": 0, "object_lost": 0, "described_lost": 0}
+    for first in range(0, len(refs), 64):
+        chunk = refs[first : first + 64]
+        texts = [r["text"] for r in chunk]
+        full = encoder.tokenizer(texts, return_offsets_mapping=True)
+        _, kept_words, _ = encoder.windows(texts)
+        for b, ref in enumerate(chunk):
+            spans = [(s, e) for _, s, e in split_words(ref["text"])]
+            all_tokens = Counter(token_word_index(full["offset_mapping"][b], spans))
+            kept_tokens = Counter(kept_words[b].tolist())
+            cut = {w for w, n in all_tokens.items() if w >= 0 and kept_tokens[w] < n}  # words with a token left out
+            gold = _gold_classes(ref["tags"], spans)
+            report["over"] += len(full["input_ids"][b]) > text_len
+            report["object_lost"] += any(gold[w] == "IW" for w in cut)
+            report["described_lost"] += any(gold[w] != "O" for w in cut)
+    return report
+
+
+def _gold_classes(tags: list[list[str]], spans: list[tuple[int, int]]) -> list[str]:
+    """The gold class of each word span of the text " ".join(tags' words): the class of the tagged word it lies in."""
+    from sahm_core.syntax import word_class
+
+    owner, start = {}, 0
+    for word, tag in tags:
+        owner.update({c: word_class(tag) for c in range(start, start + len(word))})
+        start += len(word) + 1
+    return [owner[s] for s, _ in spans]

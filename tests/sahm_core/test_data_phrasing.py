@@ -265,4 +265,21 @@ def test_tagger_check_counts_the_taggers_agreement_with_the_known_tags(small_dat
     assert sum(count for _, count in listed) == wrong
     assert all(gold != predicted for (_, gold, predicted, _), _ in listed)
     assert main(["make-data", "tagger-check", str(tmp_path / "h"), "--errors", "3"]) == 0
-    assert len([line for line in capsys.readouterr().out.splitlines() if "->" in line]) == min(3, len(listed))
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if "->" in line]) == min(3, len(listed))
+    assert f"token window T=20: 0 of {len(refs)} commands over T" in out  # short synthetic commands
+
+
+def test_window_check_counts_commands_over_T_and_what_their_window_cuts(small_dataset, tmp_path):
+    from sahm_core.data.rephrase import window_check
+    from sahm_core.text import CommandEncoder
+
+    rephrase_dataset(small_dataset, tmp_path / "h", "heldout", 0)
+    refs = read_refs(tmp_path / "h")
+    tokenizer = CommandEncoder(text_len=8).tokenizer
+    report = window_check(tmp_path / "h", text_len=8)
+    assert report["commands"] == len(refs)
+    assert report["over"] == sum(len(tokenizer(r["text"])["input_ids"]) > 8 for r in refs) > 0
+    assert report["object_lost"] <= report["described_lost"] <= report["over"]
+    assert window_check(tmp_path / "h", text_len=64) == {"commands": len(refs), "over": 0, "object_lost": 0,
+                                                          "described_lost": 0}

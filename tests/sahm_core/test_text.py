@@ -1,4 +1,4 @@
-"""CommandEncoder on the real MiniLM encoder and tokenizer: shapes, masks, truncation, errors, determinism."""
+"""CommandEncoder on the real MiniLM encoder and tokenizer: shapes, masks, the token window, errors, determinism."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from sahm_core.config import model_config
 from sahm_core.syntax import split_words
-from sahm_core.text import CommandEncoder, resolve_encoder_dir, token_word_index
+from sahm_core.text import CommandEncoder, resolve_encoder_dir, token_word_index, window_start
 
 T = 20
 
@@ -77,17 +77,75 @@ def test_tokens_equal_the_encoder_run_directly(encoder):
     assert torch.allclose(encoder.encode(text).tokens[0, :n], direct[0], atol=1e-5)
 
 
-def test_long_command_is_truncated_with_one_warning(encoder, caplog):
-    long_text = "please remove the " + "very " * 40 + "big red cup"
-    encoder._warned_truncation = False
+def test_commands_within_T_tokenise_as_plain_padding_did(encoder):
+    """Bit for bit: the tokenizer's own padding/truncation call (what encode used before the window) on commands of
+    3 to exactly T tokens."""
+    texts = ["remove the dog", "Please remove the red cup on the left!", "uh can you you get rid of it's handle",
+             "could you please remove the small striped green square next to the big red circle on top now"]
+    assert len(encoder.tokenizer(texts[-1])["input_ids"]) == T
+    batch, token_words, _ = encoder.windows(texts)
+    direct = encoder.tokenizer(texts, padding="max_length", truncation=True, max_length=T, return_tensors="pt")
+    assert set(batch) == set(direct.keys())
+    for key in batch:
+        assert torch.equal(batch[key], direct[key]), key
+    feats = encoder.encode_batch(texts)
+    assert torch.equal(feats.valid, direct["attention_mask"].float())
+    with torch.no_grad():
+        assert torch.equal(feats.tokens[-1], encoder.model(**direct).last_hidden_state[-1].float())
+
+
+def _pieces(encoder, ids, mask):
+    return encoder.tokenizer.convert_ids_to_tokens([i for i, m in zip(ids.tolist(), mask.tolist()) if m])
+
+
+def test_a_long_preamble_keeps_the_object_in_a_contiguous_window_of_T(encoder, caplog):
+    text = "so what i would really like you to do for me right now is remove remove the totally white triangle"
+    full = encoder.tokenizer(text)["input_ids"]
+    assert len(full) > T and encoder.tokenizer(text, truncation=True, max_length=T)["input_ids"][-2] != full[-2]
+    encoder._warned_window = False
     with caplog.at_level(logging.WARNING, logger="sahm_core.text"):
-        feats = encoder.encode(long_text)
-        encoder.encode(long_text)
-    assert sum("truncated" in r.getMessage() for r in caplog.records) == 1
-    assert feats.valid[0].tolist() == [1.0] * T
-    ids = encoder.tokenizer(long_text, truncation=True, max_length=T)["input_ids"]
-    assert ids[-1] == encoder.tokenizer.sep_token_id and len(ids) == T
-    assert feats.identity[0].sum() == 0  # "cup" fell beyond T
+        feats = encoder.encode(text)
+        batch, _, _ = encoder.windows([text])
+    assert sum("over text_len" in r.getMessage() for r in caplog.records) == 1  # logged once per encoder
+    ids = batch["input_ids"][0].tolist()
+    assert len(ids) == T and feats.valid[0].tolist() == [1.0] * T
+    assert ids[0] == full[0] and ids[-1] == full[-1]  # [CLS] ... [SEP]
+    inner = ids[1:-1]
+    starts = [i for i in range(len(full) - 1) if full[i : i + len(inner)] == inner]
+    assert starts == [len(full) - 1 - len(inner)]  # one contiguous run of the command's tokens: its last ones
+    tags = dict(encoder.word_tags(text))
+    assert tags["triangle"] == "IW" and tags["white"] == "AW"
+    assert _pieces(encoder, batch["input_ids"][0], feats.identity[0]) == encoder.tokenizer.tokenize("triangle")
+    assert _pieces(encoder, batch["input_ids"][0], feats.attribute[0]) == encoder.tokenizer.tokenize("white")
+    # the tokens are the encoder run on exactly that window
+    with torch.no_grad():
+        direct = encoder.model(**{k: v for k, v in batch.items()}).last_hidden_state.float()
+    assert torch.equal(feats.tokens, direct)
+
+
+def test_a_long_tail_or_nothing_described_keeps_the_first_T_tokens(encoder):
+    texts = ["remove the red cup" + " please" * 30, "uh " * 40 + "okay"]
+    batch, _, _ = encoder.windows(texts)
+    direct = encoder.tokenizer(texts, padding="max_length", truncation=True, max_length=T, return_tensors="pt")
+    assert torch.equal(batch["input_ids"], direct["input_ids"])
+    feats = encoder.encode_batch(texts)
+    assert _pieces(encoder, batch["input_ids"][0], feats.identity[0]) == ["cup"]
+    assert feats.identity[1].sum() == 0
+
+
+def test_window_start_prefers_the_object_then_attributes_then_whole_words():
+    """window_start on hand-worked token classes (IW before AW before whole words at the edges, then earliest)."""
+    o = "O"
+    word = [True] * 12
+    assert window_start([o] * 10 + ["AW", "IW"], word, 5) == 7  # the preamble goes, the window ends at the object
+    assert window_start(["IW"] + [o] * 10 + ["AW"], word, 5) == 0  # the object before the attribute
+    assert window_start(["AW", "AW"] + [o] * 6 + ["IW", o, o, "AW"], word, 5) == 7  # most attributes with it
+    assert window_start([o] * 12, word, 5) == 0 and window_start([o] * 4, word[:4], 5) == 0
+    pieces = [True, False, False, True, True, True, True, True]  # word 0 in three pieces
+    assert window_start([o] * 5 + ["IW", o, o], pieces, 4) == 3  # not 2: starts on a word
+    assert window_start([o, "IW", o, o, o, o], [True, True, True, False, True, True], 3) == 1  # 0 cuts word 2-3
+    with pytest.raises(ValueError, match="width"):
+        window_start([o], [True], 0)
 
 
 def test_batch_equals_single_and_is_deterministic(encoder):
