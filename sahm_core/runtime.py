@@ -559,11 +559,16 @@ class Remover:
         rule = self.rule  # one read: a parameter callback may change the attributes mid-frame
         margin = self.config.removal_margin
         stream = self._stream  # one read: a parameter callback may switch stream mode between frames
-        if stream is not None:
-            mask, cleaned = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, margin, frame.shape)
-        found, score, _ = found_decision(mask, rule)
-        if stream is not None:
+        if stream is None:
+            found, score, _ = found_decision(mask, rule)
+        else:
+            fused = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, margin, frame.shape)
+            found, score, _ = found_decision(fused.mask, rule)
+            held = None if found else stream.hold(rule)
+            if held is not None:
+                (fused, score), found = held, True
             stream.record(found)
+            cleaned, mask, margin = fused.cleaned, fused.grown, 0  # grown already: composite must not grow it again
         stream_s = 0.0 if stream is None else stream.last_step_s
         if not found:
             return self._unchanged(frame, score, start, stream_s)

@@ -18,6 +18,13 @@ model resolution S, between two frames:
    included. Only what the previous frame filled is carried, weighted by how much of it was a real fill (the
    network's hole, or fill carried into it): its other pixels are the camera's, and may show an occluder or the
    object (carrying those painted ghosts of an occluder, and of the object, into the hole).
+4. Hold (hysteresis on the found flag): when the fused mask is not found but the previous frame removed the object,
+   the carried evidence alone (warped, decayed, nothing claimed outside what the previous frame saw) stands in for
+   this frame's, with the carried fill, for at most `hold_frames` frames in a row and only while it passes the found
+   rule itself. The network's misses during an occlusion are confident (probabilities ~0 over the whole object),
+   which no carried evidence within +-max_evidence outweighs in step 2; holding them out kept the object erased.
+
+The mask is grown by the network's removal margin once per frame, here (`Fused.grown`, composited with margin 0).
 
 Reset (state dropped, the frame treated as the first): a new or cleared command (`Remover.set_command`), a scene cut,
 a change of frame size, or a new StreamConfig.
@@ -27,9 +34,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+from .found import FoundRule, found_decision
 
 
 @dataclass(frozen=True)
@@ -42,11 +52,13 @@ class StreamConfig:
     max_corners: int = 60
     min_inliers: int = 12  # fewer RANSAC inliers than this: scene cut
     min_inlier_ratio: float = 0.6  # inliers / tracked points below this: scene cut (or tracks on things that move)
+    hold_frames: int = 6  # frames in a row a found object's carried mask may stand in for a network that lost it
 
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:
             raise ValueError(f"stream strength must be in [0, 1], got {self.strength}")
-        if self.max_evidence <= 0 or self.motion_side < 32 or self.max_corners < 4 or self.min_inliers < 4:
+        if self.max_evidence <= 0 or self.motion_side < 32 or self.max_corners < 4 or self.min_inliers < 4 \
+                or self.hold_frames < 0:
             raise ValueError(f"stream config out of range: {self}")
 
 
@@ -102,33 +114,63 @@ def grow_probabilities(mask_prob: np.ndarray, margin: int) -> np.ndarray:
     return cv2.dilate(mask_prob, np.ones((2 * margin + 1,) * 2, np.uint8)) if margin else mask_prob
 
 
+def grown_in_box(mask_prob: np.ndarray, box: tuple[slice, slice], margin: int) -> np.ndarray:
+    """`grow_probabilities(mask_prob, margin)[box]`, dilating only the box and the margin around it."""
+    rows, cols = box
+    top, left = max(0, rows.start - margin), max(0, cols.start - margin)
+    bottom, right = min(mask_prob.shape[0], rows.stop + margin), min(mask_prob.shape[1], cols.stop + margin)
+    grown = grow_probabilities(np.ascontiguousarray(mask_prob[top:bottom, left:right]), margin)
+    return grown[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
+
+
+def logit(mask_prob: np.ndarray) -> np.ndarray:
+    """Log-odds of (S,S) float32 probabilities, floored at PROBABILITY_FLOOR from 0 and 1."""
+    floored = np.clip(mask_prob, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    return cv2.log(floored / (1 - floored))  # OpenCV's SIMD log: a fifth of numpy's time at 480 px
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + cv2.exp(-logits))
+
+
+class Fused(NamedTuple):
+    """One frame after stream mode: what the found decision and the composite use instead of the graph's outputs."""
+
+    mask: np.ndarray  # (S,S) float32 mask probabilities, for the found decision
+    grown: np.ndarray  # (S,S) float32: `mask` grown by the removal margin, for `composite` (margin 0: grown once)
+    cleaned: np.ndarray  # (3,S,S) float32 cleaned image
+
+
 class StreamState:
     """The carried state of one stream (module docstring). Not thread-safe: one caller at a time, like Remover.remove.
 
-    Per frame: `fuse` (before the found decision) then `record` (after it). Only the box around the pixels that will
-    be removed gets fill work; the rest of the frame is the camera's.
+    Per frame: `fuse` (before the found decision), `hold` when the fused mask is not found, then `record` (after the
+    decision). Only the box around the pixels that will be removed gets fill work; the rest is the camera's.
     """
 
     def __init__(self, config: StreamConfig = DEFAULT_STREAM):
         self.config = config
         self.cuts = 0  # scene cuts declared since the last reset
         self.last_cut = ""  # why the last scene cut was declared ("" = none since the last reset)
-        self.last_step_s = 0.0  # seconds `fuse` + `record` took on the last frame
+        self.last_step_s = 0.0  # seconds `fuse` + `hold` + `record` took on the last frame
         self.reset()
 
     def reset(self) -> None:
         """Forget everything: the next frame is treated as the first (a new command, another camera)."""
         self.cuts, self.last_cut = 0, ""
         self.frames = 0  # frames fused since the reset
+        self.held = 0  # frames in a row published from the carried mask (`hold`) up to the last one
         self._grey: np.ndarray | None = None  # (side, side) uint8, previous frame
-        self._evidence: np.ndarray | None = None  # (S, S) float32 fused log-odds of the previous frame
-        # what the previous frame filled, at model resolution, inside its removed box: (4, h, w) float32 (RGB in
+        self._evidence: np.ndarray | None = None  # (S, S) float32 log-odds of the previous frame, as published
+        # what the previous frame filled, at model resolution, inside its removed box: (h, w, 4) float32 (RGB in
         # [0,1], then how much of each pixel is a real fill, 0 where not removed), and the box's top-left corner
         # (x, y); None when it removed nothing
         self._filled: tuple[np.ndarray, tuple[int, int]] | None = None
         self._exclude: np.ndarray | None = None  # (side, side) uint8: the previous removed region, grown
         self._shape: tuple[int, ...] | None = None
-        self._pending: tuple | None = None  # this frame's fill, removed region and fill weight in its box
+        # this frame: graph mask, graph cleaned, mask_threshold, margin, camera motion (None: none carried)
+        self._frame: tuple | None = None
+        self._pending: tuple | None = None  # this frame's result: fill, removed region, fill weight, log-odds, held
 
     def _motion(self, grey: np.ndarray, frame_shape: tuple[int, ...], size: int) -> np.ndarray | None:
         """The previous -> this frame homography at model resolution, or None (first frame, or a scene cut)."""
@@ -141,41 +183,87 @@ class StreamState:
             return None
         return _scaled(motion, self.config.motion_side / size)
 
+    def _small_grey(self, image: np.ndarray) -> np.ndarray:
+        """(3,S,S) float RGB -> (side, side) uint8 grey: OpenCV's RGB->grey weights on the planes (cvtColor wants
+        the frame transposed to (S,S,3), a copy that cost more than the rest), then shrunk."""
+        side = self.config.motion_side
+        grey = cv2.scaleAdd(image[2], 0.114, cv2.addWeighted(image[0], 0.299, image[1], 0.587, 0.0))
+        grey = cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA)
+        return (grey * 255.0 + 0.5).astype(np.uint8)
+
     def fuse(self, image: np.ndarray, mask_prob: np.ndarray, cleaned: np.ndarray, mask_threshold: float, margin: int,
-             frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+             frame_shape: tuple[int, ...]) -> Fused:
         """This frame's model input (3,S,S) float [0,1], the graph's mask probabilities (S,S) and cleaned image (3,S,S),
-        the found rule's mask_threshold, the network's removal margin and the camera frame's shape -> the fused mask
-        probabilities and cleaned image, to decide and composite with instead of the graph's."""
+        the found rule's mask_threshold, the network's removal margin and the camera frame's shape -> the fused
+        frame, to decide and composite with instead of the graph's outputs."""
         start = time.perf_counter()
         cfg, size = self.config, mask_prob.shape[0]
-        grey = cv2.cvtColor(np.ascontiguousarray(image.transpose(1, 2, 0)), cv2.COLOR_RGB2GRAY)
-        grey = cv2.resize(grey, (cfg.motion_side, cfg.motion_side), interpolation=cv2.INTER_AREA)
-        grey = (grey * 255.0 + 0.5).astype(np.uint8)
-        floored = np.clip(mask_prob, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-        logits = np.log(floored / (1 - floored))
+        grey = self._small_grey(image)
+        logits = logit(mask_prob)
         homography = self._motion(grey, frame_shape, size)
-        fused_mask, fused_clean = mask_prob, cleaned
+        fused_mask = mask_prob
         if homography is not None and cfg.strength > 0:
-            carried = cv2.warpPerspective(self._evidence, homography, (size, size), flags=cv2.INTER_LINEAR,
-                                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # outside: no evidence
-            logits = np.clip(logits + np.float32(cfg.strength) * carried, -cfg.max_evidence, cfg.max_evidence)
-            fused_mask = 1.0 / (1.0 + np.exp(-logits))
-        removed = grow_probabilities(fused_mask, margin) > mask_threshold
+            carried = self._carried(homography, size, outside=0.0)  # outside what the last frame saw: no evidence
+            logits = np.clip(logits + carried, -cfg.max_evidence, cfg.max_evidence)
+            fused_mask = sigmoid(logits)
+        self._grey, self._shape = grey, frame_shape
+        self._frame = mask_prob, cleaned, mask_threshold, margin, homography
+        fused = self._with_fill(fused_mask, logits, held=False)
+        self.frames += 1
+        self.last_step_s = time.perf_counter() - start
+        return fused
+
+    def hold(self, rule: FoundRule) -> tuple[Fused, float] | None:
+        """After `fuse`, when its mask is not found: the mask carried from the previous frame alone (the previous
+        published log-odds, moved by the camera and decayed by `strength`) with the previous fill moved along, and
+        its score, while the previous frame published a removal, the camera motion is known, `hold_frames` are not
+        used up and the carried mask passes `rule` itself; else None. Why: a network that loses the object for a
+        frame or two (occlusion, a weak frame) would otherwise put it back in view."""
+        start = time.perf_counter()
+        cfg = self.config
+        mask_prob, homography = self._frame[0], self._frame[4]
+        if homography is None or cfg.strength == 0 or self._filled is None or self.held >= cfg.hold_frames:
+            return None
+        # outside what the last frame saw: not the object (a held mask claims nothing it has not seen)
+        logits = np.clip(self._carried(homography, mask_prob.shape[0], outside=-cfg.max_evidence),
+                         -cfg.max_evidence, cfg.max_evidence)
+        held_mask = sigmoid(logits)
+        found, score, _ = found_decision(held_mask, rule)
+        if not found:
+            return None
+        fused = self._with_fill(held_mask, logits, held=True)
+        self.last_step_s += time.perf_counter() - start
+        return fused, score
+
+    def _carried(self, motion: np.ndarray, size: int, outside: float) -> np.ndarray:
+        """The previous frame's log-odds moved by `motion` into this frame and decayed by `strength`; `outside` where
+        the previous frame saw nothing."""
+        strength = np.float32(self.config.strength)
+        return strength * cv2.warpPerspective(self._evidence, motion, (size, size), flags=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_CONSTANT, borderValue=float(outside / strength))
+
+    def _with_fill(self, fused_mask: np.ndarray, logits: np.ndarray, held: bool) -> Fused:
+        """The fill for a fused (or held) mask: the graph's, with the previous frame's fill carried in (module
+        docstring, step 3); keeps what `record` needs."""
+        cfg = self.config
+        mask_prob, cleaned, mask_threshold, margin, homography = self._frame
+        grown = grow_probabilities(fused_mask, margin)
+        removed = grown > mask_threshold
         box = _box(removed)
         # how much of each pixel in the box is a real fill, to carry on (until carried fill adds to it below): where
         # the network's hole m (the soft mask it blended its fill in with) is sure, not where its output is still
         # partly the camera's pixel (m = 0.75 is a quarter object)
-        hole = None if box is None else grow_probabilities(mask_prob, margin)[box]
+        hole = None if box is None else grown_in_box(mask_prob, box, margin)
         filled = None if box is None else np.clip(2.0 * hole - 1.0, 0.0, 1.0)
+        fused_clean = cleaned
         if homography is not None and cfg.strength > 0 and box is not None and self._filled is not None:
             rows, cols = box
             planes, (x0, y0) = self._filled
             # the previous fill warped from its box straight into this one: shift, motion, shift
             into_box = _shift(-cols.start, -rows.start) @ homography @ _shift(x0, y0)
             box_size = (cols.stop - cols.start, rows.stop - rows.start)
-            previous = np.stack([cv2.warpPerspective(plane, into_box, box_size, flags=cv2.INTER_LINEAR,
-                                                     borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-                                 for plane in planes])
+            previous = cv2.warpPerspective(planes, into_box, box_size, flags=cv2.INTER_LINEAR,
+                                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0).transpose(2, 0, 1)
             # How much of the previous fill to take: all of it where the network left the frame (its hole ~ 0),
             # `strength` of it inside the network's hole, scaled by how much of it was a real fill (previous[3]):
             # the camera's pixels that a mask covered without a fill may show an occluder or the object itself.
@@ -184,29 +272,28 @@ class StreamState:
             inside = fused_clean[:, rows, cols]
             inside += take[None] * (previous[:3] - inside)
             filled = (1.0 - take) * filled + take * previous[3]
-        self._grey, self._evidence, self._shape = grey, logits.astype(np.float32, copy=False), frame_shape
-        self._pending = fused_clean, removed, filled
-        self.frames += 1
-        self.last_step_s = time.perf_counter() - start
-        return fused_mask.astype(np.float32, copy=False), fused_clean
+        self._pending = fused_clean, removed, filled, logits, held
+        return Fused(fused_mask.astype(np.float32, copy=False), grown, fused_clean)
 
     def record(self, found: bool) -> None:
-        """After the found decision: keep what this frame filled (at model resolution, where the mask removes when
-        found) and the region where next frame's corners must not be taken."""
+        """After the found decision: keep this frame's published log-odds, what it filled (at model resolution, where
+        the mask removes when found) and the region where next frame's corners must not be taken."""
         start = time.perf_counter()
-        fused_clean, removed, filled = self._pending
+        fused_clean, removed, filled, logits, held = self._pending
+        self.held = self.held + 1 if held else 0
         side = self.config.motion_side
+        self._evidence = logits.astype(np.float32, copy=False)
         box = _box(removed) if found else None
         if box is not None:
             rows, cols = box
             weight = (filled * removed[box])[None]  # what a next frame may carry: only what was published as fill
-            self._filled = np.concatenate([fused_clean[:, rows, cols], weight]).astype(np.float32), \
-                (cols.start, rows.start)
+            planes = np.concatenate([fused_clean[:, rows, cols], weight]).transpose(1, 2, 0)
+            self._filled = np.ascontiguousarray(planes, dtype=np.float32), (cols.start, rows.start)
             small = cv2.resize(removed.view(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST)
             self._exclude = cv2.dilate(small * np.uint8(255), np.ones((5, 5), np.uint8))
         else:
             self._filled, self._exclude = None, None
-        self._pending = None
+        self._pending = self._frame = None
         self.last_step_s += time.perf_counter() - start
 
 
