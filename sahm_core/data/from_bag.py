@@ -22,9 +22,17 @@ sqlite3 or mcap, rosbag1; sensor_msgs Image rgb8 / bgr8 / rgba8 / bgra8 / mono8,
    runs all along it in the view that holds it; in the empty view the background continues across it and only its
    texture edges cross. So the rule needs no timeline and serves placements (the later view holds it) and removals
    (the earlier one) alike; the utterance, when there is one, only names the object.
-5. The mask is refined with cv2.grabCut on the holding view: definite object inside the blob eroded by
-   `grabcut_band_px`, definite background outside it grown by as much, the band between left to the colour models.
-   A refinement that disagrees wildly with the difference (IoU under `grabcut_min_iou`) is not used.
+5. The mask is decided pixel by pixel against the known background (`_matte`): the holding view is H = alpha F +
+   (1 - alpha) B with B the empty view (gain-matched) at the same pixel and F the object's colour, taken from the
+   nearest pixel already decided to be object; a pixel is object when alpha >= 0.5 (H nearer F than B), grown out
+   from the blob's core over pixels that differ from B at all (a weaker test than the blob's). So the outline sits
+   at half the object's own contrast wherever it is: a bright object's rim does not widen it, and parts nearly the
+   colour of what they cover, which the blob's threshold cuts off, come back. (cv2.grabCut in a band around the blob
+   was used first: it models colours of the holding view alone, so it could not tell an object from a background of
+   its colour, and it moved a high-contrast outline outward.) A pair whose object matches the background along over
+   `max_hidden_outline` of its outline (under `outline_contrast` grey levels apart) is left out: its mask there
+   would be a guess; so is one with changed pixels next to its mask, over `max_unexplained` of its area, that are
+   not like the object (a part of another colour, a shadow): where it ends is not clear.
 6. Labels: with `--label-topic`, the String nearest the middle of the motion between the two views (within
    `label_slack_s` of it), openings like "this is" / "here is" / "that's" stripped. Objects are followed from view to
    view (`_share_labels`), so a removal takes its placement's label. DIR/labels.yaml lists every object (id, bag,
@@ -96,9 +104,13 @@ class ExtractConfig:
     max_stray_area: float = 0.005  # changed share outside the object's blob that still counts as "the rest agrees"
     min_contrast: float = 20.0  # grey levels
     max_hole_share: float = 0.05  # holes in an object's mask up to this share of its area are filled
-    grabcut_band_px: int = 2
-    grabcut_iterations: int = 4  # 0: the difference's mask as it is
-    grabcut_min_iou: float = 0.9  # grabCut moving more of the mask than this is not trusted
+    matte_k: float = 4.0  # a pixel can be object: residual over k robust sigmas ...
+    matte_floor: float = 6.0  # ... and this many grey levels (views' medians, gain-matched)
+    matte_core_px: int = 2  # the blob eroded by this much is object for sure
+    matte_steps: int = 40  # growth steps from it (about 1.5 px each), at most
+    outline_contrast: float = 12.0  # grey levels between the object and the background that make its outline visible
+    max_hidden_outline: float = 0.25  # share of the outline that may be invisible (object matching the background)
+    max_unexplained: float = 0.1  # changed pixels next to the mask but left out of it, share of its area
     target_band_px: int = 4
     label_slack_s: float = 1.0
     val_fraction: float = 0.1
@@ -132,8 +144,10 @@ class Pair:
     mask: np.ndarray  # (H, W) bool, in the holder
     gain: np.ndarray  # (3,) holder ~ gain * empty, per channel
     motion_ns: int  # middle of the motion between the two views
-    refined: bool  # grabCut's mask was kept
     contrast: float  # median difference (grey levels, largest channel) between the object and what it covers
+    blob_iou: float  # the mask's IoU with the difference's blob it grew from
+    hidden_outline: float  # share of the outline where the object matches the background
+    unexplained: float  # changed pixels next to the mask left out of it, share of its area
     id: str = ""
     label: str | None = None
     label_source: str | None = None  # "speech" | "same object" | "labels.yaml"
@@ -454,28 +468,57 @@ def _outline_edge(view: np.ndarray, mask: np.ndarray) -> float:
     return float(magnitude[outline].mean())
 
 
-def _grabcut(view: np.ndarray, mask: np.ndarray, cfg: ExtractConfig) -> np.ndarray | None:
-    """The mask refined by grabCut on `view` (module docstring, step 5); None when grabCut gives nothing usable."""
-    band = cfg.grabcut_band_px
-    ys, xs = np.nonzero(mask)
-    reach = 6 * band + 8
-    top, left = max(0, ys.min() - reach), max(0, xs.min() - reach)
-    bottom, right = min(mask.shape[0], ys.max() + reach + 1), min(mask.shape[1], xs.max() + reach + 1)
-    roi = mask[top:bottom, left:right]
-    labels = np.full(roi.shape, cv2.GC_BGD, np.uint8)
-    labels[_grow(roi, band)] = cv2.GC_PR_BGD
-    labels[roi] = cv2.GC_PR_FGD
-    labels[_shrink(roi, band)] = cv2.GC_FGD
-    if not (labels == cv2.GC_FGD).any():  # too thin to hold a sure core: nothing to seed the object model with
-        return None
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    image = np.ascontiguousarray(view[top:bottom, left:right])
-    cv2.setRNGSeed(0)  # grabCut seeds its colour models with k-means on OpenCV's global RNG: same input, same mask
-    cv2.grabCut(image, labels, None, bgd, fgd, cfg.grabcut_iterations, cv2.GC_INIT_WITH_MASK)
-    refined = np.zeros(mask.shape, bool)
-    refined[top:bottom, left:right] = (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
-    refined = _fill_holes(_largest_component(refined), cfg.max_hole_share)
-    return refined if refined.any() else None
+def _matte(holder: np.ndarray, empty: np.ndarray, blob: np.ndarray,
+           cfg: ExtractConfig) -> tuple[np.ndarray, float]:
+    """The object's mask decided pixel by pixel against the known background (module docstring, step 5).
+
+    `empty` is the empty view gain-matched to `holder` (float). A pixel that shows the object's colour F over its
+    alpha and the background B (the empty view, the same pixel) over the rest is H = alpha F + (1 - alpha) B, and
+    belongs to the mask when alpha >= 0.5, i.e. when H is nearer F than B. F comes from the nearest pixel already
+    decided to be object (the blob eroded by `matte_core_px` to start with), so textured objects use their own
+    colour near each spot; decided pixels feed the next step, `matte_steps` steps of up to 1.5 px each. A pixel is only
+    a candidate when it differs from the empty view (a weaker test than the blob's: `matte_k` sigmas, `matte_floor`)
+    and is connected to the blob through such pixels: where the object matches what it covers, the strict threshold
+    cuts into it and this fills it back; where it is bright against the background, its antialiased rim (alpha under
+    0.5) differs strongly and would otherwise widen the mask.
+
+    Also returns the changed pixels connected to the blob that the mask leaves out (beyond its rim, 1 px), as a share
+    of its area: a change the object does not explain (another colour of it that the nearest-colour test rejects, a
+    shadow), so its mask is not to be trusted.
+    """
+    weak, _ = _changed(holder, empty, cfg.matte_k, cfg.matte_floor, cfg.change_reach, 1)
+    _, labels = cv2.connectedComponents((weak | blob).astype(np.uint8), connectivity=8)
+    candidates = np.isin(labels, np.unique(labels[blob])) & weak
+    decided = _shrink(blob, cfg.matte_core_px)
+    if not decided.any():
+        decided = blob.copy()
+    to_background = ((holder - empty) ** 2).sum(axis=2)
+    for _ in range(cfg.matte_steps):
+        colour, distance = _nearest_colour(holder, decided)
+        nearer_object = ((holder - colour) ** 2).sum(axis=2) < to_background
+        grown = candidates & nearer_object & (distance <= 1.5) & ~decided
+        if not grown.any():
+            break
+        decided |= grown
+    mask = _fill_holes(_largest_component(decided), cfg.max_hole_share)
+    return mask, float((candidates & ~_grow(mask, 1)).sum() / max(1, mask.sum()))
+
+
+def _nearest_colour(image: np.ndarray, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel, the colour of `image` at the nearest pixel of `source` (bool, not empty) and the distance to it."""
+    distance, nearest = cv2.distanceTransformWithLabels((~source).astype(np.uint8), cv2.DIST_L2, 5,
+                                                        labelType=cv2.DIST_LABEL_PIXEL)
+    ys, xs = np.nonzero(source)  # DIST_LABEL_PIXEL numbers the zero pixels in row-major order from 1
+    return image[ys[nearest - 1], xs[nearest - 1]], distance
+
+
+def _outline_contrast(holder: np.ndarray, empty: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per outline pixel of `mask`, the largest-channel difference between the object's colour there (the nearest
+    pixel 2 px inside) and the background it covers (`empty`, gain-matched)."""
+    inside = _shrink(mask, 2)
+    colour, _ = _nearest_colour(holder, inside if inside.any() else mask)
+    outline = mask & ~_shrink(mask, 1)
+    return np.abs(colour - empty).max(axis=2)[outline]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -512,9 +555,17 @@ def _pair(a: View, b: View, cfg: ExtractConfig) -> Pair | str:
         holder, empty, to_holder = b, a, gain
     else:
         holder, empty, to_holder = a, b, 1.0 / gain
-    refined = _grabcut(holder.image, blob, cfg) if cfg.grabcut_iterations > 0 else None
-    kept = refined is not None and _iou(refined, blob) >= cfg.grabcut_min_iou
-    return Pair(holder, empty, refined if kept else blob, to_holder, (a.end_ns + b.start_ns) // 2, kept, contrast)
+    image, background = holder.image.astype(np.float32), empty.image.astype(np.float32) * to_holder
+    mask, unexplained = _matte(image, background, blob, cfg)
+    if unexplained > cfg.max_unexplained:
+        return (f"{where}: {100 * unexplained:.0f}% of the object's area changed next to it but is not like it "
+                f"(over {100 * cfg.max_unexplained:.0f}%): where the object ends is not clear, pair left out")
+    hidden = float((_outline_contrast(image, background, mask) < cfg.outline_contrast).mean())
+    if hidden > cfg.max_hidden_outline:
+        return (f"{where}: the object matches the background along {100 * hidden:.0f}% of its outline (under "
+                f"{cfg.outline_contrast:.0f} grey levels apart), so its mask there is a guess: pair left out")
+    return Pair(holder, empty, mask, to_holder, (a.end_ns + b.start_ns) // 2, contrast, _iou(mask, blob), hidden,
+                unexplained)
 
 
 @dataclass
@@ -775,8 +826,9 @@ def extract(bags: list[str], image_topic: str, out: str | Path, label_topic: str
         object_rows.append({"id": p.id, "view": p.holder.id, "empty_view": p.empty.id,
                             "image": f"views/{p.holder.id}.png", "mask": f"objects/{p.id}.png", "label": p.label,
                             "split": p.split, "bag": p.holder.bag,
-                            "time_ns": p.motion_ns, "label_source": p.label_source, "refined": p.refined,
-                            "contrast": round(p.contrast, 1)})
+                            "time_ns": p.motion_ns, "label_source": p.label_source,
+                            "contrast": round(p.contrast, 1), "blob_iou": round(p.blob_iou, 3),
+                            "hidden_outline": round(p.hidden_outline, 3), "unexplained": round(p.unexplained, 3)})
         if p.label is None:
             continue
         matched = np.clip(p.empty.image.astype(np.float32) * p.gain + 0.5, 0, 255).astype(np.uint8)

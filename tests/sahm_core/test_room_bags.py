@@ -257,7 +257,7 @@ def test_splits_keep_linked_views_together():
 
     def pairs(vs):  # v000 -> v001 -> v002 linked by two pairs: one group; the 17 others alone
         mask = np.ones((4, 4), bool)
-        return [Pair(vs[1], empty, mask, np.ones(3), 0, True, 50.0) for empty in (vs[0], vs[2])]
+        return [Pair(vs[1], empty, mask, np.ones(3), 0, 50.0, 1.0, 0.0, 0.0) for empty in (vs[0], vs[2])]
 
     first = views()
     _assign_splits(first, pairs(first), ExtractConfig())
@@ -267,3 +267,105 @@ def test_splits_keep_linked_views_together():
     second = views()[::-1]  # the order views come in does not matter, only their pixels
     _assign_splits(second, pairs(second[::-1]), ExtractConfig())
     assert [v.split for v in second[::-1]] == [v.split for v in first]
+
+
+# Hand-built view pairs with a known mask: what the pixel-by-pixel mask (from_bag._matte) fixes. The object's alpha is
+# a supersampled (8x, INTER_AREA) drawing, so its rim is partial like a camera's; the true mask is alpha >= 0.5.
+
+
+def _alpha(draw, side: int = 96, scale: int = 8) -> np.ndarray:
+    big = np.zeros((side * scale, side * scale), np.uint8)
+    draw(big, scale)
+    return cv2.resize(big.astype(np.float32) / 255, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def _views(background: np.ndarray, colour, alpha: np.ndarray, seed: int = 0):
+    """An empty view and one holding an object of `colour` over `alpha`, both with fresh noise (sigma 1, a median's)."""
+    from sahm_core.data.from_bag import View
+
+    rng = np.random.default_rng(seed)
+    holding = alpha[..., None] * np.array(colour, np.float32) + (1 - alpha[..., None]) * background
+
+    def noisy(x):
+        return np.clip(x + rng.normal(0, 1.0, x.shape) + 0.5, 0, 255).astype(np.uint8)
+
+    return View("v001", "bag", 0, 10, 10, noisy(background)), View("v002", "bag", 20, 30, 10, noisy(holding))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_object_partly_matching_what_it_covers_keeps_its_whole_mask():
+    """A square half over a background of nearly its own colour (14 grey levels apart, under the blob's threshold):
+    the blob holds only the other half; the pixel-by-pixel mask takes the square back."""
+    from sahm_core.data.from_bag import ExtractConfig, _pair
+
+    background = np.zeros((96, 96, 3), np.float32)
+    background[:, :48] = (120, 110, 100)
+    background[:, 48:] = (40, 70, 160)
+    alpha = _alpha(lambda big, k: cv2.rectangle(big, (28 * k, 30 * k), (70 * k, 66 * k), 255, cv2.FILLED))
+    empty, holding = _views(background, (134, 120, 108), alpha)
+    pair = _pair(empty, holding, ExtractConfig())
+    truth = alpha >= 0.5
+    assert not isinstance(pair, str), pair
+    assert pair.holder is holding and pair.blob_iou < 0.7  # the difference alone saw about half of it
+    assert _iou(pair.mask, truth) > 0.97
+
+
+def test_bright_thin_ring_is_not_widened_by_its_rim():
+    """A bright thin ring on a dark floor: its antialiased rim (alpha under 0.5) still differs by far more than the
+    threshold, so the difference's blob is a pixel too wide on both edges; alpha >= 0.5 is what the mask keeps."""
+    from sahm_core.data.from_bag import ExtractConfig, _pair
+
+    background = np.full((96, 96, 3), (70, 60, 30), np.float32)
+
+    def ring(big, k):
+        cv2.circle(big, (48 * k, 48 * k), 20 * k, 255, cv2.FILLED)
+        cv2.circle(big, (48 * k, 48 * k), 13 * k, 0, cv2.FILLED)
+
+    alpha = _alpha(ring)
+    empty, holding = _views(background, (40, 210, 230), alpha)
+    pair = _pair(empty, holding, ExtractConfig())
+    truth = alpha >= 0.5
+    assert not isinstance(pair, str), pair
+    assert _iou(pair.mask, truth) > 0.97
+    assert not (pair.mask & ~truth).any() or (pair.mask & ~truth).sum() < 0.02 * truth.sum()
+
+
+def _placed(background: np.ndarray, holding: np.ndarray):
+    """The views of `_views` for a holding view painted by hand."""
+    empty, holder = _views(background, (0, 0, 0), np.zeros(background.shape[:2], np.float32))
+    noise = np.random.default_rng(1).normal(0, 1.0, holding.shape)
+    holder.image = np.clip(holding + noise + 0.5, 0, 255).astype(np.uint8)
+    return empty, holder
+
+
+def test_object_with_a_faint_part_unlike_its_core_is_left_out():
+    """A box only 8 grey levels off the floor with a bright label in its middle: the label is a clear blob and its
+    own outline is sharp, but the faint box around it changed too and is nothing like the label's colour. The mask
+    cannot say where the object ends, so the pair is dropped with the reason rather than written as the label."""
+    from sahm_core.data.from_bag import ExtractConfig, _pair
+
+    background = np.full((96, 96, 3), (100, 100, 100), np.float32)
+    box = _alpha(lambda big, k: cv2.rectangle(big, (24 * k, 24 * k), (72 * k, 72 * k), 255, cv2.FILLED))[..., None]
+    label = _alpha(lambda big, k: cv2.rectangle(big, (38 * k, 38 * k), (58 * k, 58 * k), 255, cv2.FILLED))[..., None]
+    holding = box * np.float32(108) + (1 - box) * background
+    holding = label * np.array((230, 40, 40), np.float32) + (1 - label) * holding
+    reason = _pair(*_placed(background, holding), ExtractConfig())
+    assert isinstance(reason, str) and "changed next to it but is not like it" in reason and "left out" in reason
+
+
+def test_object_fading_into_the_floor_is_left_out():
+    """A disc 60 grey levels off the floor in the middle that fades to 4 at its edge: the mask grows out as far as
+    the disc differs at all, but there it is barely apart from the floor all round, so where the disc ends is a guess
+    (the mask stops short of it): dropped with the reason."""
+    from sahm_core.data.from_bag import ExtractConfig, _pair
+
+    background = np.full((96, 96, 3), (100, 100, 100), np.float32)
+    disc = _alpha(lambda big, k: cv2.circle(big, (48 * k, 48 * k), 26 * k, 255, cv2.FILLED))[..., None]
+    ys, xs = np.mgrid[:96, :96]
+    lift = 4 + 56 * np.clip(1 - np.hypot(ys - 48, xs - 48) / 26, 0, 1) ** 2
+    holding = disc * (background + lift[..., None]) + (1 - disc) * background
+    reason = _pair(*_placed(background, holding.astype(np.float32)), ExtractConfig())
+    assert isinstance(reason, str) and "matches the background along" in reason and "left out" in reason
