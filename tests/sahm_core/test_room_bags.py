@@ -341,21 +341,6 @@ def _placed(background: np.ndarray, holding: np.ndarray):
     return empty, holder
 
 
-def test_object_with_a_faint_part_unlike_its_core_is_left_out():
-    """A box only 8 grey levels off the floor with a bright label in its middle: the label is a clear blob and its
-    own outline is sharp, but the faint box around it changed too and is nothing like the label's colour. The mask
-    cannot say where the object ends, so the pair is dropped with the reason rather than written as the label."""
-    from sahm_core.data.from_bag import ExtractConfig, _pair
-
-    background = np.full((96, 96, 3), (100, 100, 100), np.float32)
-    box = _alpha(lambda big, k: cv2.rectangle(big, (24 * k, 24 * k), (72 * k, 72 * k), 255, cv2.FILLED))[..., None]
-    label = _alpha(lambda big, k: cv2.rectangle(big, (38 * k, 38 * k), (58 * k, 58 * k), 255, cv2.FILLED))[..., None]
-    holding = box * np.float32(108) + (1 - box) * background
-    holding = label * np.array((230, 40, 40), np.float32) + (1 - label) * holding
-    reason = _pair(*_placed(background, holding), ExtractConfig())
-    assert isinstance(reason, str) and "changed next to it but is not like it" in reason and "left out" in reason
-
-
 def test_object_fading_into_the_floor_is_left_out():
     """A disc 60 grey levels off the floor in the middle that fades to 4 at its edge: the mask grows out as far as
     the disc differs at all, but there it is barely apart from the floor all round, so where the disc ends is a guess
