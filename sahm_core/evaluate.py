@@ -63,12 +63,6 @@ def ssim_map(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return smap.mean(axis=2)
 
 
-def ssim(pred: np.ndarray, target: np.ndarray, region: np.ndarray | None = None) -> float:
-    """SSIM of HxWx3 float images in [0,1]: the mean of the SSIM map over the image or the HxW bool `region`."""
-    smap = ssim_map(pred, target)
-    return float(smap[region].mean() if region is not None else smap.mean())
-
-
 def iou(pred: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
     """(intersection, union) pixel counts of two HxW bool masks."""
     return int(np.logical_and(pred, gt).sum()), int(np.logical_or(pred, gt).sum())
