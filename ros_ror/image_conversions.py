@@ -25,6 +25,7 @@ ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
     "mono8": (1, (0, 0, 0)),
 }
 COMPRESSED_FORMATS = ("jpeg", "png")
+MASK_ENCODINGS = ("mono8", "8UC1")  # what ~/erase_mask takes (and what ~/mask publishes)
 
 # Integer BT.601 luma: for r == g == b it returns exactly that value, so a mono8
 # frame that went through RGB comes back bit-exact wherever the model left it alone.
@@ -53,11 +54,27 @@ def decode_image(height: int, width: int, encoding: str, step: int, data,
     """Fields of a sensor_msgs/Image -> RGB. Checks run cheapest first, before touching `data`."""
     if encoding not in ENCODINGS:
         raise ImageError("encoding", f"unsupported encoding {encoding[:40]!r}; supported: {', '.join(ENCODINGS)}")
+    channels, order = ENCODINGS[encoding]
+    pixels = _pixels(height, width, encoding, channels, step, data, max_pixels)
+    rgb = np.ascontiguousarray(pixels[:, :, list(order)])
+    alpha = pixels[:, :, 3].copy() if channels == 4 else None
+    return DecodedFrame(rgb=rgb, encoding=encoding, alpha=alpha)
+
+
+def decode_mask(height: int, width: int, encoding: str, step: int, data, max_pixels: int | None = None) -> np.ndarray:
+    """Fields of a mono8 / 8UC1 sensor_msgs/Image mask -> (H, W) uint8 (nonzero = erase)."""
+    if encoding not in MASK_ENCODINGS:
+        raise ImageError("encoding", f"a mask must be {' or '.join(MASK_ENCODINGS)}, got {encoding[:40]!r}")
+    return _pixels(height, width, encoding, 1, step, data, max_pixels)[:, :, 0].copy()
+
+
+def _pixels(height: int, width: int, encoding: str, channels: int, step: int, data,
+            max_pixels: int | None) -> np.ndarray:
+    """The (H, W, channels) uint8 view of an Image's data without its row padding, sizes checked first."""
     if height <= 0 or width <= 0:
         raise ImageError("zero_size", f"empty frame ({width}x{height})")
     if max_pixels is not None and height * width > max_pixels:
         raise ImageError("oversized", f"frame {width}x{height} has more than max_frame_pixels={max_pixels} pixels")
-    channels, order = ENCODINGS[encoding]
     row_bytes = width * channels
     if step < row_bytes:
         raise ImageError("step", f"step {step} is smaller than width x channels = "
@@ -67,10 +84,7 @@ def decode_image(height: int, width: int, encoding: str, step: int, data,
     if buffer.size != expected:
         kind = "truncated" if buffer.size < expected else "data_size"
         raise ImageError(kind, f"data has {buffer.size} bytes, expected step x height = {step} x {height} = {expected}")
-    pixels = buffer.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)  # drop row padding
-    rgb = np.ascontiguousarray(pixels[:, :, list(order)])
-    alpha = pixels[:, :, 3].copy() if channels == 4 else None
-    return DecodedFrame(rgb=rgb, encoding=encoding, alpha=alpha)
+    return buffer.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)  # drop row padding
 
 
 def encode_image(rgb: np.ndarray, encoding: str, alpha: np.ndarray | None = None,

@@ -1,4 +1,5 @@
-"""`ros_ror_remove`: camera frames + spoken command in; cleaned frames, masks, results and diagnostics out.
+"""`ros_ror_remove`: camera frames + spoken command (+ masks found by other nodes) in; cleaned frames, masks,
+results and diagnostics out.
 
     remove_node --ros-args --params-file config/remove.yaml -r ~/image:=/camera/image_raw -r ~/command:=/speech/text
 
@@ -17,6 +18,9 @@ another, parameter and lifecycle services in the default one. Subscriptions only
 decode and validate; one worker thread owns the model (load, warm-up, command
 encoding, inference, unload: GPU contexts are per thread) and runs it on the
 newest frame, so a busy model drops stale frames instead of queueing them.
+
+`~/erase_mask` takes masks another node found: each waits (a few, in arrival order) for the frame stamped within
+`erase_mask_tolerance` of it and is erased there by the model's fill graph, loaded when the first mask is heard.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from .image_conversions import (
     ImageError,
     decode_compressed,
     decode_image,
+    decode_mask,
     encode_compressed,
     encode_image,
     mask_fields,
@@ -111,6 +116,9 @@ PARAMETERS: dict[str, _Param] = {
     "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True,
                                  float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
     "warn_throttle": _Param(5.0, "seconds between repeated warnings of one kind", float_range=_SECONDS),
+    "erase_mask_tolerance": _Param(0.02, "a ~/erase_mask (mono8, the frame's size) is erased from the frame whose "
+                                         "header stamp is within this many seconds of its own",
+                                   float_range=FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)),
 }
 _THRESHOLDS = tuple(RULE_HELP)  # the FoundRule fields
 _MODEL_PARAMETERS = ("model_path", "backend", "device")  # read by configure, so only changed while unconfigured
@@ -118,6 +126,14 @@ _STREAM_PARAMETERS = ("stream_mode", "stream_strength")
 # Drops that are the node working as configured (a busy model, the fps cap, not active), not bad input.
 _ROUTINE_DROPS = ("stale", "max_fps", "inactive")
 _CAMERA_INFOS_KEPT = 30  # ~1 s of a 30 Hz camera: enough for the info of the frame being processed to be here
+_FILL_NOT_LOADED, _FILL_LOADED = "not loaded", "loaded"  # or "failed: <reason>"
+_ERASE_MASKS_KEPT = 30  # masks waiting for their frame: a segmentation node runs behind the camera, not ahead of it
+
+
+@dataclass
+class _GivenMask:
+    stamp_ns: int  # header stamp
+    mask: np.ndarray  # (H, W) uint8, nonzero = erase
 
 
 @dataclass
@@ -177,6 +193,9 @@ class RemoveNode(LifecycleNode):
         self._last_accepted: Time | None = None
         self._reported = (self.get_clock().now(), 0, 0, Counter())  # (time, frames_in, frames_out, dropped) last sent
         self._camera_infos: deque[CameraInfo] = deque(maxlen=_CAMERA_INFOS_KEPT)
+        self._erase_masks: deque[_GivenMask] = deque(maxlen=_ERASE_MASKS_KEPT)
+        self._erase_lock = threading.Lock()
+        self._fill_state = _FILL_NOT_LOADED  # worker-owned: the fill graph loads on the first ~/erase_mask
 
         self._pending: _PendingFrame | None = None
         self._jobs: deque[tuple[Callable[[], object], Future]] = deque()
@@ -201,6 +220,9 @@ class RemoveNode(LifecycleNode):
         self.create_subscription(Image, "~/image", self._on_image, camera, qos_overriding_options=overridable,
                                  callback_group=io)
         self.create_subscription(CameraInfo, "~/camera_info", self._on_camera_info, camera_info, callback_group=io)
+        # masks from another node (a segmentation or detection node): reliable, a few kept until their frame comes
+        self.create_subscription(Image, "~/erase_mask", self._on_erase_mask, reliable,
+                                 qos_overriding_options=overridable, callback_group=io)
         commands = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(String, "~/command", self._on_command, commands, qos_overriding_options=overridable,
                                  callback_group=io)
@@ -371,6 +393,46 @@ class RemoveNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_infos.append(msg)
 
+    def _on_erase_mask(self, msg: Image) -> None:
+        try:
+            mask = decode_mask(msg.height, msg.width, msg.encoding, msg.step, msg.data, self._param("max_frame_pixels"))
+        except ImageError as e:
+            self._stats.drop(f"erase_mask_{e.reason}")
+            self._warn(f"erase_mask_{e.reason}", f"bad ~/erase_mask: {e}")
+            return
+        if self._fill_state.startswith("failed"):
+            self._stats.drop("erase_mask_no_fill")
+            self._warn("erase_mask_no_fill", f"~/erase_mask cannot be served: the fill graph {self._fill_state}")
+            return
+        with self._erase_lock:
+            self._erase_masks.append(_GivenMask(Time.from_msg(msg.header.stamp).nanoseconds, mask))
+        with self._wake:  # the worker loads the fill graph now, not at the mask's frame
+            self._wake.notify()
+
+    def _given_mask(self, header: Header, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The ~/erase_mask stamped nearest the frame, within erase_mask_tolerance; masks older than the frame by more
+        than that can no longer match (warned, dropped), and so cannot one of the wrong size (warned, dropped)."""
+        stamp = Time.from_msg(header.stamp).nanoseconds
+        tolerance = int(self._param("erase_mask_tolerance") * 1e9)
+        with self._erase_lock:
+            stale = [m for m in self._erase_masks if m.stamp_ns < stamp - tolerance]
+            near = [m for m in self._erase_masks if abs(m.stamp_ns - stamp) <= tolerance]
+            best = min(near, key=lambda m: abs(m.stamp_ns - stamp), default=None)
+            for m in stale + ([best] if best is not None else []):
+                self._erase_masks.remove(m)
+        for _ in stale:
+            self._stats.drop("erase_mask_stale")
+        if stale:
+            self._warn("erase_mask_stale", f"{len(stale)} ~/erase_mask(s) stamped more than erase_mask_tolerance="
+                                           f"{self._param('erase_mask_tolerance')} s before the frame being processed "
+                                           "matched no frame")
+        if best is not None and best.mask.shape != shape[:2]:
+            self._stats.drop("erase_mask_size")
+            self._warn("erase_mask_size", f"~/erase_mask is {best.mask.shape[1]}x{best.mask.shape[0]}, its frame is "
+                                          f"{shape[1]}x{shape[0]}: a mask must be its frame's size")
+            return None
+        return None if best is None else best.mask
+
     def _reject_frame(self, error: ImageError) -> None:
         self._stats.drop(error.reason)
         self._warn(error.reason, f"bad frame: {error}")
@@ -423,7 +485,9 @@ class RemoveNode(LifecycleNode):
     def _work(self) -> None:
         while True:
             with self._wake:
-                while not (self._stopping or self._jobs or self._pending or self._command_changed):
+                while not (self._stopping or self._jobs or self._pending or self._command_changed
+                           or (self._erase_masks and self._fill_state == _FILL_NOT_LOADED
+                               and self._remover is not None)):
                     self._wake.wait()
                 if self._stopping:
                     break
@@ -438,6 +502,7 @@ class RemoveNode(LifecycleNode):
             try:
                 if self._remover is not None:
                     self._sync_command()
+                    self._load_fill()
                 if pending is not None and self._active:
                     self._process(pending)
             except Exception as e:  # noqa: BLE001 - the node must outlive any single frame
@@ -464,8 +529,24 @@ class RemoveNode(LifecycleNode):
         self.get_logger().info(f"model loaded and warmed up: {remover.config.name} on {remover.backend}")
         return None
 
+    def _load_fill(self) -> None:
+        """The fill graph, once the first ~/erase_mask has come: the model's fill for another node's masks. Tried once
+        per configure: a model that cannot fill (a bare TensorRT engine) says why, and masks are then dropped."""
+        if self._fill_state != _FILL_NOT_LOADED or not self._erase_masks:
+            return
+        self.get_logger().info("~/erase_mask heard: loading the fill graph")
+        try:
+            self._remover.load_fill()
+        except Exception as e:  # noqa: BLE001 - the node goes on removing on command without the fill graph
+            self._fill_state = f"failed: {type(e).__name__}: {e}"
+            self.get_logger().error(f"~/erase_mask cannot be served: {self._fill_state}")
+            return
+        self._fill_state = _FILL_LOADED
+        self.get_logger().info("fill graph loaded: masks on ~/erase_mask are erased from their frames")
+
     def _unload(self) -> None:
         if self._remover is not None:
+            self._fill_state = _FILL_NOT_LOADED
             remover, self._remover = self._remover, None  # gone even if closing it fails
             remover.close()
             self.get_logger().info("model unloaded")
@@ -485,10 +566,15 @@ class RemoveNode(LifecycleNode):
         with self._command_lock:
             command = self._commands.active(now)
         if command is None or command != self._remover.command:  # none, or ended / rejected since the last sync
+            command = None
+            if self._remover.command is not None:
+                self._remover.clear_command()  # a given mask alone must not erase the ended command's object too
+        given = self._given_mask(pending.header, pending.frame.rgb.shape) if self._fill_state == _FILL_LOADED else None
+        if command is None and given is None:
             self._pass_through(pending)
             return
-        removal = self._remover.remove(pending.frame.rgb)
-        fields = fields_from_removal(removal, command, self._remover.backend)
+        removal = self._remover.remove(pending.frame.rgb, erase=given)
+        fields = fields_from_removal(removal, command or "", self._remover.backend)
         with self._stats.lock:
             self._stats.inference_s.append(removal.latency_s)
         self._publish(pending, removal.image, removal.mask, fields)
@@ -554,6 +640,7 @@ class RemoveNode(LifecycleNode):
             "backend": remover.backend if remover is not None else self._param("backend"),
             "command": command or "",
             **self._stream_values(remover),
+            "fill_graph": self._fill_state,
             "input_rate_hz": f"{(frames_in - then_in) / elapsed if elapsed > 0 else 0.0:.2f}",
             "output_rate_hz": f"{(frames_out - then_out) / elapsed if elapsed > 0 else 0.0:.2f}",
             "inference_ms_mean": f"{1e3 * float(np.mean(inference)):.1f}" if inference else "",

@@ -7,6 +7,9 @@ publishes: the segmentation grown by the removal margin). LPIPS and FID
 only with the user's local backbone weights; otherwise reported as unavailable, never as a number.
 Segmentation: mean / overall IoU and Pr@0.5/0.7/0.9 on positives; not-found accuracy on negatives and the
 false-negative rate on positives, with the runtime's found / not-found rule.
+With `--given-masks`, one more method: SAHM's fill graph under the ground-truth mask ("SAHM fill + GT mask", what
+the node does with a mask on ~/erase_mask, with the runtime's FILL_CONTEXT as the text), beside the oracle Telea
+under the same mask.
 Cost: parameters, GFLOPs and FPS of the per-frame forward at the config's resolution.
 
 Everything runs at the model resolution S. SAHM's output is what the runtime publishes: the input with
@@ -38,12 +41,13 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, load_model, weights_file
 from .config import ModelConfig
 from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, rule_from_args
-from .runtime import composite
+from .runtime import FILL_CONTEXT, composite
 
 PR_THRESHOLDS = (0.5, 0.7, 0.9)
 PSNR_CAP_DB = 100.0  # identical images (e.g. a negative passed through) have infinite PSNR
 TELEA_RADIUS = 3
 METHODS = ("no removal", "Telea + GT mask (oracle)", "Telea + SAHM mask", "SAHM")
+GIVEN_MASK_METHOD = "SAHM fill + GT mask"  # with --given-masks
 REMOVAL_SCORES = ("psnr", "ssim", "psnr_mask", "ssim_mask", "lpips")  # per sample, averaged; FID is per set
 
 
@@ -279,6 +283,7 @@ class EvalConfig:
     lpips_backbone: str | None = None  # torchvision AlexNet
     fid_weights: str | None = None  # torchvision Inception-v3
     sheet_rows: int = 8  # contact sheet: the first N samples
+    given_masks: bool = False  # also fill the ground-truth mask with the fill graph (GIVEN_MASK_METHOD)
 
 
 class Sample(NamedTuple):
@@ -291,7 +296,7 @@ class Sample(NamedTuple):
     gt: np.ndarray  # SxS bool ground-truth mask
     pred: np.ndarray  # SxS bool segmentation (probability > mask_threshold); the erased region adds the margin
     found: bool
-    outputs: dict[str, np.ndarray]  # METHODS -> SxSx3 uint8
+    outputs: dict[str, np.ndarray]  # METHODS (+ GIVEN_MASK_METHOD) -> SxSx3 uint8
 
 
 @dataclass
@@ -312,12 +317,18 @@ class Scorers(NamedTuple):
     inception: InceptionFeatures | None
 
 
-def batch_samples(model, encoder, batch: dict, rule: FoundRule, margin: int, device: torch.device) -> Iterator[Sample]:
+def batch_samples(model, encoder, batch: dict, rule: FoundRule, margin: int, device: torch.device,
+                  given_masks: bool = False) -> Iterator[Sample]:
     """Run SAHM's per-frame path on a dataset batch and make each sample's outputs as the runtime would publish them:
-    the composite under the found rule, or the unchanged input when nothing was found."""
+    the composite under the found rule, or the unchanged input when nothing was found; with given_masks, also the
+    fill graph's composite under the ground-truth mask."""
     text = encoder.encode_batch(list(batch["text"])).to(device)
-    cleaned, mask_logits = model.per_frame(batch["image"].to(device), text)
+    images = batch["image"].to(device)
+    cleaned, mask_logits = model.per_frame(images, text)
     prob = torch.sigmoid(mask_logits.float()).cpu()
+    if given_masks:
+        holes = (batch["mask"] > 0.5).float()  # (B,1,S,S)
+        filled = model.fill(images, encoder.encode_batch([FILL_CONTEXT] * len(holes)).to(device), holes.to(device))
     for k in range(prob.shape[0]):
         image, target = to_uint8(batch["image"][k]), to_uint8(batch["target"][k])
         gt = batch["mask"][k, 0].numpy() > 0.5
@@ -330,6 +341,9 @@ def batch_samples(model, encoder, batch: dict, rule: FoundRule, margin: int, dev
             "Telea + SAHM mask": telea(image, erased > 0) if found else image,  # the mask SAHM publishes
             "SAHM": removed if found else image,  # the runtime passes the frame through when nothing is found
         }
+        if given_masks:  # as Remover.remove(frame, erase=gt): the hole grown by the margin, composited
+            outputs[GIVEN_MASK_METHOD] = composite(image, filled[k].float().cpu().numpy(), gt.astype(np.float32), 0.5,
+                                                   margin)[0]
         yield Sample(batch["text"][k], bool(batch["negative"][k]), image, target, gt, mask_prob > rule.mask_threshold,
                      found, outputs)
 
@@ -348,13 +362,14 @@ def score(sample: Sample, scorers: Scorers) -> Record:
                                  "psnr_mask": psnr(output, target, gt), "ssim_mask": float(smap[gt].mean())}
     if scorers.lpips is None and scorers.inception is None:
         return record
-    # (5,3,S,S): the four methods' outputs, then the target
+    # (M+1,3,S,S): the methods' outputs, then the target
+    methods = list(sample.outputs)
     stack = torch.from_numpy(np.stack([*sample.outputs.values(), sample.target])).permute(0, 3, 1, 2).float() / 255
     if scorers.lpips is not None:
-        for method, value in zip(METHODS, scorers.lpips(stack[:-1], stack[-1:].expand(len(METHODS), -1, -1, -1))):
+        for method, value in zip(methods, scorers.lpips(stack[:-1], stack[-1:].expand(len(methods), -1, -1, -1))):
             record.scores[method]["lpips"] = float(value)
     if scorers.inception is not None:
-        record.features = dict(zip((*METHODS, "target"), scorers.inception(stack)))
+        record.features = dict(zip((*methods, "target"), scorers.inception(stack)))
     return record
 
 
@@ -362,7 +377,7 @@ def removal_metrics(records: list[Record]) -> dict[str, dict[str, float | None]]
     """Per method: the mean of each score over the positives (None where nothing was scored) and FID."""
     scored = [r.scores for r in records if r.scores]
     table = {}
-    for method in METHODS:
+    for method in scored[0] if scored else METHODS:
         values = {name: [s[method][name] for s in scored if name in s[method]] for name in REMOVAL_SCORES}
         table[method] = {name: float(np.mean(v)) if v else None for name, v in values.items()}
         table[method]["fid"] = fid(records, method)
@@ -401,7 +416,8 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, 
     loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size)
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"eval {options.split}", unit="batch"):
-            for sample in batch_samples(model, encoder, batch, options.rule, cfg.removal_margin, device):
+            for sample in batch_samples(model, encoder, batch, options.rule, cfg.removal_margin, device,
+                                        options.given_masks):
                 records.append(score(sample, scorers))
                 if len(sheet) < options.sheet_rows:
                     sheet.append(sheet_row(sample))
@@ -435,7 +451,7 @@ def format_table(metrics: dict) -> str:
     cols = ("psnr", "ssim", "psnr_mask", "ssim_mask", "lpips", "fid")
     lines.append(f"{'method':<26}" + "".join(f"{c:>11}" for c in cols))
     for method, row in metrics["removal"].items():
-        lines.append(f"{method:<26}" + "".join(f"{'n/a' if row[c] is None else f'{row[c]:.4f}':>11}" for c in cols))
+        lines.append(f"{method:<26.26}" + "".join(f"{'n/a' if row[c] is None else f'{row[c]:.4f}':>11}" for c in cols))
     for name, why in metrics["unavailable"].items():
         lines.append(f"{name}: unavailable: {why}")
     lines.append("")
@@ -460,13 +476,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local LPIPS v0.1 linear-layer weights for AlexNet (e.g. lpips' alex.pth)")
     parser.add_argument("--lpips-backbone", help="local torchvision AlexNet weights (.pth or .safetensors)")
     parser.add_argument("--fid-weights", help="local torchvision Inception-v3 weights (.pth or .safetensors)")
+    parser.add_argument("--given-masks", action="store_true",
+                        help=f"also score {GIVEN_MASK_METHOD!r}: the fill graph under each ground-truth mask, as the "
+                             "node erases a mask on ~/erase_mask")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         options = EvalConfig(split=args.split, limit=args.limit, batch_size=args.batch_size, rule=rule_from_args(args),
                              lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone,
-                             fid_weights=args.fid_weights)
+                             fid_weights=args.fid_weights, given_masks=args.given_masks)
         metrics = evaluate(args.checkpoint, args.data, args.out, options)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"sahm eval: error: {e}")

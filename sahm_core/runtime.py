@@ -53,7 +53,17 @@ from .backends import AUTO, BACKENDS, add_backend_arguments
 from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, config_from_json, read_config
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
-from .export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, VERSION_KEY, WEIGHTS_SHA_KEY, onnx_metadata
+from .export.onnx_export import (
+    FILL_INPUT_NAMES,
+    FILL_OUTPUT_NAMES,
+    GRAPH_KEY,
+    GRAPHS,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    VERSION_KEY,
+    WEIGHTS_SHA_KEY,
+    onnx_metadata,
+)
 from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, rule_from_args
 from .stream import StreamConfig, StreamState, add_stream_arguments, grow_probabilities, stream_from_args
 
@@ -64,13 +74,17 @@ TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # fp16 / bf16: autocast, which keep
 ORT_CUDA_PAIRING = ("onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (torch +cu13x wheels); "
                     "1.19-1.26 need CUDA 12 + cuDNN 9 (torch +cu12x wheels)")
 TEXT_NAMES = INPUT_NAMES[1:]  # tokens, valid, attribute, identity
-ONNX_FILE, ENGINE_FILE = "model.onnx", "model.engine"
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")  # `sahm remove` reads them with cv2.VideoCapture
+ONNX_FILE, FILL_ONNX_FILE, ENGINE_FILE = "model.onnx", "fill.onnx", "model.engine"
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+# The fill graph's text when a given mask is erased with no command: the backbone is text-guided at every stage, and
+# on 60 dev objects under their ground-truth masks this and each object's own command filled within 0.13 dB.
+FILL_CONTEXT = "remove it"  # `sahm remove` reads them with cv2.VideoCapture
 
 
 class Removal(NamedTuple):
-    """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255}, score, found,
-    latency_s (seconds, the whole remove()), stream_s (seconds of it spent in stream mode; 0 when off)."""
+    """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255} (everything erased), score and found (the
+    command's object), latency_s (seconds, the whole remove()), stream_s (seconds of it spent in stream mode; 0 when
+    off), given_pixels (pixels of a given mask, `remove(frame, erase=...)`, in the erased mask; 0 when none)."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -78,6 +92,7 @@ class Removal(NamedTuple):
     found: bool
     latency_s: float
     stream_s: float = 0.0
+    given_pixels: int = 0
 
 
 class BackendUnavailable(RuntimeError):
@@ -95,6 +110,22 @@ def check_frame(frame) -> None:
         raise ValueError(f"frame must be HxWx3 RGB, got shape {frame.shape}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"frame is empty (shape {frame.shape})")
+
+
+def check_given_mask(mask, shape: tuple[int, ...]) -> None:
+    """A mask to erase must be an HxW uint8 or bool array of the frame's size."""
+    if not isinstance(mask, np.ndarray) or mask.dtype not in (np.uint8, np.bool_):
+        raise ValueError(f"mask to erase must be a uint8 or bool numpy array, got {getattr(mask, 'dtype', type(mask))}")
+    if mask.shape != tuple(shape[:2]):
+        size = f"{mask.shape[1]}x{mask.shape[0]}" if mask.ndim == 2 else f"of shape {mask.shape}"
+        raise ValueError(f"mask to erase is {size}, the frame is {shape[1]}x{shape[0]} (width x height): a mask must "
+                         "be its frame's size")
+
+
+def to_model_hole(mask: np.ndarray, size: int) -> np.ndarray:
+    """HxW mask (nonzero = erase) -> (1,1,S,S) float32 0/1: every model pixel that any masked pixel falls in."""
+    covered = cv2.resize(mask.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    return (covered > 0)[None, None].astype(np.float32)
 
 
 def to_model_input(frame: np.ndarray, size: int) -> np.ndarray:
@@ -138,13 +169,28 @@ def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mas
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """What a model path provides: weights / ONNX graph / TensorRT engine (any may be None) and the config."""
+    """What a model path provides: weights / ONNX graph / TensorRT engine (any may be None) and the config;
+    fill_onnx: the fill graph (`sahm export onnx --graph fill`) when a model dir holds one."""
 
     source: Path
     config: ModelConfig
     weights: Path | None = None
     onnx: Path | None = None
     engine: Path | None = None
+    fill_onnx: Path | None = None
+
+    def graph_onnx(self, graph: str) -> Path:
+        """The ONNX file of one of GRAPHS: the model's own (checked against the model), else exported from its
+        weights into the cache; CheckpointError when it has neither."""
+        own = self.onnx if graph == "per_frame" else self.fill_onnx
+        if own is not None:
+            _check_onnx_matches(own, self, graph)
+            return own
+        if self.weights is not None:
+            return exported_onnx(self.weights, self.config, graph)
+        wanted = ONNX_FILE if graph == "per_frame" else FILL_ONNX_FILE
+        raise CheckpointError(f"{self.source}: the {graph} graph needs {wanted} or {WEIGHTS_FILE} beside the model, "
+                              "and there is neither")
 
 
 def resolve_model(path: str | Path) -> ModelFiles:
@@ -157,6 +203,7 @@ def resolve_model(path: str | Path) -> ModelFiles:
         if not files:
             raise CheckpointError(f"{path}: model directory holds none of {WEIGHTS_FILE}, {ONNX_FILE}, {ENGINE_FILE}")
         weights, onnx_file, engine = files.get(WEIGHTS_FILE), files.get(ONNX_FILE), files.get(ENGINE_FILE)
+        fill_onnx = path / FILL_ONNX_FILE if (path / FILL_ONNX_FILE).is_file() else None
     elif not path.exists():
         raise CheckpointError(f"{path}: model file not found")
     else:
@@ -165,18 +212,22 @@ def resolve_model(path: str | Path) -> ModelFiles:
             raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; "
                                   "expected a model dir, .safetensors, .onnx or .engine")
         weights, onnx_file, engine = (path if kinds[path.suffix] == k else None for k in ("weights", "onnx", "engine"))
+        fill_onnx = None
     if weights is not None:
         cfg = read_config(weights)
     elif onnx_file is not None:
         cfg = config_from_json(onnx_metadata(onnx_file).get(CONFIG_KEY, ""), onnx_file)
     else:
         cfg = config_from_json(read_sidecar(engine)[1], engine)
-    return ModelFiles(path, cfg, weights, onnx_file, engine)
+    return ModelFiles(path, cfg, weights, onnx_file, engine, fill_onnx)
 
 
-def _check_onnx_matches(onnx_file: Path, files: ModelFiles) -> None:
-    """An ONNX graph must be for this config and, when weights sit beside it, exported from exactly those weights."""
+def _check_onnx_matches(onnx_file: Path, files: ModelFiles, graph: str = "per_frame") -> None:
+    """An ONNX file must hold `graph`, for this config and, when weights sit beside it, exported from exactly those
+    weights."""
     meta = onnx_metadata(onnx_file)
+    if meta.get(GRAPH_KEY, "per_frame") != graph:  # files exported before GRAPH_KEY existed hold the per-frame graph
+        raise CheckpointError(f"{onnx_file}: holds the {meta[GRAPH_KEY]} graph, not the {graph} graph")
     cfg = config_from_json(meta.get(CONFIG_KEY, ""), onnx_file)
     if cfg != files.config:
         raise CheckpointError(f"{onnx_file}: graph was exported for config {cfg.name!r} ({cfg.image_size}px) "
@@ -211,7 +262,7 @@ class TorchBackend:
         import torch
 
         from .checkpoint import load_model
-        from .export.onnx_export import PerFrameGraph
+        from .export.onnx_export import FillGraph, PerFrameGraph
 
         check_torch_precision(precision)
         if files.weights is None:
@@ -227,17 +278,30 @@ class TorchBackend:
             self.graph = None
             self.close()  # a half-moved model (CUDA out of memory) must not keep its blocks cached
             raise
+        self.fill_graph = FillGraph(model).eval()  # the same module: nothing to load
 
-    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def load_fill(self) -> None:
+        """Nothing to do: the fill graph is the loaded model's."""
+
+    def _call(self, graph, image: np.ndarray, text: dict[str, np.ndarray], *more: np.ndarray):
         torch = self._torch
         autocast = torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None)
         with torch.inference_mode(), autocast:
             inputs = [torch.from_numpy(image)] + [torch.from_numpy(text[n]) for n in TEXT_NAMES]
-            cleaned, mask = self.graph(*(t.to(self.device) for t in inputs))
-            return cleaned.float().cpu().numpy(), mask.float().cpu().numpy()
+            outputs = graph(*(t.to(self.device) for t in inputs + [torch.from_numpy(m) for m in more]))
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            return tuple(o.float().cpu().numpy() for o in outputs)
+
+    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        cleaned, mask = self._call(self.graph, image, text)
+        return cleaned, mask
+
+    def fill(self, image: np.ndarray, text: dict[str, np.ndarray], hole: np.ndarray) -> np.ndarray:
+        (cleaned,) = self._call(self.fill_graph, image, text, hole)
+        return cleaned
 
     def close(self) -> None:
-        self.graph = None
+        self.graph = self.fill_graph = None
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()  # hand PyTorch's cached blocks back to the driver
 
@@ -263,12 +327,7 @@ class OnnxRuntimeBackend:
             import onnxruntime as ort
         except ImportError as e:
             raise BackendUnavailable(f"onnxruntime is not importable ({e}); pip install '.[cpu]' or '.[gpu]'") from e
-        if files.onnx is not None:
-            _check_onnx_matches(files.onnx, files)
-            onnx_file = files.onnx
-        elif files.weights is not None:
-            onnx_file = exported_onnx(files.weights, files.config)
-        else:
+        if files.onnx is None and files.weights is None:
             raise CheckpointError(f"{files.source}: the onnxruntime backend needs {ONNX_FILE} or {WEIGHTS_FILE}")
         providers = ["CPUExecutionProvider"]
         wants_cuda = device.startswith("cuda")
@@ -283,22 +342,34 @@ class OnnxRuntimeBackend:
         # Idle ORT workers spin by default; on a robot the cores are shared with drivers and other nodes, and measured
         # here (2 shared cores) spinning doubled CPU time per frame and more than doubled latency.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(onnx_file), options, providers=providers)
-        except Exception as e:  # ORT raises its own Fail / InvalidGraph / RuntimeException types
-            raise CheckpointError(f"{onnx_file}: ONNX Runtime cannot load the graph ({type(e).__name__}: {e})") from e
+        self._ort, self._options, self._providers, self.files = ort, options, providers, files
+        self.fill_session = None
+        self.onnx_file = files.graph_onnx("per_frame")
+        self.session = self._session(self.onnx_file, "per_frame")
         self.providers = self.session.get_providers()
         if wants_cuda and "CUDAExecutionProvider" not in self.providers:
             self.close()
             failed = "the CUDA provider failed to start; see ONNX Runtime's log"
             raise BackendUnavailable(self._no_cuda_reason(ort, f"made a session on {self.providers} only ({failed})"))
-        names = [i.name for i in self.session.get_inputs()]
-        if names != list(INPUT_NAMES) or [o.name for o in self.session.get_outputs()] != list(OUTPUT_NAMES):
-            raise CheckpointError(f"{onnx_file}: graph inputs/outputs are {names} -> "
-                                  f"{[o.name for o in self.session.get_outputs()]}, "
-                                  f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)}")
-        self.onnx_file = onnx_file
         self.device = device if wants_cuda else "cpu"
+
+    def _session(self, onnx_file: Path, graph: str):
+        """A session on `onnx_file` with this backend's options and providers, its inputs and outputs checked."""
+        try:
+            session = self._ort.InferenceSession(str(onnx_file), self._options, providers=self._providers)
+        except Exception as e:  # ORT raises its own Fail / InvalidGraph / RuntimeException types
+            raise CheckpointError(f"{onnx_file}: ONNX Runtime cannot load the graph ({type(e).__name__}: {e})") from e
+        inputs, outputs = [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+        spec = GRAPHS[graph]
+        if inputs != list(spec.inputs) or outputs != list(spec.outputs):
+            raise CheckpointError(f"{onnx_file}: graph inputs/outputs are {inputs} -> {outputs}, "
+                                  f"expected {list(spec.inputs)} -> {list(spec.outputs)}")
+        return session
+
+    def load_fill(self) -> None:
+        """A second session, on the fill graph (exported into the cache on first use, like the per-frame one)."""
+        if self.fill_session is None:
+            self.fill_session = self._session(self.files.graph_onnx("fill"), "fill")
 
     @staticmethod
     def _no_cuda_reason(ort, what: str) -> str:
@@ -310,8 +381,13 @@ class OnnxRuntimeBackend:
         cleaned, mask = self.session.run(list(OUTPUT_NAMES), {"image": image, **text})
         return cleaned, mask
 
+    def fill(self, image: np.ndarray, text: dict[str, np.ndarray], hole: np.ndarray) -> np.ndarray:
+        self.load_fill()
+        (cleaned,) = self.fill_session.run(list(FILL_OUTPUT_NAMES), {"image": image, **text, "hole": hole})
+        return cleaned
+
     def close(self) -> None:
-        self.session = None  # ORT releases the session (and its CUDA memory arena) with the last reference
+        self.session = self.fill_session = None  # ORT frees a session (and its CUDA arena) with the last reference
 
 
 class TensorRTBackend:
@@ -347,32 +423,51 @@ class TensorRTBackend:
             self.runner = TensorRTRunner(files.engine, device_index=index)
         self.engine_file = self.runner.engine_path
         self.device = f"cuda:{index}"
+        self.files, self._precision, self.fill_runner = files, precision, None
+
+    def load_fill(self) -> None:
+        """The fill graph's plan, built like the per-frame one (into the engine cache, at the per-frame plan's
+        precision when that was given); a bare .engine has no graph to build it from (CheckpointError)."""
+        if self.fill_runner is None:
+            from .export.tensorrt_engine import TensorRTRunner, ensure_engine
+
+            index = cuda_index(self.device)
+            engine = ensure_engine(self.files.graph_onnx("fill"), self._precision, device_index=index)
+            self.fill_runner = TensorRTRunner(engine, device_index=index)
 
     def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         out = self.runner.run({"image": image, **text})
         return out["cleaned"], out["mask"]
 
+    def fill(self, image: np.ndarray, text: dict[str, np.ndarray], hole: np.ndarray) -> np.ndarray:
+        self.load_fill()
+        return self.fill_runner.run({"image": image, **text, "hole": hole})["cleaned"]
+
     def close(self) -> None:
         self.runner.close()
+        if self.fill_runner is not None:
+            self.fill_runner.close()
 
 
-def exported_onnx(weights: Path, cfg: ModelConfig) -> Path:
-    """The per-frame graph of `weights`, exported once into the cache (keyed by the weights' sha256 and this
-    package's version, since the graph is the code's as much as the weights') and reused."""
+def exported_onnx(weights: Path, cfg: ModelConfig, graph: str = "per_frame") -> Path:
+    """One of GRAPHS of `weights` (default the per-frame graph), exported once into the cache (keyed by the weights'
+    sha256 and this package's version, since the graph is the code's as much as the weights') and reused."""
     from .export.onnx_export import export_checkpoint
 
     sha = file_sha256(weights)
-    target = cache_dir("onnx") / f"sahm-{cfg.name}-{cfg.image_size}-{sha[:16]}-v{__version__}.onnx"
+    kind = "" if graph == "per_frame" else f"-{graph}"
+    target = cache_dir("onnx") / f"sahm-{cfg.name}-{cfg.image_size}-{sha[:16]}{kind}-v{__version__}.onnx"
     if target.is_file():
         try:
             meta = onnx_metadata(target)
-            if meta.get(WEIGHTS_SHA_KEY) == sha and meta.get(VERSION_KEY) == __version__:
+            if (meta.get(WEIGHTS_SHA_KEY) == sha and meta.get(VERSION_KEY) == __version__
+                    and meta.get(GRAPH_KEY, "per_frame") == graph):
                 return target
         except CheckpointError as e:
             log.warning("%s; exporting again", e)
     log.info("exporting %s to ONNX (%s): once per weights file", weights, target)
     try:
-        return export_checkpoint(weights, target)
+        return export_checkpoint(weights, target, graph=graph)
     except CheckpointError:
         raise
     except Exception as e:  # exporter failures come as many types; to the caller they mean "no ONNX graph here"
@@ -445,6 +540,7 @@ class Remover:
         self.mask_threshold, self.min_score, self.min_mask_area = dataclasses.astuple(rule)
         self.command: str | None = None
         self._text: dict[str, np.ndarray] | None = None
+        self._fill_context: dict[str, np.ndarray] | None = None
         self.stream = stream
 
     @classmethod
@@ -522,15 +618,18 @@ class Remover:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _encode(self, text: str) -> dict[str, np.ndarray]:
+        from .text import shared_encoder  # transformers loads on the first command, not at import
+
+        features = shared_encoder(self.config, "cpu").encode(text)
+        return {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+                for name, t in zip(TEXT_NAMES, features)}
+
     def set_command(self, text: str) -> None:
         """Encode the command once (tokenizer + text encoder + tagger); ValueError on empty / non-str text."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"command must be a non-empty string, got {text!r}")
-        from .text import shared_encoder  # transformers loads on the first command, not at import
-
-        features = shared_encoder(self.config, "cpu").encode(text)
-        encoded = {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
-                   for name, t in zip(TEXT_NAMES, features)}
+        encoded = self._encode(text)
         self._text, self.command = encoded, text  # swapped in whole, never seen half-built
         self._reset_stream()  # evidence about the last command's object says nothing about this one's
 
@@ -538,42 +637,73 @@ class Remover:
         self.command, self._text = None, None
         self._reset_stream()
 
+    def load_fill(self) -> None:
+        """Load the fill graph (an export and a session, or a TensorRT build) and encode FILL_CONTEXT now, so the
+        first given mask (`remove(frame, erase=...)`) costs what every later one does."""
+        self._backend.load_fill()
+        if self._fill_context is None:
+            self._fill_context = self._encode(FILL_CONTEXT)
+
     def _reset_stream(self) -> None:
         state = self._stream
         if state is not None:
             state.reset()
 
-    def remove(self, frame: np.ndarray) -> Removal:
+    def remove(self, frame: np.ndarray, erase: np.ndarray | None = None) -> Removal:
         """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back
-        unchanged."""
+        unchanged. `erase`: an HxW mask of the frame's size (uint8 or bool, nonzero = erase) found elsewhere, e.g. by
+        a segmentation node; it is erased too, with one fill (the fill graph's) over its union with what the command
+        found. The command, when there is one, is the fill's context; else FILL_CONTEXT."""
         start = time.perf_counter()
         check_frame(frame)
+        if erase is not None:
+            check_given_mask(erase, frame.shape)
         backend, text = self._backend, self._text  # one read each: other threads may set commands or close
         if backend is None:
             raise RuntimeError(f"this Remover ({self.backend} on {self.device}) is closed; load a new one")
-        if text is None:
+        if text is None and erase is None:
             return self._unchanged(frame, 0.0, start)
         image = to_model_input(frame, self.config.image_size)
+        rule = self.rule  # one read: a parameter callback may change the attributes mid-frame
+        found, score, stream_s = False, 0.0, 0.0
+        if text is not None:
+            found, score, cleaned, mask, margin, stream_s = self._find(backend, image, text, frame.shape, rule)
+        if erase is None:
+            if not found:
+                return self._unchanged(frame, score, start, stream_s)
+            image, binary = composite(frame, cleaned, mask, rule.mask_threshold, margin)
+            return Removal(image, binary, score, True, time.perf_counter() - start, stream_s)
+        given = to_model_hole(erase, self.config.image_size)[0, 0]  # (S,S) 0/1
+        hole = given if not found else np.maximum(given, (mask > rule.mask_threshold).astype(np.float32))
+        context = text if text is not None else self._fill_context or self._encode(FILL_CONTEXT)
+        filled = backend.fill(image, context, hole[None, None])[0]  # the graph grows the hole by the margin
+        # One composite over the union, each part grown by the margin once: the command's object exactly as without
+        # a given mask, the given hole through any threshold below 1 (every model pixel it covers is grown around).
+        composite_margin = margin if found else self.config.removal_margin
+        union = grow_probabilities(given, self.config.removal_margin - composite_margin)
+        if found:
+            union = np.maximum(union, mask)
+        image, binary = composite(frame, filled, union, rule.mask_threshold, composite_margin)
+        given_pixels = int(np.count_nonzero(binary & (erase > 0)))
+        return Removal(image, binary, score, found, time.perf_counter() - start, stream_s, given_pixels)
+
+    def _find(self, backend, image: np.ndarray, text: dict[str, np.ndarray], shape: tuple[int, ...], rule: FoundRule):
+        """The per-frame graph on one command, and stream mode when on -> (found, score, cleaned (3,S,S), mask
+        probabilities (S,S) at model resolution ungrown, the margin composite must still grow them by, stream_s)."""
         cleaned, mask = backend.run(image, text)
         cleaned, mask = cleaned[0], mask[0, 0]
-        rule = self.rule  # one read: a parameter callback may change the attributes mid-frame
-        margin = self.config.removal_margin
         stream = self._stream  # one read: a parameter callback may switch stream mode between frames
         if stream is None:
             found, score, _ = found_decision(mask, rule)
-        else:
-            fused = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, margin, frame.shape)
-            found, score, _ = found_decision(fused.mask, rule)
-            held = None if found else stream.hold(rule)
-            if held is not None:
-                (fused, score), found = held, True
-            stream.record(found)
-            cleaned, mask, margin = fused.cleaned, fused.grown, 0  # grown already: composite must not grow it again
-        stream_s = 0.0 if stream is None else stream.last_step_s
-        if not found:
-            return self._unchanged(frame, score, start, stream_s)
-        image, binary = composite(frame, cleaned, mask, rule.mask_threshold, margin)
-        return Removal(image, binary, score, True, time.perf_counter() - start, stream_s)
+            return found, score, cleaned, mask, self.config.removal_margin, 0.0
+        fused = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, self.config.removal_margin, shape)
+        found, score, _ = found_decision(fused.mask, rule)
+        held = None if found else stream.hold(rule)
+        if held is not None:
+            (fused, score), found = held, True
+        stream.record(found)
+        # fused.grown is grown already: composite must not grow it again (margin 0)
+        return found, score, fused.cleaned, fused.grown, 0, stream.last_step_s
 
     @staticmethod
     def _unchanged(frame: np.ndarray, score: float, start: float, stream_s: float = 0.0) -> Removal:
@@ -589,8 +719,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"({' '.join(VIDEO_SUFFIXES)}); with --stream, consecutive frames in this order")
     parser.add_argument("--model", required=True, help="model dir, .safetensors, .onnx or .engine")
     # dest must not be "command": the `sahm` parser keeps the subcommand name there
-    parser.add_argument("--command", dest="command_text", required=True,
-                        help='what to remove, e.g. "the red cup on the left"')
+    parser.add_argument("--command", dest="command_text",
+                        help='what to remove, e.g. "the red cup on the left" (needed unless --erase-mask is given)')
+    parser.add_argument("--erase-mask",
+                        help="also erase a mask found elsewhere (nonzero = erase, each frame's size): one mask image "
+                             "for every input, or a folder holding one per input under the input's name (NAME.png)")
     parser.add_argument("--out", required=True, help="folder for NAME.png (cleaned) and NAME_mask.png")
     add_backend_arguments(parser)
     parser.add_argument("--precision", default=None, choices=TORCH_PRECISIONS,
@@ -607,12 +740,19 @@ def main(args: argparse.Namespace) -> int:
     from ros_ror.commands import Intent, parse_command
 
     try:
-        command = parse_command(args.command_text)
-        if command.intent is Intent.END:
+        if args.command_text is None and args.erase_mask is None:
+            raise ValueError("say what to remove with --command, or give --erase-mask (or both)")
+        command = None if args.command_text is None else parse_command(args.command_text)
+        if command is not None and command.intent is Intent.END:
             raise ValueError(f"--command {args.command_text!r} ends a command; say what to remove")
+        if args.erase_mask is not None and not Path(args.erase_mask).exists():
+            raise ValueError(f"--erase-mask {args.erase_mask}: no such file or folder")
         remover = Remover.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
                                stream=stream_from_args(args), **dataclasses.asdict(rule_from_args(args)))
-        remover.set_command(command.target)
+        if command is not None:
+            remover.set_command(command.target)
+        if args.erase_mask is not None:
+            remover.load_fill()
     except (CheckpointError, RuntimeError, ValueError) as e:  # RuntimeError: BackendUnavailable, TensorRT build errors
         print(f"sahm remove: {e}")
         return 1
@@ -655,7 +795,18 @@ def _remove_files(remover: Remover, args: argparse.Namespace) -> int:
             print(f"{name}: cannot read as an image or video, skipped")
             failed += 1
             continue
-        result = remover.remove(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        erase = None
+        if args.erase_mask is not None:
+            mask_path = Path(args.erase_mask)
+            mask_path = mask_path / f"{Path(name).stem}.png" if mask_path.is_dir() else mask_path
+            erase = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+            if erase is None or erase.shape != bgr.shape[:2]:
+                why = ("cannot read it as an image" if erase is None else
+                       f"it is {erase.shape[1]}x{erase.shape[0]}, the frame {bgr.shape[1]}x{bgr.shape[0]}")
+                print(f"{name}: mask {mask_path}: {why}; skipped")
+                failed += 1
+                continue
+        result = remover.remove(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), erase=erase)
         stem = Path(name).stem
         cv2.imwrite(str(out / f"{stem}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(out / f"{stem}_mask.png"), result.mask)

@@ -1,9 +1,11 @@
-"""Export SAHM's per-frame graph to ONNX.
+"""Export SAHM's per-frame graph, and its fill graph, to ONNX.
 
-The graph is what runs every frame (docs/architecture.md, "Per-frame path"):
+The per-frame graph is what runs every frame (docs/architecture.md, "Per-frame path"):
 inputs  image (1,3,S,S) f32 RGB in [0,1], tokens (1,T,C), valid (1,T), attribute (1,T), identity (1,T) f32;
 outputs cleaned (1,3,S,S) f32 RGB in [0,1], mask (1,1,S,S) f32 probabilities.
-The text encoder is not in it: it runs once per command. Shapes are static
+The fill graph (`SAHM.fill`) fills a hole given from outside (a mask another node found, `~/erase_mask`):
+the same inputs and hole (1,1,S,S) f32 0/1; output cleaned (1,3,S,S).
+The text encoder is in neither: it runs once per command. Shapes are static
 (TensorRT builds its fastest plan for one shape; the runtime resizes frames to S).
 The model's config and the sha256 of the weights it came from go into the ONNX
 metadata, so a loader can tell a stale or foreign graph from the right one.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import onnx
 import torch
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("image", "tokens", "valid", "attribute", "identity")
 OUTPUT_NAMES = ("cleaned", "mask")
+FILL_INPUT_NAMES = (*INPUT_NAMES, "hole")
+FILL_OUTPUT_NAMES = ("cleaned",)
+GRAPH_KEY = "sahm_graph"  # which graph a file holds: a name of GRAPHS
 WEIGHTS_SHA_KEY = "sahm_weights_sha256"
 VERSION_KEY = "sahm_core_version"  # the graph's code; a cached export from other code is stale
 DEFAULT_OPSET = 19
@@ -49,6 +55,38 @@ class PerFrameGraph(nn.Module):
         return cleaned, torch.sigmoid(mask_logits)
 
 
+class FillGraph(nn.Module):
+    """SAHM.fill with plain tensor inputs: the exact function the fill graph computes."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, tokens, valid, attribute, identity, hole):
+        """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T), hole (B,1,S,S) 0/1 -> cleaned (B,3,S,S)."""
+        return self.model.fill(image, TextFeatures(tokens, valid, attribute, identity), hole)
+
+
+class Graph(NamedTuple):
+    """An exportable graph: its module class and its ONNX input and output names."""
+
+    module: type[nn.Module]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+GRAPHS = {"per_frame": Graph(PerFrameGraph, INPUT_NAMES, OUTPUT_NAMES),
+          "fill": Graph(FillGraph, FILL_INPUT_NAMES, FILL_OUTPUT_NAMES)}
+
+
+def example_hole(cfg: ModelConfig) -> torch.Tensor:
+    """(1,1,S,S): a square hole in the middle of the frame."""
+    size = cfg.image_size
+    hole = torch.zeros(1, 1, size, size)
+    hole[..., size // 3: 2 * size // 3, size // 3: 2 * size // 3] = 1.0
+    return hole
+
+
 def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """A deterministic input set with the graph's shapes: some valid tokens, one attribute and one identity token."""
     gen = torch.Generator().manual_seed(seed)
@@ -65,35 +103,39 @@ def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
 
 
 def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = DEFAULT_OPSET,
-                 weights_sha256: str = "") -> Path:
-    """Export an eval-mode SAHM to `out` (written atomically) and run onnx.checker on the result."""
+                 weights_sha256: str = "", graph: str = "per_frame") -> Path:
+    """Export one of GRAPHS of an eval-mode SAHM to `out` (written atomically) and run onnx.checker on the result."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: GridSample needs opset >= {MIN_OPSET}")
+    if graph not in GRAPHS:
+        raise ValueError(f"unknown graph {graph!r}; choose one of {', '.join(GRAPHS)}")
+    spec = GRAPHS[graph]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    graph = PerFrameGraph(model.eval()).eval()
+    inputs = example_inputs(cfg) + ((example_hole(cfg),) if graph == "fill" else ())
     tmp = out.with_name(out.name + ".tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the dynamo exporter is chatty about torch internals
         # dynamo=True: torch.export's graph capture, torch's supported exporter (the TorchScript one is deprecated)
-        torch.onnx.export(graph, example_inputs(cfg), str(tmp), input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=True, external_data=False,
+        torch.onnx.export(spec.module(model.eval()).eval(), inputs, str(tmp), input_names=list(spec.inputs),
+                          output_names=list(spec.outputs), opset_version=opset, dynamo=True, external_data=False,
                           verbose=False)
     proto = onnx.load(str(tmp))
     onnx.helper.set_model_props(proto, {CONFIG_KEY: config_json(cfg, out), WEIGHTS_SHA_KEY: weights_sha256,
-                                        VERSION_KEY: __version__})
+                                        VERSION_KEY: __version__, GRAPH_KEY: graph})
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(tmp))
     tmp.replace(out)
     return out
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Load a .safetensors checkpoint (config from its metadata) and export its per-frame graph."""
+def export_checkpoint(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OPSET,
+                      graph: str = "per_frame") -> Path:
+    """Load a .safetensors checkpoint (config from its metadata) and export one of its GRAPHS."""
     model, cfg = load_model(checkpoint)
-    log.info("exporting %s (%s, %dx%d) to %s, opset %d", checkpoint, cfg.name, cfg.image_size, cfg.image_size, out,
-             opset)
-    return export_model(model, cfg, out, opset=opset, weights_sha256=file_sha256(checkpoint))
+    log.info("exporting the %s graph of %s (%s, %dx%d) to %s, opset %d", graph, checkpoint, cfg.name, cfg.image_size,
+             cfg.image_size, out, opset)
+    return export_model(model, cfg, out, opset=opset, weights_sha256=file_sha256(checkpoint), graph=graph)
 
 
 def onnx_metadata(path: str | Path) -> dict[str, str]:

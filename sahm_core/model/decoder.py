@@ -2,7 +2,8 @@
 
 Bottleneck (coarsest scale): S from Swin V2 blocks, I from residual blocks.
 Every finer scale: S_i by aligned segmentation mapping, I_i by attention-based
-filling inside the hole that S_i's own mask head predicts. Each scale emits mask
+filling inside the hole that S_i's own mask head predicts, or inside a hole given from outside (a mask another
+node found, or the union of several targets' masks: `SAHM.fill`). Each scale emits mask
 logits (1x1 conv on S_i) and RGB logits (1x1 conv on I_i, eq. 12's h2) for deep
 supervision. The RGB logits are a residual over the pull-push background prior (see
 `pull_push.py`); their heads start at zero, so an untrained decoder fills with the prior.
@@ -55,7 +56,7 @@ class Bottleneck(nn.Module):
 
 
 class HybridMapping(nn.Module):
-    """One decoder scale: S_i = align(V_i, S_{i+1}); I_i = fill(S_i, I_{i+1}, hole of S_i's mask)."""
+    """One decoder scale: S_i = align(V_i, S_{i+1}); I_i = fill(S_i, I_{i+1}, hole of S_i's mask or a given one)."""
 
     def __init__(self, skip_dim: int, fill_patch: int, cfg: ModelConfig):
         super().__init__()
@@ -64,11 +65,15 @@ class HybridMapping(nn.Module):
         self.mask_head = nn.Conv2d(cfg.decoder_dim, 1, 1)
         self.rgb_head = zero_conv(cfg.decoder_dim, 3)
 
-    def forward(self, skip: torch.Tensor, seg: torch.Tensor, inpaint: torch.Tensor) -> ScaleOutput:
-        """skip P_i (B,C_i,H,W), S_{i+1}, I_{i+1} (B,D,H/2,W/2) -> S_i, I_i (B,D,H,W), mask (B,1,H,W), RGB (B,3,H,W)"""
+    def forward(self, skip: torch.Tensor, seg: torch.Tensor, inpaint: torch.Tensor,
+                hole: torch.Tensor | None = None) -> ScaleOutput:
+        """skip P_i (B,C_i,H,W), S_{i+1}, I_{i+1} (B,D,H/2,W/2), optional hole (B,1,H,W) 0/1
+        -> S_i, I_i (B,D,H,W), mask (B,1,H,W), RGB (B,3,H,W)"""
         seg = self.align(skip, seg)
         mask_logits = self.mask_head(seg)
-        inpaint = self.fill(seg, inpaint, mask_logits)
+        if hole is None:  # an argument, not a tensor value: each call's graph is static
+            hole = mask_logits > 0  # probability > 0.5; a hard hole keeps the object out
+        inpaint = self.fill(seg, inpaint, hole)
         return seg, inpaint, mask_logits, self.rgb_head(inpaint)
 
 
@@ -105,12 +110,16 @@ class HybridMappingDecoder(nn.Module):
         self.mappings = nn.ModuleList(HybridMapping(dim, patch, cfg) for dim, patch in skips)
         self.full_resolution = FullResolutionHead(cfg)
 
-    def forward(self, maps: list[torch.Tensor], image: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """maps fine -> coarse, normalised image (B,3,S,S) -> mask logits [(B,1,h,w)], RGB logits [(B,3,h,w)]"""
+    def forward(self, maps: list[torch.Tensor], image: torch.Tensor,
+                hole: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """maps fine -> coarse, normalised image (B,3,S,S), optional hole (B,1,S,S) 0/1 that every scale fills
+        instead of its own mask's -> mask logits [(B,1,h,w)], RGB logits [(B,3,h,w)]"""
         seg, inpaint, mask_logits, rgb_logits = self.bottleneck(maps[-1])
         masks, rgbs = [mask_logits], [rgb_logits]
         for skip, mapping in zip(reversed(maps[:-1]), self.mappings):
-            seg, inpaint, mask_logits, rgb_logits = mapping(skip, seg, inpaint)
+            # a scale's patch touches the hole when any of its pixels does
+            scale_hole = None if hole is None else F.max_pool2d(hole, hole.shape[-1] // skip.shape[-1])
+            seg, inpaint, mask_logits, rgb_logits = mapping(skip, seg, inpaint, scale_hole)
             masks.append(mask_logits)
             rgbs.append(rgb_logits)
         mask_logits, rgb_logits = self.full_resolution(seg, inpaint, image, mask_logits, rgb_logits)

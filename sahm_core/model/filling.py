@@ -81,9 +81,8 @@ class FillingMapping(nn.Module):
         self.patch = patch
         self.scale = cfg.fill_softmax_scale
 
-    def forward(self, seg: torch.Tensor, coarse: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-        """seg S_i (B,D,H,W), coarse I_{i+1} (B,D,H/2,W/2), mask_logits (B,1,H,W) -> I_i (B,D,H,W)"""
+    def forward(self, seg: torch.Tensor, coarse: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """seg S_i (B,D,H,W), coarse I_{i+1} (B,D,H/2,W/2), hole (B,1,H,W) 0/1 -> I_i (B,D,H,W)"""
         upsampled = F.interpolate(coarse, scale_factor=2.0, mode="bilinear", align_corners=False)  # (B,D,H,W)
         fine = self.merge(torch.cat([seg, upsampled], dim=1))
-        hole = (mask_logits > 0).to(fine.dtype)  # probability > 0.5; a hard hole keeps the object out
-        return self.hdc(attention_transfer(coarse, fine, hole, self.patch, self.scale))
+        return self.hdc(attention_transfer(coarse, fine, hole.to(fine.dtype), self.patch, self.scale))

@@ -35,19 +35,18 @@ class SAHMOutput(NamedTuple):
     presence_logit: torch.Tensor
 
 
-def blend(image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor, margin: int = 0,
+def blend(image: torch.Tensor, mask: torch.Tensor, rgb_logits: torch.Tensor, margin: int = 0,
           sweeps: int = 0) -> torch.Tensor:
-    """The frame at the scale's size with the predicted fill under the predicted (soft) mask, grown by `margin` px.
+    """The frame at the scale's size with the predicted fill under the (soft) mask, grown by `margin` px.
 
-    image (B,3,S,S) in [0,1], mask_logits (B,1,h,w), rgb_logits (B,3,h,w) -> (B,3,h,w) in [0,1].
+    image (B,3,S,S) in [0,1], mask (B,1,h,w) probabilities, rgb_logits (B,3,h,w) -> (B,3,h,w) in [0,1].
     Pixels the model calls background stay the input's, so the network spends its
     capacity on the hole instead of on copying the frame. The fill is sigmoid(logit(prior) + rgb_logits):
     the RGB logits correct the (relaxed, `sweeps`) pull-push interpolation of the visible pixels. The prior
     sees the mask without gradient: the mask is taught by the segmentation terms and the blend, not by moving the prior.
     The margin (a max-pool of the probabilities) also fills the object's rim, which the segmentation leaves out.
     """
-    frame = F.avg_pool2d(image, image.shape[-1] // mask_logits.shape[-1])  # (B,3,h,w)
-    mask = torch.sigmoid(mask_logits)
+    frame = F.avg_pool2d(image, image.shape[-1] // mask.shape[-1])  # (B,3,h,w)
     if margin:
         mask = grow_mask(mask, margin)  # (B,1,h,w)
     prior = background_prior(frame, mask.detach(), sweeps)  # (B,3,h,w) in (0,1)
@@ -89,6 +88,18 @@ class SAHM(nn.Module):
         masks, rgbs, _ = self.predict(image, text)
         return self.blend_scale(image, masks[-1], rgbs[-1]), masks[-1]
 
+    def fill(self, image: torch.Tensor, text: TextFeatures, hole: torch.Tensor) -> torch.Tensor:
+        """Fill a hole given from outside instead of the referred object's: image (B,3,S,S) in [0,1], hole
+        (B,1,S,S) 0/1 -> cleaned (B,3,S,S), the input outside the hole grown by the removal margin.
+
+        Every decoder scale fills the hole (max-pooled to its size) with attention over the patches outside it, as
+        it fills its own mask's; the text still guides the backbone, and a command that names what the hole holds
+        helps it. Serves a mask another node found and the union of several targets' masks.
+        """
+        normalised = (image - self.mean) / self.std
+        _, rgbs = self.decoder(self.backbone(normalised, text), normalised, hole)
+        return blend(image, hole, rgbs[-1], self.margin_at(image.shape[-1]), self.config.prior_sweeps)
+
     def predict(self, image: torch.Tensor,
                 text: TextFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Per scale, coarse -> fine: presence-gated mask logits (B,1,h,w) and RGB logits (B,3,h,w);
@@ -101,7 +112,8 @@ class SAHM(nn.Module):
 
     def blend_scale(self, image: torch.Tensor, mask_logits: torch.Tensor, rgb_logits: torch.Tensor) -> torch.Tensor:
         """`blend` with this scale's removal margin and the config's prior sweeps."""
-        return blend(image, mask_logits, rgb_logits, self.margin_at(mask_logits.shape[-1]), self.config.prior_sweeps)
+        return blend(image, torch.sigmoid(mask_logits), rgb_logits, self.margin_at(mask_logits.shape[-1]),
+                     self.config.prior_sweeps)
 
 
 def check_config(cfg: ModelConfig) -> None:

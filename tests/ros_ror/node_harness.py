@@ -59,6 +59,7 @@ class Harness:
             frame_type, f"{image_topic}/compressed" if self.compressed else image_topic, deep
         )
         self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
+        self.erase_pub = self.tester.create_publisher(Image, f"/{NODE_NAME}/erase_mask", deep)
         self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}}
         self.lock = threading.Lock()
         self.tester.create_subscription(frame_type, f"/{NODE_NAME}/{cleaned_topic}",
@@ -74,6 +75,7 @@ class Harness:
         if self.node.get_parameter("autostart").value:
             assert self.node.autostarted.wait(timeout=600), "autostart never finished"
         wait_for(lambda: self.image_pub.get_subscription_count() > 0 and self.command_pub.get_subscription_count() > 0
+                 and self.erase_pub.get_subscription_count() > 0
                  and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0
                          for t in (cleaned_topic, "mask", "result")))
         self.sent = 0
@@ -98,6 +100,10 @@ class Harness:
         msg.header.frame_id = f"camera_{self.sent}"
         self.image_pub.publish(msg)
         return _stamp_key(msg)
+
+    def next_stamp(self) -> tuple[int, int]:
+        """The stamp `publish` gives the next frame."""
+        return 1000 + self.sent + 1, 123
 
     def exchange(self, msg, timeout: float = 60.0):
         """Publish one frame; its cleaned image, mask and result (matched by stamp)."""

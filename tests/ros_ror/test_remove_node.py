@@ -6,6 +6,7 @@ its outputs are checked against a Remover called directly on the same pixels.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
@@ -230,3 +231,60 @@ def test_node_reads_commands_as_the_table_does(harness):
 
     for text, expected in zip(SPOKEN, EXPECTED_ACTIVE):
         harness.command(text, expect_active=expected)
+
+
+def _mask_msg(mask: np.ndarray, stamp: tuple[int, int], encoding: str = "mono8"):
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=mask.shape[0], width=mask.shape[1], encoding=encoding, step=mask.shape[1],
+                data=mask.tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    return msg
+
+
+def _disc(shape, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    cy, cx = rng.integers(10, shape[0] - 10), rng.integers(10, shape[1] - 10)
+    return (((yy - cy) ** 2 + (xx - cx) ** 2) < 8 ** 2).astype(np.uint8) * 255
+
+
+def _fill_graph_loaded(harness, scene) -> None:
+    """The first ~/erase_mask makes the node load its fill graph; a frame after it clears that mask out as stale."""
+    if harness.diagnostics()["fill_graph"] != "loaded":
+        harness.erase_pub.publish(_mask_msg(_disc((48, 64), seed=0), (1, 0)))
+        wait_for(lambda: harness.diagnostics()["fill_graph"] == "loaded", timeout=600)
+        harness.exchange(image_msg(scene(seed=0), "rgb8"))
+
+
+def test_a_mask_from_another_node_is_erased_from_the_frame_with_its_stamp(harness, scene):
+    harness.command("stop", expect_active="")
+    _fill_graph_loaded(harness, scene)
+    for seed in (1, 2):
+        rgb, given = scene(seed=seed), _disc((48, 64), seed=seed)
+        stamp = harness.next_stamp()
+        harness.erase_pub.publish(_mask_msg(given, (stamp[0], stamp[1] + 5_000_000)))  # 5 ms off: within tolerance
+        time.sleep(0.2)  # reliable QoS delivers the mask; the frame must not overtake it on the other topic
+        cleaned, mask, result = harness.exchange(image_msg(rgb, "rgb8"))
+        out, erased = pixels_of(cleaned), pixels_of(mask)[:, :, 0] > 0
+        assert erased[given > 0].all() and erased.sum() < erased.size
+        assert np.array_equal(out[~erased], rgb[~erased])  # outside the mask: the input, bit for bit
+        assert not np.array_equal(out[erased], rgb[erased])
+        fields = result_dict(result)
+        assert fields["command"] == "" and fields["found"] is False and fields["mask_pixels"] == erased.sum()
+
+
+def test_a_stale_misfit_or_malformed_erase_mask_is_warned_about_and_dropped(harness, scene):
+    harness.command("stop", expect_active="")
+    _fill_graph_loaded(harness, scene)
+    dropped = lambda reason: int(harness.diagnostics().get(f"dropped_erase_mask_{reason}", 0))  # noqa: E731
+    before = {r: dropped(r) for r in ("stale", "size", "encoding")}
+    stamp = harness.next_stamp()
+    harness.erase_pub.publish(_mask_msg(_disc((48, 64), 4), (stamp[0] - 1, stamp[1])))  # 1 s before its frame
+    harness.erase_pub.publish(_mask_msg(np.full((24, 32), 255, np.uint8), stamp))  # the frame's stamp, half its size
+    harness.erase_pub.publish(_mask_msg(np.zeros((48, 64 * 3), np.uint8), stamp, encoding="rgb8"))
+    time.sleep(0.2)
+    rgb = scene(seed=4)
+    cleaned, mask, _ = harness.exchange(image_msg(rgb, "rgb8"))
+    assert bytes(cleaned.data) == rgb.tobytes() and not np.any(pixels_of(mask))  # passed through, nothing erased
+    assert {r: dropped(r) - before[r] for r in before} == {"stale": 1, "size": 1, "encoding": 1}

@@ -17,6 +17,7 @@ from sahm_core.config import model_config
 from sahm_core.data import RemovalDataset
 from sahm_core.data.synthetic import make_dataset
 from sahm_core.evaluate import (
+    GIVEN_MASK_METHOD,
     LPIPS,
     METHODS,
     PSNR_CAP_DB,
@@ -28,6 +29,7 @@ from sahm_core.evaluate import (
     telea,
 )
 from sahm_core.model import build_model
+from sahm_core.runtime import Remover
 
 SIZE = 64
 SMALL = replace(model_config("nano"), image_size=SIZE, embed_dim=16, decoder_dim=16, disc_dim=8)
@@ -178,3 +180,23 @@ def test_lpips_from_local_weights_is_zero_on_identical_images_and_rejects_wrong_
         LPIPS(tmp_path / "alexnet.pth", tmp_path / "alexnet.pth")
     with pytest.raises(FileNotFoundError, match="not found"):
         LPIPS(tmp_path / "missing.pth", tmp_path / "alexnet.pth")
+
+
+def test_given_masks_score_the_fill_graph_as_the_runtime_erases_a_given_mask(eval_setup, capsys):
+    root, data = eval_setup
+    out = root / "out_given"
+    code = cli.main(["eval", "--checkpoint", str(root / "model"), "--data", str(data), "--out", str(out),
+                     "--given-masks"])
+    assert code == 0, capsys.readouterr().out
+    row = json.loads((out / "metrics.json").read_text())["removal"][GIVEN_MASK_METHOD]
+    # the same frames through Remover.remove(frame, erase=ground truth): one definition of erasing a given mask
+    expected = []
+    with Remover.load(root / "model", backend="torch", device="cpu") as remover:
+        for item in RemovalDataset(data, "test", SIZE):
+            gt = item["mask"][0].numpy() > 0.5
+            if gt.any():
+                image = (item["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                target = (item["target"].permute(1, 2, 0).numpy() * 255).round() / 255
+                erased = remover.remove(image, erase=gt).image / 255
+                expected.append(10 * math.log10(1 / ((erased - target) ** 2)[gt].mean()))
+    assert row["psnr_mask"] == pytest.approx(np.mean(expected), abs=1e-3)

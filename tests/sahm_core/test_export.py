@@ -1,4 +1,4 @@
-"""ONNX export of the per-frame graph: checker, I/O contract, parity with PyTorch, TensorRT operator check."""
+"""ONNX export of the per-frame and fill graphs: checker, I/O contract, parity with PyTorch, TensorRT operator check."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ from sahm_core.checkpoint import CONFIG_KEY, load_weights
 from sahm_core.cli import main as sahm_main
 from sahm_core.export.cache import file_sha256
 from sahm_core.export.onnx_export import (
+    FILL_INPUT_NAMES,
+    FILL_OUTPUT_NAMES,
+    GRAPH_KEY,
     INPUT_NAMES,
     OUTPUT_NAMES,
     VERSION_KEY,
     WEIGHTS_SHA_KEY,
+    FillGraph,
     PerFrameGraph,
     example_inputs,
     export_model,
@@ -132,3 +136,26 @@ def test_export_cli_reports_missing_checkpoint(tmp_path, capsys):
     missing = tmp_path / "nope.safetensors"
     assert sahm_main(["export", "onnx", "--checkpoint", str(missing), "--out", str(tmp_path / "m.onnx")]) == 1
     assert str(missing) in capsys.readouterr().out
+
+
+def test_fill_graph_exports_with_its_contract_and_matches_torch(nano):
+    weights, cfg, model, _ = nano
+    path = exported_onnx(weights, cfg, "fill")
+    proto = onnx.load(str(path))
+    assert [i.name for i in proto.graph.input] == list(FILL_INPUT_NAMES)
+    assert [o.name for o in proto.graph.output] == list(FILL_OUTPUT_NAMES)
+    assert {p.key: p.value for p in proto.metadata_props}[GRAPH_KEY] == "fill"
+    assert tensorrt_problems(proto) == []
+    s = cfg.image_size
+    hole = torch.zeros(1, 1, s, s)
+    hole[..., 20:70, 30:200] = 1.0  # not the export's example hole
+    inputs = (*example_inputs(cfg, seed=2), hole)
+    with torch.no_grad():
+        reference = FillGraph(model)(*inputs)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (cleaned,) = session.run(list(FILL_OUTPUT_NAMES), {n: t.numpy() for n, t in zip(FILL_INPUT_NAMES, inputs)})
+    assert cleaned.shape == (1, 3, s, s)
+    assert np.abs(cleaned - reference.numpy()).max() <= 1e-3
+    grown = torch.nn.functional.max_pool2d(hole, 2 * cfg.removal_margin + 1, 1, cfg.removal_margin)
+    outside = np.broadcast_to(grown.numpy() == 0, cleaned.shape)
+    assert np.abs(cleaned[outside] - inputs[0].numpy()[outside]).max() <= 1e-6  # outside the grown hole: the input

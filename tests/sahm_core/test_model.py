@@ -147,11 +147,11 @@ def test_blend_keeps_the_frame_where_the_mask_is_off_and_the_fill_where_it_is_on
     image = make_image(1)
     frame = F.avg_pool2d(image, 4)
     rgb_logits = torch.randn(1, 3, 64, 64)
-    background = blend(image, torch.full((1, 1, 64, 64), -40.0), rgb_logits)
+    background = blend(image, torch.zeros(1, 1, 64, 64), rgb_logits)
     torch.testing.assert_close(background, frame)
     hole = torch.zeros(1, 1, 64, 64)
     hole[..., 20:40, 10:30] = 1.0
-    foreground = blend(image, 80 * hole - 40, rgb_logits, sweeps=3)  # mask probabilities 0 / 1
+    foreground = blend(image, hole, rgb_logits, sweeps=3)
     prior = background_prior(frame, hole, 3)
     fill = torch.sigmoid(torch.log(prior / (1 - prior)) + rgb_logits)
     torch.testing.assert_close(foreground, frame * (1 - hole) + fill * hole)
@@ -164,7 +164,7 @@ def test_blend_margin_fills_exactly_the_pixels_within_margin_of_the_mask():
     rgb_logits = torch.randn(1, 3, 64, 64)
     hole = torch.zeros(1, 1, 64, 64)
     hole[..., 30, 0] = 1.0  # at the border: the square is clipped to 5x3
-    out = blend(image, 80 * hole - 40, rgb_logits, margin=2, sweeps=3)
+    out = blend(image, hole, rgb_logits, margin=2, sweeps=3)
     grown = torch.zeros_like(hole)
     grown[..., 28:33, 0:3] = 1.0
     prior = background_prior(frame, grown, 3)
@@ -264,3 +264,52 @@ def test_the_bundled_nano_computes_what_it_computed_when_it_shipped():
     for i, (mask, rgb) in enumerate(zip(out.scale_masks[:-1], out.scale_images[:-1])):
         torch.testing.assert_close(mask, ref[f"scale_mask_{i}"], **close)
         torch.testing.assert_close(rgb, ref[f"scale_image_{i}"], **close)
+
+
+def test_fill_with_an_empty_hole_is_the_frame_bit_for_bit():
+    torch.manual_seed(0)
+    model = build_model(NANO).eval()
+    nudge_off_zero(model)
+    image = make_image(2)
+    with torch.no_grad():
+        out = model.fill(image, make_text(2), torch.zeros(2, 1, NANO.image_size, NANO.image_size))
+    assert torch.equal(out, image)
+
+
+def test_an_untrained_fill_is_the_prior_under_the_given_hole_grown_by_the_margin():
+    torch.manual_seed(0)
+    model = build_model(NANO).eval()
+    image = make_image(1)
+    hole = torch.zeros(1, 1, NANO.image_size, NANO.image_size)
+    hole[..., 40:90, 100:180] = 1.0
+    margin = NANO.removal_margin
+    with torch.no_grad():
+        out = model.fill(image, make_text(1), hole)
+    grown = torch.zeros_like(hole)
+    grown[..., 40 - margin:90 + margin, 100 - margin:180 + margin] = 1.0  # hand-worked: a rectangle grows to a rectangle
+    expected = image * (1 - grown) + background_prior(image, grown, NANO.prior_sweeps) * grown
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_every_decoder_scale_fills_the_given_hole_instead_of_its_own_mask():
+    """The hole each attention filling gets: its own mask's (probability > 0.5) without a given hole; with one,
+    the given hole reduced to the scale by torch's adaptive max pool (a patch is in the hole when any pixel is)."""
+    torch.manual_seed(0)
+    model = build_model(NANO).eval()
+    nudge_off_zero(model)
+    seen, logits = [], []
+    for mapping in model.decoder.mappings:
+        mapping.fill.register_forward_hook(lambda module, args, out: seen.append(args[2].float()))
+        mapping.mask_head.register_forward_hook(lambda module, args, out: logits.append(out))
+    image, text = make_image(1), make_text(1)
+    hole = torch.zeros(1, 1, NANO.image_size, NANO.image_size)
+    hole[..., 37:101, 150:211] = 1.0
+    with torch.no_grad():
+        model.fill(image, text, hole)
+        given = seen[:]
+        seen.clear(), logits.clear()
+        model(image, text)
+    assert len(given) == len(seen) == len(logits) == len(model.decoder.mappings)
+    for own, filled, mask_logits in zip(seen, given, logits):
+        torch.testing.assert_close(filled, F.adaptive_max_pool2d(hole, filled.shape[-2:]))
+        assert torch.equal(own, (mask_logits > 0).float())

@@ -561,3 +561,73 @@ def test_fifty_load_close_cycles_do_not_grow_rss(nano_model_dir, shared_cache):
     growth = rss[-1] - rss[4]
     print(f"RSS after cycle 1: {rss[0]:.1f} MB, 5: {rss[4]:.1f} MB, 50: {rss[-1]:.1f} MB, growth {growth:+.1f} MB")
     assert growth < 100
+
+
+def _given_mask(shape):
+    """An ellipse and a one-pixel speck: a given mask's smallest part must be erased too."""
+    mask = np.zeros(shape, np.uint8)
+    cv2.ellipse(mask, (shape[1] // 2, shape[0] // 2), (shape[1] // 5, shape[0] // 6), 20, 0, 360, 255, -1)
+    mask[3, 4] = 255
+    return mask
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_given_mask_is_erased_with_the_fill_graph_and_nothing_else_changes(nano_model_dir, shared_cache, backend):
+    frame = _frame(120, 160, seed=1)
+    given = _given_mask(frame.shape[:2])
+    with Remover.load(nano_model_dir, backend=backend, device="cpu", **LOOSE) as remover:
+        remover.load_fill()
+        result = remover.remove(frame, erase=given)
+    assert not result.found  # no command: nothing of the model's own was erased
+    erased = result.mask > 0
+    assert erased[given > 0].all() and result.given_pixels == np.count_nonzero(given)
+    assert np.array_equal(result.image[~erased], frame[~erased])  # bit-exact outside the mask
+    # the fill graph's hole is the given mask at model resolution grown by the removal margin, and no more
+    hole = runtime.to_model_hole(given, 256)[0, 0]
+    expected = composite(frame, np.zeros((3, 256, 256), np.float32), hole, 0.5, remover.config.removal_margin)[1]
+    assert np.array_equal(result.mask, expected)
+
+
+def test_a_given_mask_and_the_commands_object_are_erased_by_one_fill_over_their_union(removers, median_probability):
+    frame = _frame(120, 160, seed=2)
+    given = _given_mask(frame.shape[:2])
+    _set_threshold(removers, median_probability(frame))
+    remover = removers["onnxruntime"]
+    alone = remover.remove(frame)
+    both = remover.remove(frame, erase=given)
+    assert alone.found and both.found and both.score == alone.score
+    assert ((both.mask > 0) >= (alone.mask > 0)).all() and (both.mask[given > 0] > 0).all()
+    assert np.array_equal(both.image[both.mask == 0], frame[both.mask == 0])
+    torch_both = removers["torch"].remove(frame, erase=given)
+    assert np.count_nonzero(torch_both.mask != both.mask) <= 1e-3 * given.size  # threshold-edge pixels only
+    same = (torch_both.mask > 0) & (both.mask > 0)
+    assert np.abs(torch_both.image[same].astype(int) - both.image[same].astype(int)).max() <= 1
+
+
+def test_a_given_mask_of_another_size_or_type_is_a_value_error(removers):
+    frame = _frame(48, 64)
+    for bad, why in [(np.zeros((48, 63), np.uint8), "64x48"), (np.zeros((48, 64), np.float32), "uint8 or bool"),
+                     ([[0]], "uint8 or bool"), (np.zeros((48, 64, 1), np.uint8), "frame's size")]:
+        with pytest.raises(ValueError, match=why):
+            removers["onnxruntime"].remove(frame, erase=bad)
+
+
+def test_sahm_remove_erases_a_given_mask_without_a_command(tmp_path, nano_model_dir, shared_cache, capsys):
+    frame = _frame(61, 83, seed=4)
+    cv2.imwrite(str(tmp_path / "frame.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    given = _given_mask(frame.shape[:2])
+    cv2.imwrite(str(tmp_path / "given.png"), given)
+    out = tmp_path / "out"
+    args = ["remove", "--model", str(nano_model_dir), "--erase-mask", str(tmp_path / "given.png"), "--out", str(out),
+            "--backend", "onnxruntime", str(tmp_path / "frame.png")]
+    assert sahm_main(args) == 0, capsys.readouterr().out
+    cleaned = cv2.cvtColor(cv2.imread(str(out / "frame.png")), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(out / "frame_mask.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert mask[given > 0].all() and np.array_equal(cleaned[~mask], frame[~mask])
+    with Remover.load(nano_model_dir, backend="onnxruntime") as remover:  # what the CLI wrote is the runtime's answer
+        assert np.array_equal(cleaned, remover.remove(frame, erase=given).image)
+    cv2.imwrite(str(tmp_path / "small.png"), given[:30])
+    assert sahm_main(args[:4] + [str(tmp_path / "small.png")] + args[5:]) == 1
+    assert "it is 83x30, the frame 83x61; skipped" in capsys.readouterr().out
+    assert sahm_main(args[:2] + [str(nano_model_dir), "--out", str(out), str(tmp_path / "frame.png")]) == 1
+    assert "say what to remove with --command, or give --erase-mask" in capsys.readouterr().out
