@@ -54,7 +54,6 @@ from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, config_from_j
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
 from .export.onnx_export import (
-    FILL_INPUT_NAMES,
     FILL_OUTPUT_NAMES,
     GRAPH_KEY,
     GRAPHS,

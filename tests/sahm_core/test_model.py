@@ -286,7 +286,7 @@ def test_an_untrained_fill_is_the_prior_under_the_given_hole_grown_by_the_margin
     with torch.no_grad():
         out = model.fill(image, make_text(1), hole)
     grown = torch.zeros_like(hole)
-    grown[..., 40 - margin:90 + margin, 100 - margin:180 + margin] = 1.0  # hand-worked: a rectangle grows to a rectangle
+    grown[..., 40 - margin:90 + margin, 100 - margin:180 + margin] = 1.0  # by hand: a grown rectangle
     expected = image * (1 - grown) + background_prior(image, grown, NANO.prior_sweeps) * grown
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
 
