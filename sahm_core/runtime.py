@@ -74,10 +74,10 @@ ORT_CUDA_PAIRING = ("onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (torch +cu1
                     "1.19-1.26 need CUDA 12 + cuDNN 9 (torch +cu12x wheels)")
 TEXT_NAMES = INPUT_NAMES[1:]  # tokens, valid, attribute, identity
 ONNX_FILE, FILL_ONNX_FILE, ENGINE_FILE = "model.onnx", "fill.onnx", "model.engine"
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")  # `sahm remove` reads them with cv2.VideoCapture
 # The fill graph's text when a given mask is erased with no command: the backbone is text-guided at every stage, and
 # on 60 dev objects under their ground-truth masks this and each object's own command filled within 0.13 dB.
-FILL_CONTEXT = "remove it"  # `sahm remove` reads them with cv2.VideoCapture
+FILL_CONTEXT = "remove it"
 
 
 class Removal(NamedTuple):
