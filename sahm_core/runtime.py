@@ -672,9 +672,10 @@ class Remover:
                 return self._unchanged(frame, score, start, stream_s)
             image, binary = composite(frame, cleaned, mask, rule.mask_threshold, margin)
             return Removal(image, binary, score, True, time.perf_counter() - start, stream_s)
+        self.load_fill()  # once: later calls find the graph and FILL_CONTEXT's encoding ready
         given = to_model_hole(erase, self.config.image_size)[0, 0]  # (S,S) 0/1
         hole = given if not found else np.maximum(given, (mask > rule.mask_threshold).astype(np.float32))
-        context = text if text is not None else self._fill_context or self._encode(FILL_CONTEXT)
+        context = text if text is not None else self._fill_context
         filled = backend.fill(image, context, hole[None, None])[0]  # the graph grows the hole by the margin
         # One composite over the union, each part grown by the margin once: the command's object exactly as without
         # a given mask, the given hole through any threshold below 1 (every model pixel it covers is grown around).
@@ -688,7 +689,8 @@ class Remover:
 
     def _find(self, backend, image: np.ndarray, text: dict[str, np.ndarray], shape: tuple[int, ...], rule: FoundRule):
         """The per-frame graph on one command, and stream mode when on -> (found, score, cleaned (3,S,S), mask
-        probabilities (S,S) at model resolution ungrown, the margin composite must still grow them by, stream_s)."""
+        probabilities (S,S) at model resolution as composite takes them (stream mode's are grown already), the margin
+        composite must still grow them by (0 in stream mode), stream_s)."""
         cleaned, mask = backend.run(image, text)
         cleaned, mask = cleaned[0], mask[0, 0]
         stream = self._stream  # one read: a parameter callback may switch stream mode between frames
