@@ -12,7 +12,7 @@ import time
 import numpy as np
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -117,6 +117,67 @@ class Harness:
         self.thread.join()
         self.node.destroy_node()
         self.tester.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+class Probe:
+    """A test node in its own context, for a node in another process: parameter and lifecycle queries, pub/sub,
+    graph queries. The executor spins on its own thread."""
+
+    def __init__(self, name: str):
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def call(self, srv_type, name: str, request, timeout: float = 60.0, resend_after: float = 10.0):
+        """An idempotent query. The service can be discovered before it has matched this client's response
+        reader; DDS then drops the response (rmw_fastrtps waits 100 ms for the match), so a request unanswered
+        after `resend_after` seconds is sent again."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"service {name} never appeared"
+            deadline = time.monotonic() + timeout
+            while True:
+                future = client.call_async(request)
+                try:
+                    wait_for(future.done, min(resend_after, max(deadline - time.monotonic(), 0.0)))
+                    return future.result()
+                except AssertionError:
+                    client.remove_pending_request(future)
+                    if time.monotonic() >= deadline:
+                        raise AssertionError(f"{name} never answered in {timeout} s") from None
+        finally:
+            self.node.destroy_client(client)
+
+    def parameters(self, names: list[str]) -> dict:
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        values = self.call(GetParameters, f"/{NODE_NAME}/get_parameters", GetParameters.Request(names=names)).values
+        return {name: parameter_value_to_python(v) for name, v in zip(names, values)}
+
+    def lifecycle_state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        return self.call(GetState, f"/{NODE_NAME}/get_state", GetState.Request()).current_state.label
+
+    def subscribed_topics(self) -> set[str]:
+        from rclpy.node import NodeNameNonExistentError
+
+        try:
+            names = self.node.get_subscriber_names_and_types_by_node(NODE_NAME, "/")
+        except NodeNameNonExistentError:  # its publishers were seen first: the graph fills in over discovery
+            return set()
+        return {name for name, _ in names}
+
+    def close(self):
+        self.executor.shutdown()
+        self.thread.join()
+        self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 
 

@@ -19,11 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 import yaml
-from node_harness import COMMAND, image_msg, pixels_of, result_dict, wait_for
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
+from node_harness import COMMAND, Probe, image_msg, pixels_of, result_dict, wait_for
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,73 +86,26 @@ class Launch:
             self.process.wait()
 
 
-class Probe:
-    """A test node in its own context: graph queries, parameter and lifecycle services, pub/sub."""
-
-    def __init__(self):
-        self.context = Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("launch_probe", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def call(self, srv_type, name: str, request, timeout: float = 60.0):
-        client = self.node.create_client(srv_type, name)
-        assert client.wait_for_service(timeout_sec=timeout), f"service {name} never appeared"
-        future = client.call_async(request)
-        wait_for(future.done, timeout)
-        self.node.destroy_client(client)
-        return future.result()
-
-    def parameters(self, names: list[str]) -> dict:
-        from rcl_interfaces.srv import GetParameters
-        from rclpy.parameter import parameter_value_to_python
-
-        values = self.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=names)).values
-        return {name: parameter_value_to_python(v) for name, v in zip(names, values)}
-
-    def lifecycle_state(self) -> str:
-        from lifecycle_msgs.srv import GetState
-
-        return self.call(GetState, f"{NODE}/get_state", GetState.Request()).current_state.label
-
-    def subscribed_topics(self) -> set[str]:
-        from rclpy.node import NodeNameNonExistentError
-
-        try:
-            names = self.node.get_subscriber_names_and_types_by_node("ros_ror_remove", "/")
-        except NodeNameNonExistentError:  # its publishers were seen first: the graph fills in over discovery
-            return set()
-        return {name for name, _ in names}
-
-    def wait_for_node(self, launch: Launch, timeout: float = 120.0) -> None:
-        """Until the launched node's publishers are in this probe's graph; on failure, who sees what."""
-        try:
-            wait_for(lambda: launch.process.poll() is not None or self.node.count_publishers(f"{NODE}/mask") > 0,
-                     timeout)
-        except AssertionError:
-            # Discovery failed: tell the probe's view from a fresh participant's, so the failure names its side.
-            fresh = subprocess.run([str(BIN / "ros2"), "topic", "list", "--no-daemon", "--spin-time", "10"],
-                                   env=launch_env(), text=True, capture_output=True, timeout=60)
-            raise AssertionError(
-                f"the probe saw no {NODE}/mask publisher in {timeout} s; the probe sees nodes "
-                f"{self.node.get_node_names_and_namespaces()} and topics "
-                f"{sorted(n for n, _ in self.node.get_topic_names_and_types())}; a fresh `ros2 topic list` sees "
-                f"{fresh.stdout.split()} {fresh.stderr[-500:]}") from None
-        assert launch.process.poll() is None, launch.output
-
-    def close(self):
-        self.executor.shutdown()
-        self.thread.join()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+def wait_for_launched_node(probe: Probe, launch: Launch, timeout: float = 120.0) -> None:
+    """Until the launched node's publishers are in this probe's graph; on failure, who sees what."""
+    try:
+        wait_for(lambda: launch.process.poll() is not None or probe.node.count_publishers(f"{NODE}/mask") > 0,
+                 timeout)
+    except AssertionError:
+        # Discovery failed: tell the probe's view from a fresh participant's, so the failure names its side.
+        fresh = subprocess.run([str(BIN / "ros2"), "topic", "list", "--no-daemon", "--spin-time", "10"],
+                               env=launch_env(), text=True, capture_output=True, timeout=60)
+        raise AssertionError(
+            f"the probe saw no {NODE}/mask publisher in {timeout} s; the probe sees nodes "
+            f"{probe.node.get_node_names_and_namespaces()} and topics "
+            f"{sorted(n for n, _ in probe.node.get_topic_names_and_types())}; a fresh `ros2 topic list` sees "
+            f"{fresh.stdout.split()} {fresh.stderr[-500:]}") from None
+    assert launch.process.poll() is None, launch.output
 
 
 @pytest.fixture(scope="module")
 def probe():
-    p = Probe()
+    p = Probe("launch_probe")
     yield p
     p.close()
 
@@ -177,7 +127,7 @@ def test_launch_by_package_applies_every_argument_and_round_trips_a_frame(tmp_pa
     launch = Launch("ros_ror", "remove.launch.py", "image_topic:=/rig/camera/image_raw", "command_topic:=/rig/speech",
                     f"model_path:={onnx_model_dir}", "backend:=onnxruntime", f"params_file:={params}")
     try:
-        probe.wait_for_node(launch)
+        wait_for_launched_node(probe, launch)
         wait_for(lambda: {"/rig/camera/image_raw", "/rig/camera/camera_info", "/rig/speech"}
                  <= probe.subscribed_topics())
         got = probe.parameters(["model_path", "backend", "use_sim_time", "max_command_chars", "autostart"])
@@ -254,7 +204,7 @@ def test_launch_by_path_waits_unconfigured_and_follows_ros2_lifecycle(tmp_path, 
         return done.stdout
 
     try:
-        probe.wait_for_node(launch)
+        wait_for_launched_node(probe, launch)
         # The launch argument, when given, wins over the params file.
         assert probe.parameters(["use_sim_time", "autostart"]) == {"use_sim_time": False, "autostart": False}
         assert probe.lifecycle_state() == "unconfigured"
