@@ -8,7 +8,7 @@ PACKAGE = "ros_ror"
 
 setup(
     name=PACKAGE,
-    version="0.4.0",
+    version="0.5.0",
     description="Referring object removal for ROS 2: say what to erase, get the camera stream without it (SAHM).",
     license="Apache-2.0",
     python_requires=">=3.10",

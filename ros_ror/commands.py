@@ -1,4 +1,5 @@
-"""Spoken commands: what an utterance asks for (end, remove, switch), the text the model gets, the active command.
+"""Spoken commands: what an utterance asks for (end, remove, switch, add), the text the model gets, the active
+targets.
 
 A speech recogniser publishes whatever it heard. `parse_command` reads the whole utterance:
 
@@ -6,7 +7,10 @@ A speech recogniser publishes whatever it heard. `parse_command` reads the whole
   "don't remove it", "not the cup"), with politeness and sentence breaks around them;
 - switch: an end clause, a connective and a new request ("stop removing the cup and remove the bottle",
   "no, the bottle instead"), a correction ("actually the bottle"), or a request marked "instead";
-- remove: anything else, as heard.
+- add: a request that opens with "also", "and" or "plus", or closes with "too", "as well" or "also" ("also remove
+  the green star", "and the cup", "the bottle too"): one more target beside the active ones;
+- remove: anything else, as heard. It replaces every active target. "remove the cup and the bottle" stays one
+  request: "and" inside a name ("salt and pepper shaker") cannot be told from "and" between two names.
 
 Names that hold an end word are told apart by the sentence's structure, not by a list of exceptions. An end
 verb's object is an action: a gerund ("stop removing ..."), a pronoun ("stop it") or a determiner phrase
@@ -55,6 +59,8 @@ CONNECTIVES = ("and", "then", "and then", "but", "so", "now", "and now", "instea
 CORRECTIONS = ("no", "nope", "wait", "actually", "i mean", "sorry", "oops", "rather")  # "no, the bottle"
 DETERMINERS = ("the", "a", "an", "that", "this", "these", "those", "my", "your")
 SWITCH_MARKER = "instead"
+ADD_OPENERS = ("also", "and", "and also", "plus", "and then also")  # "also remove the star", "and the cup"
+ADD_CLOSERS = ("too", "as well", "also")  # "remove the bottle too"
 
 BREAK = "|"  # a sentence break (. , ; ! ? and dashes), kept only while classifying
 _TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*|[.,;:!?…—–。！？]+")
@@ -119,7 +125,11 @@ INSTEAD = re.compile(rf"^(?:{_PAD} {SWITCH_MARKER}(?P<after>{_WORDS}+)|(?P<befor
 # "remove the cup, no, stop", "remove the cup. stop, remove the bottle".
 LATER_SENTENCE = re.compile(rf"^{_WORDS}+? \{BREAK}(?P<target>{_PAD}(?:{_any(END_VERBS)}|{_any(END_PHRASES)}"
                             rf"|{_any(NEGATIONS)}|{_any(CORRECTIONS)}){_WORDS}*)$")
-_NOTHING_SAID = re.compile(rf"^(?:{_PAD_WORD}|{_any(REQUEST_OPENERS)})*$")  # "ok thanks", "could you please"
+# One more target: "also remove the star", "and the cup please", "the bottle too".
+ADD = re.compile(rf"^(?:{_PAD}{_any(ADD_OPENERS)}{_PAD}(?P<opened>{_WORDS}+?)|(?P<closed>{_WORDS}+?)"
+                 rf"{_any(ADD_CLOSERS)}){_PAD}$")
+# "ok thanks", "could you please", "and", "too"
+_NOTHING_SAID = re.compile(rf"^(?:{_PAD_WORD}|{_any(REQUEST_OPENERS + ADD_OPENERS + ADD_CLOSERS)})*$")
 
 
 class CommandError(ValueError):
@@ -134,6 +144,7 @@ class Intent(str, Enum):
     END = "end"  # end the active command
     REMOVE = "remove"  # a removal request
     SWITCH = "switch"  # end the active command and start `target` in its place
+    ADD = "add"  # `target` joins the active targets
 
 
 @dataclass(frozen=True)
@@ -163,6 +174,9 @@ def _spoken(said: str) -> str:
 
 def classify(said: str) -> Command:
     """Intent and target of an utterance in the parser's form, which must name something (see `parse_command`)."""
+    if (m := ADD.match(said)) and not _NOTHING_SAID.match(rest := m["opened"] or m["closed"]):
+        then = classify(rest)  # "and stop" ends, "also, no, the bottle" switches
+        return Command(Intent.ADD, then.target) if then.intent is Intent.REMOVE else then
     for grammar in (SWITCH, CORRECTION):
         # the new request is read as an utterance of its own: "stop, please stop" is no switch
         if (m := grammar.match(said)) and not _NOTHING_SAID.match(m["target"]):
@@ -197,46 +211,71 @@ def parse_command(text: object, max_chars: int = 300) -> Command:
     return classify(said)
 
 
-class CommandTracker:
-    """The active command over time. Times are seconds on one clock (the node clock, or bag time in replay).
+DEFAULT_MAX_TARGETS = 4  # the node's max_targets parameter and replay's --max-targets
 
-    `timeout` 0 keeps a command until an end command; otherwise it expires `timeout` s after it arrived.
+
+class CommandTracker:
+    """The active targets over time. Times are seconds on one clock (the node clock, or bag time in replay).
+
+    A removal or a switch replaces every target, an add joins one (at most `max_targets`), an end clears them.
+    `timeout` 0 keeps a target until an end command; otherwise each expires `timeout` s after it was last asked for.
     """
 
-    def __init__(self, timeout: float = 0.0, max_chars: int = 300):
+    def __init__(self, timeout: float = 0.0, max_chars: int = 300, max_targets: int = DEFAULT_MAX_TARGETS):
+        if max_targets < 1:
+            raise ValueError(f"max_targets must be at least 1, got {max_targets}")
         self.timeout = timeout
         self.max_chars = max_chars
-        self._target: str | None = None
-        self._since = 0.0
+        self.max_targets = max_targets
+        self._targets: dict[str, float] = {}  # target -> when it was asked for, in the order asked
 
     def submit(self, text: object, now: float) -> Command:
-        """Apply an utterance heard at `now`; CommandError leaves the active command as it was."""
+        """Apply an utterance heard at `now`; CommandError leaves the active targets as they were."""
         command = parse_command(text, self.max_chars)
-        self._target, self._since = command.target, now
+        if command.intent is not Intent.ADD:
+            self._targets = {} if command.target is None else {command.target: now}
+            return command
+        active = self.active(now)
+        if command.target not in active and len(active) >= self.max_targets:
+            raise CommandError("too_many_targets", f"{command.target!r} would be target {len(active) + 1}, more than "
+                                                   f"max_targets={self.max_targets}; a plain command replaces them")
+        self._targets.pop(command.target, None)  # asked again: it moves to the end, its timeout starts over
+        self._targets[command.target] = now
         return command
 
-    def end(self, now: float) -> None:
-        self._target, self._since = None, now
+    def end(self, now: float, target: str | None = None) -> None:
+        """End one target, or (None) all of them."""
+        if target is None:
+            self._targets = {}
+        else:
+            self._targets.pop(target, None)
 
-    def active(self, now: float) -> str | None:
-        if self._target is not None and self.timeout > 0 and now - self._since >= self.timeout:
-            self._target = None
-        return self._target
+    def active(self, now: float) -> tuple[str, ...]:
+        if self.timeout > 0:
+            self._targets = {t: since for t, since in self._targets.items() if now - since < self.timeout}
+        return tuple(self._targets)
 
 
-def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[str | None, ValueError | None]:
-    """Put the command active at `now` on `remover` (a sahm_core Remover); returns (command, None).
+def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[tuple[str, ...], ValueError | None]:
+    """Put the targets active at `now` on `remover` (a sahm_core Remover); returns (targets, None).
 
-    A command the model cannot encode is ended, so it fails once instead of on every
-    frame: returns (None, the error). With no active command the remover is left
-    as it is; callers pass frames through without running it.
+    A target the model cannot encode is ended, so it fails once instead of on every frame: returns (the targets
+    left, the error). Targets set already keep their encoding (and their stream), so only new ones are encoded. With
+    no active target the remover has none either (a given mask alone must not erase an ended command's object).
     """
-    command = tracker.active(now)
-    if command is None or remover.command == command:
-        return command, None
-    try:
-        remover.set_command(command)
-    except ValueError as e:
-        tracker.end(now)
-        return None, e
-    return command, None
+    targets = tracker.active(now)
+    if remover.commands == targets:
+        return targets, None
+    error = None
+    kept = [t for t in remover.commands if t in targets]
+    for target in targets:
+        if target not in kept:
+            try:
+                remover.set_commands(kept + [target])
+                kept.append(target)
+            except ValueError as e:
+                tracker.end(now, target)
+                error = e
+    targets = tracker.active(now)
+    remover.set_commands(targets)  # encoded already: the order as asked
+    return targets, error

@@ -54,7 +54,7 @@ from sahm_core.backends import AUTO, BACKEND_CHOICES  # argparse only: torch loa
 from sahm_core.found import DEFAULT_RULE, RULE_HELP, FoundRule  # numpy only: torch loads at configure, not here
 from sahm_core.stream import DEFAULT_STREAM, STRENGTH_HELP, StreamConfig  # numpy + OpenCV
 
-from .commands import CommandError, CommandTracker, Intent, sync_command
+from .commands import DEFAULT_MAX_TARGETS, CommandError, CommandTracker, Intent, sync_command
 from .image_conversions import (
     DecodedFrame,
     ImageError,
@@ -66,7 +66,7 @@ from .image_conversions import (
     mask_fields,
 )
 from .resources import bundled_model_dir
-from .result import ResultFields, ResultPublisher, fields_from_removal
+from .result import COMMAND_SEPARATOR, ResultFields, ResultPublisher, fields_from_removal
 from .topics import CLEANED_IMAGE, CLEANED_INFO, MASK, NODE_NAME, RESULT
 
 # Any command in the model's vocabulary: encoding it loads the tokenizer, the text encoder and the tagger.
@@ -111,6 +111,10 @@ PARAMETERS: dict[str, _Param] = {
                                integer_range=IntegerRange(from_value=1, to_value=2**31 - 1, step=0)),
     "max_command_chars": _Param(300, "longer commands are rejected",
                                 integer_range=IntegerRange(from_value=1, to_value=100_000, step=0)),
+    "max_targets": _Param(DEFAULT_MAX_TARGETS, "most objects removed at once (\"also remove ...\", \"and the ...\" "
+                                               "add one; a plain command replaces them): each is a row of the "
+                                               "per-frame graph's batch. Applies to the next added target",
+                          integer_range=IntegerRange(from_value=1, to_value=32, step=0)),
     "compressed_input": _Param(False, "also subscribe ~/image/compressed (jpeg/png) and publish "
                                       f"~/{CLEANED_IMAGE}/compressed", read_only=True),
     "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True,
@@ -183,7 +187,8 @@ class RemoveNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self._stats = _Stats()
-        self._commands = CommandTracker(self._param("command_timeout"), self._param("max_command_chars"))
+        self._commands = CommandTracker(self._param("command_timeout"), self._param("max_command_chars"),
+                                        self._param("max_targets"))
         self._command_lock = threading.Lock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._last_warned: dict[str, float] = {}
@@ -290,6 +295,7 @@ class RemoveNode(LifecycleNode):
         with self._command_lock:
             self._commands.timeout = self._param("command_timeout")
             self._commands.max_chars = self._param("max_command_chars")
+            self._commands.max_targets = self._param("max_targets")
         remover = self._remover
         if names & set(_THRESHOLDS) and remover is not None:
             # Remover reads its thresholds per frame: setting them applies from the next frame, no reload.
@@ -530,19 +536,21 @@ class RemoveNode(LifecycleNode):
         return None
 
     def _load_fill(self) -> None:
-        """The fill graph, once the first ~/erase_mask has come: the model's fill for another node's masks. Tried once
-        per configure: a model that cannot fill (a bare TensorRT engine) says why, and masks are then dropped."""
-        if self._fill_state != _FILL_NOT_LOADED or not self._erase_masks:
+        """The fill graph, once the first ~/erase_mask or a second target has come: one fill over the union of what
+        is erased. Tried once per configure: a model that cannot fill (a bare TensorRT engine) says why; masks are then
+        dropped, and several found targets are erased one after another, each with its own fill."""
+        if self._fill_state != _FILL_NOT_LOADED or not (self._erase_masks or len(self._remover.commands) > 1):
             return
-        self.get_logger().info("~/erase_mask heard: loading the fill graph")
+        self.get_logger().info("loading the fill graph (a second target, or a mask on ~/erase_mask)")
         try:
             self._remover.load_fill()
         except Exception as e:  # noqa: BLE001 - the node goes on removing on command without the fill graph
             self._fill_state = f"failed: {type(e).__name__}: {e}"
-            self.get_logger().error(f"~/erase_mask cannot be served: {self._fill_state}")
+            self.get_logger().error(f"no fill graph: ~/erase_mask cannot be served, and several targets are each "
+                                    f"filled on their own: {self._fill_state}")
             return
         self._fill_state = _FILL_LOADED
-        self.get_logger().info("fill graph loaded: masks on ~/erase_mask are erased from their frames")
+        self.get_logger().info("fill graph loaded: masks on ~/erase_mask and several targets get one fill")
 
     def _unload(self) -> None:
         if self._remover is not None:
@@ -554,27 +562,20 @@ class RemoveNode(LifecycleNode):
     def _sync_command(self) -> None:
         now = self.get_clock().now().nanoseconds * 1e-9
         with self._command_lock:
-            active = self._commands.active(now)
             _, rejected = sync_command(self._remover, self._commands, now)
         if rejected is not None:
             with self._stats.lock:
                 self._stats.rejected_commands["encoder"] += 1
-            self._warn("command_encoder", f"the model rejected command {active!r}: {rejected}")
+            self._warn("command_encoder", f"the model rejected a command: {rejected}")
 
     def _process(self, pending: _PendingFrame) -> None:
-        now = self.get_clock().now().nanoseconds * 1e-9
-        with self._command_lock:
-            command = self._commands.active(now)
-        if command is None or command != self._remover.command:  # none, or ended / rejected since the last sync
-            command = None
-            if self._remover.command is not None:
-                self._remover.clear_command()  # a given mask alone must not erase the ended command's object too
+        self._sync_command()  # a target may have timed out since the worker's last sync
         given = self._given_mask(pending.header, pending.frame.rgb.shape) if self._fill_state == _FILL_LOADED else None
-        if command is None and given is None:
+        if not self._remover.commands and given is None:
             self._pass_through(pending)
             return
         removal = self._remover.remove(pending.frame.rgb, erase=given)
-        fields = fields_from_removal(removal, command or "", self._remover.backend)
+        fields = fields_from_removal(removal, self._remover.backend)
         with self._stats.lock:
             self._stats.inference_s.append(removal.latency_s)
         self._publish(pending, removal.image, removal.mask, fields)
@@ -632,13 +633,14 @@ class RemoveNode(LifecycleNode):
         then, then_in, then_out, dropped_then = self._reported
         elapsed = (now - then).nanoseconds * 1e-9
         with self._command_lock:
-            command = self._commands.active(now.nanoseconds * 1e-9)
+            targets = self._commands.active(now.nanoseconds * 1e-9)
         remover, state = self._remover, self.lifecycle_state()
         values = {
             "state": state,
             "model": self._model_path(),
             "backend": remover.backend if remover is not None else self._param("backend"),
-            "command": command or "",
+            "command": COMMAND_SEPARATOR.join(targets),
+            "targets": len(targets),
             **self._stream_values(remover),
             "fill_graph": self._fill_state,
             "input_rate_hz": f"{(frames_in - then_in) / elapsed if elapsed > 0 else 0.0:.2f}",
@@ -663,7 +665,7 @@ class RemoveNode(LifecycleNode):
             counts = ", ".join(f"{n} {r}" for r, n in sorted(bad_inputs.items()))
             level, message = DiagnosticStatus.WARN, f"dropping bad frames: {counts}"
         else:
-            level, message = DiagnosticStatus.OK, "removing" if command else "idle (no command)"
+            level, message = DiagnosticStatus.OK, "removing" if targets else "idle (no command)"
         return DiagnosticStatus(
             level=level,
             name=f"{self.get_name()}: referring object removal",

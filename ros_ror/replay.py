@@ -14,7 +14,6 @@ only when complete (`bag_writer`).
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sqlite3
 import time
@@ -30,9 +29,9 @@ from sahm_core.backends import add_backend_arguments
 from sahm_core.found import add_rule_arguments
 from sahm_core.stream import add_stream_arguments, stream_from_args
 
-from .commands import CommandError, CommandTracker, Intent, sync_command
+from .commands import DEFAULT_MAX_TARGETS, CommandError, CommandTracker, Intent, sync_command
 from .image_conversions import ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
-from .result import MSG_TYPE, ResultFields, fields_from_removal, rosbags_types
+from .result import MSG_TYPE, ResultFields, fields_from_removal, rosbags_message, rosbags_types
 from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -89,6 +88,7 @@ def replay(
     namespace: str = f"/{NODE_NAME}",
     storage: str | None = None,
     command_timeout: float = 0.0,
+    max_targets: int = DEFAULT_MAX_TARGETS,
     pass_through: bool = True,
     progress: bool = True,
 ) -> ReplaySummary:
@@ -111,7 +111,7 @@ def replay(
                 "mask": writer.add_connection(f"{namespace}/{MASK}", "sensor_msgs/msg/Image", typestore=typestore),
                 "result": writer.add_connection(f"{namespace}/{RESULT}", MSG_TYPE, typestore=typestore),
             }
-            tracker = CommandTracker(timeout=command_timeout)
+            tracker = CommandTracker(timeout=command_timeout, max_targets=max_targets)
             bar = tqdm(total=reader.message_count, unit="msg", desc="replay", disable=not progress)
             for conn, timestamp, raw in reader.messages():
                 bar.update(1)
@@ -121,10 +121,10 @@ def replay(
                     _apply_command(tracker, typestore, raw, now, summary)
                 elif conn.id == image_conn.id:
                     summary.frames += 1
-                    command, rejected = sync_command(remover, tracker, now)
+                    targets, rejected = sync_command(remover, tracker, now)
                     if rejected is not None:
                         summary.rejected_commands["encoder"] += 1
-                    _process_frame(remover, command, typestore, conn.msgtype, raw, timestamp, writer, outputs,
+                    _process_frame(remover, targets, typestore, conn.msgtype, raw, timestamp, writer, outputs,
                                    pass_through, summary)
             bar.close()
             summary.written.update({c.topic: writer.counts[c.id] for c in writer.connections})
@@ -161,7 +161,7 @@ def bag_writer(path: str | Path, storage: str):
 
 
 def replay_typestore():
-    """ROS 2 Kilted message types plus RemovalResult from msg/."""
+    """ROS 2 Kilted message types plus RemovalResult and Target from msg/."""
     from rosbags.typesys import Stores, get_typestore
 
     typestore = get_typestore(Stores.ROS2_KILTED)
@@ -212,7 +212,7 @@ def _apply_command(tracker: CommandTracker, typestore, raw, now: float, summary:
     summary.stops += command.intent is Intent.END
 
 
-def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer, outputs, pass_through,
+def _process_frame(remover, targets, typestore, msgtype, raw, timestamp, writer, outputs, pass_through,
                    summary) -> None:
     try:
         msg = typestore.deserialize_cdr(raw, msgtype)
@@ -227,7 +227,7 @@ def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer,
         summary.skipped[e.reason] += 1
         return
     rgb = frame.rgb
-    if command is None:
+    if not targets:
         if not pass_through:
             return
         summary.passed_through += 1
@@ -237,7 +237,7 @@ def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer,
         started = time.perf_counter()
         removal = remover.remove(rgb)
         image, mask = removal.image, removal.mask
-        fields = fields_from_removal(removal, command, remover.backend)
+        fields = fields_from_removal(removal, remover.backend)
         fields.latency = time.perf_counter() - started  # offline: the only latency is processing
         summary.inference_s.append(removal.latency_s)
         summary.removed += removal.found
@@ -255,7 +255,7 @@ def _process_frame(remover, command, typestore, msgtype, raw, timestamp, writer,
     mask_data, mask_step = mask_fields(mask)
     mask_msg = types["sensor_msgs/msg/Image"](header=msg.header, height=height, width=width, encoding="mono8",
                                               is_bigendian=0, step=mask_step, data=np.frombuffer(mask_data, np.uint8))
-    result = types[MSG_TYPE](header=msg.header, **dataclasses.asdict(fields))
+    result = rosbags_message(typestore, msg.header, fields)
     for key, message in (("cleaned", cleaned), ("mask", mask_msg), ("result", result)):
         writer.write(outputs[key], timestamp, typestore.serialize_cdr(message, outputs[key].msgtype))
 
@@ -273,6 +273,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--storage", default=None, choices=STORAGES, help="output storage (default: the input's)")
     parser.add_argument("--namespace", default=f"/{NODE_NAME}", help="prefix of the output topics")
     parser.add_argument("--command-timeout", type=float, default=0.0, help="seconds a command lasts; 0 = until stop")
+    parser.add_argument("--max-targets", type=int, default=DEFAULT_MAX_TARGETS,
+                        help=f"most targets at once (\"also ...\", \"and the ...\"; default {DEFAULT_MAX_TARGETS})")
     parser.add_argument("--no-pass-through", action="store_true", help="write nothing for frames without a command")
 
 
@@ -290,6 +292,7 @@ def main(args) -> int:
                                stream=stream_from_args(args))
         summary = replay(args.in_bag, args.out_bag, args.image_topic, args.command_topic, remover,
                          namespace=args.namespace, storage=args.storage, command_timeout=args.command_timeout,
+                         max_targets=args.max_targets,
                          pass_through=not args.no_pass_through)
     except (ReplayError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

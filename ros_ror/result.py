@@ -1,4 +1,4 @@
-"""The RemovalResult message: its fields, its definition (msg/RemovalResult.msg), and how it is published.
+"""The RemovalResult message (with its Target elements): fields, definitions (msg/), and how it is published.
 
 In a colcon workspace the message is generated and `ros_ror.msg.RemovalResult`
 imports; the node then publishes it on ~/result. With pip-only ROS (no rosidl
@@ -20,7 +20,22 @@ from .resources import shared_path
 
 MSG_TYPE = "ros_ror/msg/RemovalResult"
 MSG_FILE = "msg/RemovalResult.msg"
+TARGET_TYPE = "ros_ror/msg/Target"
+TARGET_FILE = "msg/Target.msg"
 FALLBACK_TYPE = "ros_ror/msg/RemovalResult as JSON in std_msgs/String"
+SOURCE_TEXT, SOURCE_MASK = "text", "mask"  # Target.source
+COMMAND_SEPARATOR = "; "  # RemovalResult.command joins the active commands with it
+
+
+@dataclass
+class TargetFields:
+    """Every field of Target."""
+
+    text: str = ""
+    source: str = SOURCE_TEXT
+    found: bool = False
+    score: float = 0.0
+    mask_area: float = 0.0
 
 
 @dataclass
@@ -37,17 +52,26 @@ class ResultFields:
     inference_time: float = 0.0
     latency: float = 0.0
     backend: str = ""
+    targets: list[TargetFields] = dataclasses.field(default_factory=list)
 
 
-def msg_definition() -> str:
-    return shared_path(MSG_FILE).read_text()
+def msg_definition(msg_file: str = MSG_FILE) -> str:
+    return shared_path(msg_file).read_text()
 
 
 def rosbags_types() -> dict:
-    """The RemovalResult definition for a rosbags Typestore (`typestore.register(rosbags_types())`)."""
+    """RemovalResult and Target for a rosbags Typestore (`typestore.register(rosbags_types())`)."""
     from rosbags.typesys import get_types_from_msg
 
-    return get_types_from_msg(msg_definition(), MSG_TYPE)
+    return {**get_types_from_msg(msg_definition(TARGET_FILE), TARGET_TYPE),
+            **get_types_from_msg(msg_definition(), MSG_TYPE)}
+
+
+def rosbags_message(typestore, header, fields: ResultFields):
+    """A RemovalResult of a rosbags Typestore holding `rosbags_types()`, for writing into a bag."""
+    types = typestore.types
+    targets = [types[TARGET_TYPE](**dataclasses.asdict(t)) for t in fields.targets]
+    return types[MSG_TYPE](header=header, **{**dataclasses.asdict(fields), "targets": targets})
 
 
 def generated_message_class():
@@ -72,7 +96,11 @@ class ResultPublisher:
 
     def publish(self, header, fields: ResultFields) -> None:
         if self._message_class is not None:
-            self._publisher.publish(self._message_class(header=header, **dataclasses.asdict(fields)))
+            from ros_ror.msg import Target  # generated with RemovalResult
+
+            targets = [Target(**dataclasses.asdict(t)) for t in fields.targets]
+            self._publisher.publish(self._message_class(header=header, **{**dataclasses.asdict(fields),
+                                                                          "targets": targets}))
             return
         from std_msgs.msg import String
 
@@ -82,12 +110,16 @@ class ResultPublisher:
         self._publisher.publish(String(data=json.dumps(body)))
 
 
-def fields_from_removal(removal, command: str, backend: str) -> ResultFields:
-    """ResultFields of one `Remover.remove` answer (latency is left for the caller, who knows the origin)."""
+def fields_from_removal(removal, backend: str) -> ResultFields:
+    """ResultFields of one `Remover.remove` answer (latency is left for the caller, who knows the origin): a Target
+    per command, then one for a given mask that erased pixels (its area: those pixels)."""
     mask_pixels = int(np.count_nonzero(removal.mask))
     height, width = removal.mask.shape
+    targets = [TargetFields(t.text, SOURCE_TEXT, bool(t.found), float(t.score), float(t.area)) for t in removal.targets]
+    if removal.given_pixels:
+        targets.append(TargetFields("", SOURCE_MASK, True, 1.0, removal.given_pixels / removal.mask.size))
     return ResultFields(
-        command=command,
+        command=COMMAND_SEPARATOR.join(t.text for t in removal.targets),
         found=bool(removal.found),
         score=float(removal.score),
         mask_area=mask_pixels / removal.mask.size,
@@ -96,4 +128,5 @@ def fields_from_removal(removal, command: str, backend: str) -> ResultFields:
         height=height,
         inference_time=float(removal.latency_s),
         backend=backend,
+        targets=targets,
     )

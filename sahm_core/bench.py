@@ -10,7 +10,10 @@ and are not timed, as at run time. Pre/post-processing (resize, normalise,
 found decision, composite) is timed separately on a 640x480 frame with a mask
 covering about a tenth of it, and so is stream mode's work between frames
 (`sahm_core.stream`: motion estimate, evidence fusion, fill) on a moving-camera
-clip shown at 640x480. Wall-clock figures come with the process CPU time
+clip shown at 640x480. `--targets 1,2,4` also times the whole `Remover.remove` of a
+640x480 frame with that many commands active, under a found rule that finds every one
+(the worst case: every row of the batch, then one fill over the union of all of them).
+Wall-clock figures come with the process CPU time
 per frame, which tells a busy machine from a slow backend. This prints figures;
 nothing here asserts a speed. `--backends none` measures only the host-side parts.
 """
@@ -31,6 +34,8 @@ import numpy as np
 from .backends import BACKENDS
 
 PREPOST_SHAPE = (480, 640)
+TARGET_COMMANDS = ("the red cup on the left", "the blue bottle", "the green star at the top", "the small yellow ball",
+                   "the white mug", "the black box on the right", "the orange bowl", "the purple car")
 
 
 def _timed(fn, iters: int) -> dict[str, float]:
@@ -57,8 +62,10 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters: int, warmup: int) -> dict:
-    """Runs in a fresh process: load one backend, time `iters` frames after `warmup`, report latency and memory."""
+def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters: int, warmup: int,
+                     targets: tuple[int, ...] = ()) -> dict:
+    """Runs in a fresh process: load one backend, time `iters` frames after `warmup`, report latency and memory; then
+    the whole remove() for each count of `targets`."""
     import torch
 
     from .checkpoint import CheckpointError
@@ -86,7 +93,27 @@ def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters
         result["providers"] = backend.providers
     if name == "torch" and device.startswith("cuda"):
         result["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if targets:
+        result["targets"] = _measure_targets(backend, files.config, targets, iters, warmup)
     return result
+
+
+def _measure_targets(backend, cfg, counts: tuple[int, ...], iters: int, warmup: int) -> list[dict]:
+    """Remover.remove of one 640x480 frame with 1..N commands, each found (min_score and min_mask_area 0)."""
+    from .found import FoundRule
+    from .runtime import Remover
+
+    remover = Remover(backend, cfg, FoundRule(min_score=0.0, min_mask_area=0.0))
+    h, w = PREPOST_SHAPE
+    frame = cv2.resize(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), (w, h))
+    out = []
+    for count in counts:
+        remover.set_commands(TARGET_COMMANDS[:count])
+        for _ in range(warmup):  # the first frame with two targets loads the fill graph
+            removal = remover.remove(frame)
+        found = sum(t.found for t in removal.targets)
+        out.append({"targets": count, "found": found, **_timed(lambda: remover.remove(frame), iters)})
+    return out
 
 
 def measure_prepost(size: int, margin: int, iters: int = 200) -> dict:
@@ -183,6 +210,11 @@ def format_table(results: list[dict], prepost: dict, title: str, stream: dict | 
         lines.append(f"stream mode between frames at {stream['frame']} (model side {stream['model_side']}): "
                      f"p50 {stream['p50_ms']:.2f} ms, p99 {stream['p99_ms']:.2f} ms "
                      f"(CPU time p50 {stream['cpu_p50_ms']:.2f} ms)")
+    for r in results:
+        for t in r.get("targets", ()):
+            lines.append(f"{r['backend']:<12} remove() at {PREPOST_SHAPE[1]}x{PREPOST_SHAPE[0]} with {t['targets']} "
+                         f"target(s), {t['found']} found: p50 {t['p50_ms']:.1f} ms, p99 {t['p99_ms']:.1f} ms "
+                         f"(CPU time p50 {t['cpu_p50_ms']:.1f} ms)")
     lines.append("CPU ms = process CPU time per frame over all threads; "
                  "wall >> CPU/threads means the cores were shared")
     return "\n".join(lines)
@@ -199,6 +231,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="CPU threads for torch and ONNX Runtime")
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
+    parser.add_argument("--targets", default="",
+                        help=f"comma list of target counts (1..{len(TARGET_COMMANDS)}), e.g. 1,2,4: also time the "
+                             "whole remove() with that many commands active, each found")
     parser.add_argument("--json", help="also write the results as JSON here")
 
 
@@ -211,6 +246,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"sahm bench: unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
         return 1
     device = args.device or _default_device()
+    try:
+        targets = tuple(int(t) for t in args.targets.split(",") if t.strip())
+    except ValueError:
+        targets = (0,)
+    if not all(1 <= t <= len(TARGET_COMMANDS) for t in targets):
+        print(f"sahm bench: --targets {args.targets!r}: counts must be integers from 1 to {len(TARGET_COMMANDS)}")
+        return 1
     with tempfile.TemporaryDirectory() as tmp:
         try:
             model_dir = _model_dir(args.config, args.size, args.checkpoint, Path(tmp))
@@ -220,12 +262,15 @@ def main(args: argparse.Namespace) -> int:
         files = resolve_model(model_dir)
         if files.weights is not None and {"onnxruntime", "tensorrt"} & set(backends):
             exported_onnx(files.weights, files.config)  # export outside the timed child processes
+            if max(targets, default=1) > 1:
+                exported_onnx(files.weights, files.config, "fill")
         spawn = multiprocessing.get_context("spawn")
         results = []
         for name in backends:
             with spawn.Pool(1) as pool:
                 results.append(pool.apply(_measure_backend,
-                                          (name, str(model_dir), device, args.threads, args.iters, args.warmup)))
+                                          (name, str(model_dir), device, args.threads, args.iters, args.warmup,
+                                           targets)))
     prepost = measure_prepost(args.size, files.config.removal_margin)
     stream = measure_stream(args.size, files.config.removal_margin)
     title = (f"sahm bench: {files.config.name} at {args.size}x{args.size}, device {device}, {args.threads} threads, "

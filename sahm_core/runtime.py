@@ -58,6 +58,7 @@ from .export.onnx_export import (
     GRAPH_KEY,
     GRAPHS,
     INPUT_NAMES,
+    MAX_BATCH,
     OUTPUT_NAMES,
     VERSION_KEY,
     WEIGHTS_SHA_KEY,
@@ -80,10 +81,21 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")  # `sahm remove` read
 FILL_CONTEXT = "remove it"
 
 
+class Target(NamedTuple):
+    """One command's object in one frame: its text, whether it was found (and so erased), its score and area as
+    `found_decision` measures them (at model resolution; stream mode's are the carried mask's)."""
+
+    text: str
+    found: bool
+    score: float
+    area: float
+
+
 class Removal(NamedTuple):
-    """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255} (everything erased), score and found (the
-    command's object), latency_s (seconds, the whole remove()), stream_s (seconds of it spent in stream mode; 0 when
-    off), given_pixels (pixels of a given mask, `remove(frame, erase=...)`, in the erased mask; 0 when none)."""
+    """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255} (everything erased), score and found (over the
+    targets: the highest score, and whether any was found), latency_s (seconds, the whole remove()), stream_s
+    (seconds of it spent in stream mode; 0 when off), given_pixels (pixels of a given mask, `remove(frame,
+    erase=...)`, in the erased mask; 0 when none), targets (each command's own answer, in the order set)."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -92,6 +104,7 @@ class Removal(NamedTuple):
     latency_s: float
     stream_s: float = 0.0
     given_pixels: int = 0
+    targets: tuple[Target, ...] = ()
 
 
 class BackendUnavailable(RuntimeError):
@@ -109,6 +122,11 @@ def check_frame(frame) -> None:
         raise ValueError(f"frame must be HxWx3 RGB, got shape {frame.shape}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise ValueError(f"frame is empty (shape {frame.shape})")
+
+
+def check_command(text) -> None:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"command must be a non-empty string, got {text!r}")
 
 
 def check_given_mask(mask, shape: tuple[int, ...]) -> None:
@@ -278,6 +296,7 @@ class TorchBackend:
             self.close()  # a half-moved model (CUDA out of memory) must not keep its blocks cached
             raise
         self.fill_graph = FillGraph(model).eval()  # the same module: nothing to load
+        self.max_batch = MAX_BATCH
 
     def load_fill(self) -> None:
         """Nothing to do: the fill graph is the loaded model's."""
@@ -345,6 +364,8 @@ class OnnxRuntimeBackend:
         self.fill_session = None
         self.onnx_file = files.graph_onnx("per_frame")
         self.session = self._session(self.onnx_file, "per_frame")
+        batch = self.session.get_inputs()[0].shape[0]  # a name when dynamic; 1 in graphs exported before 0.5
+        self.max_batch = batch if isinstance(batch, int) else MAX_BATCH
         self.providers = self.session.get_providers()
         if wants_cuda and "CUDAExecutionProvider" not in self.providers:
             self.close()
@@ -421,6 +442,7 @@ class TensorRTBackend:
         else:  # a bare .engine: usable only if it was built for this TensorRT version and GPU (checked by the runner)
             self.runner = TensorRTRunner(files.engine, device_index=index)
         self.engine_file = self.runner.engine_path
+        self.max_batch = self.runner.max_batch
         self.device = f"cuda:{index}"
         self.files, self._precision, self.fill_runner = files, precision, None
 
@@ -521,8 +543,32 @@ def auto_candidates(files: ModelFiles, device: str, precision: str | None = None
 
 # ---------------------------------------------------------------- Remover
 
+@dataclass(frozen=True)
+class _Command:
+    """One active command: its text, its encoding (TEXT_NAMES -> (1, ...) arrays) and, in stream mode, its stream."""
+
+    text: str
+    features: dict[str, np.ndarray]
+    stream: StreamState | None
+
+
+class _Answer(NamedTuple):
+    """What one command found in one frame: its Target, and for composite the cleaned image (3,S,S), the mask
+    probabilities (S,S) and the margin composite must still grow them by (0 for stream mode's, grown already)."""
+
+    target: Target
+    cleaned: np.ndarray
+    mask: np.ndarray
+    margin: int
+
+
 class Remover:
-    """Encode a command once, then remove the referred object from every frame. See the module docstring.
+    """Encode commands once, then remove the referred objects from every frame. See the module docstring.
+
+    Several commands ("remove the cup", "and the bottle") are several targets: one batch through the per-frame graph
+    (one row each, in chunks of the backend's `max_batch`), each found or not on its own, and everything found
+    erased with one fill over the union (the fill graph's; a single found object takes its own row's fill, as with
+    one command).
 
     The found rule's mask_threshold, min_score and min_mask_area are plain attributes: a caller (e.g. a ROS parameter
     callback) may change them between frames without reloading the model; `rule` is the FoundRule they make now.
@@ -537,9 +583,9 @@ class Remover:
         self.device: str = str(backend.device)
         self.config = config
         self.mask_threshold, self.min_score, self.min_mask_area = dataclasses.astuple(rule)
-        self.command: str | None = None
-        self._text: dict[str, np.ndarray] | None = None
+        self._commands: tuple[_Command, ...] = ()  # swapped in whole: remove() sees the old set or the new one
         self._fill_context: dict[str, np.ndarray] | None = None
+        self._no_fill: str | None = None  # why the fill graph cannot load (a bare TensorRT engine), once it failed
         self.stream = stream
 
     @classmethod
@@ -581,20 +627,38 @@ class Remover:
 
     @property
     def stream(self) -> StreamConfig | None:
-        """Stream mode's config, None when off. Setting it (even to an equal config) starts the stream afresh."""
-        state = self._stream
-        return None if state is None else state.config
+        """Stream mode's config, None when off. Setting it (even to an equal config) starts every command's stream
+        afresh."""
+        return self._stream_config
 
     @stream.setter
     def stream(self, config: StreamConfig | None) -> None:
         if config is not None and not isinstance(config, StreamConfig):
             raise ValueError(f"stream must be a StreamConfig or None, got {type(config).__name__}")
-        self._stream = None if config is None else StreamState(config)  # one assignment: remove() sees old or new
+        self._stream_config = config
+        self._commands = tuple(dataclasses.replace(c, stream=self._new_stream()) for c in self._commands)
+
+    def _new_stream(self) -> StreamState | None:
+        config = self._stream_config
+        return None if config is None else StreamState(config)
 
     @property
     def stream_state(self) -> StreamState | None:
-        """The carried state (scene cuts, the last one's reason, last step's time), None when stream mode is off."""
-        return self._stream
+        """The first command's carried state (scene cuts, the last one's reason, last step's time); None when stream
+        mode is off or no command is set. Each command carries its own."""
+        commands = self._commands
+        return commands[0].stream if commands else None
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """The active commands' texts, one per target, in the order set."""
+        return tuple(c.text for c in self._commands)
+
+    @property
+    def command(self) -> str | None:
+        """The first active command (None when none)."""
+        commands = self._commands
+        return commands[0].text if commands else None
 
     @property
     def rule(self) -> FoundRule:
@@ -624,92 +688,141 @@ class Remover:
         return {name: np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
                 for name, t in zip(TEXT_NAMES, features)}
 
+    def _new_command(self, text: str) -> _Command:
+        """Encode a command once (tokenizer + text encoder + tagger)."""
+        return _Command(text, self._encode(text), self._new_stream())
+
     def set_command(self, text: str) -> None:
-        """Encode the command once (tokenizer + text encoder + tagger); ValueError on empty / non-str text."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"command must be a non-empty string, got {text!r}")
-        encoded = self._encode(text)
-        self._text, self.command = encoded, text  # swapped in whole, never seen half-built
-        self._reset_stream()  # evidence about the last command's object says nothing about this one's
+        """One command in place of every active one, its stream (stream mode) started afresh: evidence about the last
+        command's object says nothing about this one's."""
+        check_command(text)
+        self._commands = (self._new_command(text),)
+
+    def set_commands(self, texts) -> None:
+        """Several commands, one target each (a repeated text counts once). A command active already keeps its
+        encoding and its stream, so adding a target never restarts the objects being erased; ValueError (and nothing
+        changed) when any text is empty or not a str."""
+        texts = list(texts)
+        for text in texts:
+            check_command(text)
+        kept = {c.text: c for c in self._commands}
+        new = {}
+        for text in texts:
+            if text not in new:
+                new[text] = kept.get(text) or self._new_command(text)
+        self._commands = tuple(new.values())
 
     def clear_command(self) -> None:
-        self.command, self._text = None, None
-        self._reset_stream()
+        self._commands = ()
 
     def load_fill(self) -> None:
         """Load the fill graph (an export and a session, or a TensorRT build) and encode FILL_CONTEXT now, so the
-        first given mask (`remove(frame, erase=...)`) costs what every later one does."""
-        self._backend.load_fill()
+        first given mask (`remove(frame, erase=...)`) or second target costs what every later one does."""
+        if self._no_fill is not None:
+            raise CheckpointError(self._no_fill)
+        try:
+            self._backend.load_fill()
+        except (CheckpointError, BackendUnavailable) as e:
+            self._no_fill = f"the fill graph cannot load: {e}"
+            raise
         if self._fill_context is None:
             self._fill_context = self._encode(FILL_CONTEXT)
-
-    def _reset_stream(self) -> None:
-        state = self._stream
-        if state is not None:
-            state.reset()
 
     def remove(self, frame: np.ndarray, erase: np.ndarray | None = None) -> Removal:
         """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back
         unchanged. `erase`: an HxW mask of the frame's size (uint8 or bool, nonzero = erase) found elsewhere, e.g. by
-        a segmentation node; it is erased too, with one fill (the fill graph's) over its union with what the command
-        found. The command, when there is one, is the fill's context; else FILL_CONTEXT."""
+        a segmentation node; it is erased too. Two or more regions to erase (found objects, a given mask) get one fill
+        over their union, the fill graph's, whose context is the first command (FILL_CONTEXT when there is none)."""
         start = time.perf_counter()
         check_frame(frame)
         if erase is not None:
             check_given_mask(erase, frame.shape)
-        backend, text = self._backend, self._text  # one read each: other threads may set commands or close
+        backend, commands = self._backend, self._commands  # one read each: other threads may set commands or close
         if backend is None:
             raise RuntimeError(f"this Remover ({self.backend} on {self.device}) is closed; load a new one")
-        if text is None and erase is None:
-            return self._unchanged(frame, 0.0, start)
+        if not commands and erase is None:
+            return self._unchanged(frame, (), start)
         image = to_model_input(frame, self.config.image_size)
         rule = self.rule  # one read: a parameter callback may change the attributes mid-frame
-        found, score, stream_s = False, 0.0, 0.0
-        if text is not None:
-            found, score, cleaned, mask, margin, stream_s = self._find(backend, image, text, frame.shape, rule)
-        if erase is None:
+        answers = self._find(backend, image, commands, frame.shape, rule)
+        targets = tuple(a.target for a in answers)
+        stream_s = sum(c.stream.last_step_s for c in commands if c.stream is not None)
+        found = [a for a in answers if a.target.found]
+        if erase is None and (len(found) <= 1 or not self._fill_available()):
             if not found:
-                return self._unchanged(frame, score, start, stream_s)
-            image, binary = composite(frame, cleaned, mask, rule.mask_threshold, margin)
-            return Removal(image, binary, score, True, time.perf_counter() - start, stream_s)
+                return self._unchanged(frame, targets, start, stream_s)
+            # one object, or a model without a fill graph: each found object with its own row's fill, in turn
+            out, binary = frame, np.zeros(frame.shape[:2], np.uint8)
+            for one in found:
+                out, erased = composite(out, one.cleaned, one.mask, rule.mask_threshold, one.margin)
+                binary |= erased
+            score = max(t.score for t in targets)
+            return Removal(out, binary, score, True, time.perf_counter() - start, stream_s, 0, targets)
         self.load_fill()  # once: later calls find the graph and FILL_CONTEXT's encoding ready
-        given = to_model_hole(erase, self.config.image_size)[0, 0]  # (S,S) 0/1
-        hole = given if not found else np.maximum(given, (mask > rule.mask_threshold).astype(np.float32))
-        context = text if text is not None else self._fill_context
+        given = np.zeros((self.config.image_size,) * 2, np.float32) if erase is None else \
+            to_model_hole(erase, self.config.image_size)[0, 0]  # (S,S) 0/1
+        hole = np.maximum.reduce([given] + [(a.mask > rule.mask_threshold).astype(np.float32) for a in found])
+        context = commands[0].features if commands else self._fill_context
         filled = backend.fill(image, context, hole[None, None])[0]  # the graph grows the hole by the margin
-        # One composite over the union, each part grown by the margin once: the command's object exactly as without
-        # a given mask, the given hole through any threshold below 1 (every model pixel it covers is grown around).
-        composite_margin = margin if found else self.config.removal_margin
-        union = grow_probabilities(given, self.config.removal_margin - composite_margin)
-        if found:
-            union = np.maximum(union, mask)
-        image, binary = composite(frame, filled, union, rule.mask_threshold, composite_margin)
-        given_pixels = int(np.count_nonzero(binary & (erase > 0)))
-        return Removal(image, binary, score, found, time.perf_counter() - start, stream_s, given_pixels)
+        # One composite over the union, each part grown by the margin once: every found object exactly as it would be
+        # alone (the answers share one margin: stream mode's all come grown), the given hole through any threshold
+        # below 1 (every model pixel it covers is grown around).
+        margin = found[0].margin if found else self.config.removal_margin
+        union = np.maximum.reduce([grow_probabilities(given, self.config.removal_margin - margin)]
+                                  + [a.mask for a in found])
+        image, binary = composite(frame, filled, union, rule.mask_threshold, margin)
+        given_pixels = 0 if erase is None else int(np.count_nonzero(binary & (erase > 0)))
+        score = max((t.score for t in targets), default=0.0)
+        return Removal(image, binary, score, bool(found), time.perf_counter() - start, stream_s, given_pixels, targets)
 
-    def _find(self, backend, image: np.ndarray, text: dict[str, np.ndarray], shape: tuple[int, ...], rule: FoundRule):
-        """The per-frame graph on one command, and stream mode when on -> (found, score, cleaned (3,S,S), mask
-        probabilities (S,S) at model resolution as composite takes them (stream mode's are grown already), the margin
-        composite must still grow them by (0 in stream mode), stream_s)."""
-        cleaned, mask = backend.run(image, text)
-        cleaned, mask = cleaned[0], mask[0, 0]
-        stream = self._stream  # one read: a parameter callback may switch stream mode between frames
+    def _fill_available(self) -> bool:
+        """Whether the fill graph is loaded, or loads now; why not is logged once."""
+        first_try = self._no_fill is None
+        try:
+            self.load_fill()
+        except (CheckpointError, BackendUnavailable) as e:
+            if first_try:
+                log.warning("%s; several found objects are filled one after another, each by its own row", e)
+            return False
+        return True
+
+    def _find(self, backend, image: np.ndarray, commands: tuple[_Command, ...], shape: tuple[int, ...],
+              rule: FoundRule) -> list[_Answer]:
+        """The per-frame graph on every command at once (one row each, in chunks of the backend's max_batch), then
+        each command's found decision, through its stream first in stream mode."""
+        cleaned, masks = [], []
+        for first in range(0, len(commands), backend.max_batch):
+            chunk = commands[first: first + backend.max_batch]
+            text = {name: np.concatenate([c.features[name] for c in chunk]) for name in TEXT_NAMES}
+            rows = np.repeat(image, len(chunk), axis=0)  # (k,3,S,S): the backbone is text-guided from the start
+            chunk_cleaned, chunk_masks = backend.run(rows, text)
+            cleaned.extend(chunk_cleaned)
+            masks.extend(chunk_masks[:, 0])
+        return [self._decide(c, image, row_cleaned, mask, shape, rule)
+                for c, row_cleaned, mask in zip(commands, cleaned, masks)]
+
+    def _decide(self, command: _Command, image: np.ndarray, cleaned: np.ndarray, mask: np.ndarray,
+                shape: tuple[int, ...], rule: FoundRule) -> _Answer:
+        """One command's graph outputs (cleaned (3,S,S), mask probabilities (S,S)) -> its _Answer."""
+        stream = command.stream
         if stream is None:
-            found, score, _ = found_decision(mask, rule)
-            return found, score, cleaned, mask, self.config.removal_margin, 0.0
+            found, score, area = found_decision(mask, rule)
+            return _Answer(Target(command.text, found, score, area), cleaned, mask, self.config.removal_margin)
         fused = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, self.config.removal_margin, shape)
-        found, score, _ = found_decision(fused.mask, rule)
+        found, score, area = found_decision(fused.mask, rule)
         held = None if found else stream.hold(rule)
         if held is not None:
             (fused, score), found = held, True
+            area = found_decision(fused.mask, rule)[2]
         stream.record(found)
         # fused.grown is grown already: composite must not grow it again (margin 0)
-        return found, score, fused.cleaned, fused.grown, 0, stream.last_step_s
+        return _Answer(Target(command.text, found, score, area), fused.cleaned, fused.grown, 0)
 
     @staticmethod
-    def _unchanged(frame: np.ndarray, score: float, start: float, stream_s: float = 0.0) -> Removal:
+    def _unchanged(frame: np.ndarray, targets: tuple[Target, ...], start: float, stream_s: float = 0.0) -> Removal:
         empty = np.zeros(frame.shape[:2], np.uint8)
-        return Removal(frame.copy(), empty, score, False, time.perf_counter() - start, stream_s)
+        score = max((t.score for t in targets), default=0.0)
+        return Removal(frame.copy(), empty, score, False, time.perf_counter() - start, stream_s, 0, targets)
 
 
 # ---------------------------------------------------------------- `sahm remove`
@@ -720,8 +833,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"({' '.join(VIDEO_SUFFIXES)}); with --stream, consecutive frames in this order")
     parser.add_argument("--model", required=True, help="model dir, .safetensors, .onnx or .engine")
     # dest must not be "command": the `sahm` parser keeps the subcommand name there
-    parser.add_argument("--command", dest="command_text",
-                        help='what to remove, e.g. "the red cup on the left" (needed unless --erase-mask is given)')
+    parser.add_argument("--command", dest="command_texts", action="append",
+                        help='what to remove, e.g. "the red cup on the left" (needed unless --erase-mask is given); '
+                             "repeat it for several objects, erased together")
     parser.add_argument("--erase-mask",
                         help="also erase a mask found elsewhere (nonzero = erase, each frame's size): one mask image "
                              "for every input, or a folder holding one per input under the input's name (NAME.png)")
@@ -741,17 +855,17 @@ def main(args: argparse.Namespace) -> int:
     from ros_ror.commands import Intent, parse_command
 
     try:
-        if args.command_text is None and args.erase_mask is None:
+        if not args.command_texts and args.erase_mask is None:
             raise ValueError("say what to remove with --command, or give --erase-mask (or both)")
-        command = None if args.command_text is None else parse_command(args.command_text)
-        if command is not None and command.intent is Intent.END:
-            raise ValueError(f"--command {args.command_text!r} ends a command; say what to remove")
+        commands = [parse_command(text) for text in args.command_texts or ()]
+        for text, command in zip(args.command_texts or (), commands):
+            if command.intent is Intent.END:
+                raise ValueError(f"--command {text!r} ends a command; say what to remove")
         if args.erase_mask is not None and not Path(args.erase_mask).exists():
             raise ValueError(f"--erase-mask {args.erase_mask}: no such file or folder")
         remover = Remover.load(args.model, backend=args.backend, device=args.device, precision=args.precision,
                                stream=stream_from_args(args), **dataclasses.asdict(rule_from_args(args)))
-        if command is not None:
-            remover.set_command(command.target)
+        remover.set_commands([command.target for command in commands])
         if args.erase_mask is not None:
             remover.load_fill()
     except (CheckpointError, RuntimeError, ValueError) as e:  # RuntimeError: BackendUnavailable, TensorRT build errors
@@ -788,7 +902,7 @@ def _remove_files(remover: Remover, args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"backend {remover.backend} on {remover.device}, model {remover.config.name} "
-          f"({remover.config.image_size}px), command {remover.command!r}"
+          f"({remover.config.image_size}px), commands {list(remover.commands)}"
           + (f", stream mode (strength {remover.stream.strength:g})" if remover.stream else ""))
     failed = 0
     for name, bgr in _input_frames(args.images):

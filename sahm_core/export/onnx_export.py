@@ -5,8 +5,10 @@ inputs  image (1,3,S,S) f32 RGB in [0,1], tokens (1,T,C), valid (1,T), attribute
 outputs cleaned (1,3,S,S) f32 RGB in [0,1], mask (1,1,S,S) f32 probabilities.
 The fill graph (`SAHM.fill`) fills a hole given from outside (a mask another node found, `~/erase_mask`):
 the same inputs and hole (1,1,S,S) f32 0/1; output cleaned (1,3,S,S).
-The text encoder is in neither: it runs once per command. Shapes are static
-(TensorRT builds its fastest plan for one shape; the runtime resizes frames to S).
+The text encoder is in neither: it runs once per command. The per-frame graph's batch is dynamic, 1 to MAX_BATCH:
+one row per target, so several targets ("remove the cup", "and the bottle") run as one batch. Every other
+dimension is static (TensorRT builds its fastest plan for one shape; the runtime resizes frames to S), and so is
+the fill graph (one fill per frame, over the union of everything erased).
 The model's config and the sha256 of the weights it came from go into the ONNX
 metadata, so a loader can tell a stale or foreign graph from the right one.
 """
@@ -39,6 +41,7 @@ WEIGHTS_SHA_KEY = "sahm_weights_sha256"
 VERSION_KEY = "sahm_core_version"  # the graph's code; a cached export from other code is stale
 DEFAULT_OPSET = 19
 MIN_OPSET = 16  # the deformable alignment samples with GridSample, an ONNX op from opset 16
+MAX_BATCH = 8  # the per-frame graph's largest batch (targets per frame); TensorRT's optimisation profile ends here
 
 
 class PerFrameGraph(nn.Module):
@@ -68,15 +71,16 @@ class FillGraph(nn.Module):
 
 
 class Graph(NamedTuple):
-    """An exportable graph: its module class and its ONNX input and output names."""
+    """An exportable graph: its module class, its ONNX input and output names, and whether its batch is dynamic."""
 
     module: type[nn.Module]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    batched: bool
 
 
-GRAPHS = {"per_frame": Graph(PerFrameGraph, INPUT_NAMES, OUTPUT_NAMES),
-          "fill": Graph(FillGraph, FILL_INPUT_NAMES, FILL_OUTPUT_NAMES)}
+GRAPHS = {"per_frame": Graph(PerFrameGraph, INPUT_NAMES, OUTPUT_NAMES, batched=True),
+          "fill": Graph(FillGraph, FILL_INPUT_NAMES, FILL_OUTPUT_NAMES, batched=False)}
 
 
 def example_hole(cfg: ModelConfig) -> torch.Tensor:
@@ -113,13 +117,19 @@ def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     inputs = example_inputs(cfg) + ((example_hole(cfg),) if graph == "fill" else ())
+    dynamic_shapes = None
+    if spec.batched:
+        # torch.export specialises a size-1 dimension, so the example batch is 2
+        inputs = tuple(torch.cat([a, b]) for a, b in zip(inputs, example_inputs(cfg, seed=1)))
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+        dynamic_shapes = {name: {0: batch} for name in spec.inputs}
     tmp = out.with_name(out.name + ".tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the dynamo exporter is chatty about torch internals
         # dynamo=True: torch.export's graph capture, torch's supported exporter (the TorchScript one is deprecated)
         torch.onnx.export(spec.module(model.eval()).eval(), inputs, str(tmp), input_names=list(spec.inputs),
                           output_names=list(spec.outputs), opset_version=opset, dynamo=True, external_data=False,
-                          verbose=False)
+                          verbose=False, dynamic_shapes=dynamic_shapes)
     proto = onnx.load(str(tmp))
     onnx.helper.set_model_props(proto, {CONFIG_KEY: config_json(cfg, out), WEIGHTS_SHA_KEY: weights_sha256,
                                         VERSION_KEY: __version__, GRAPH_KEY: graph})

@@ -22,7 +22,10 @@ after, in the calling thread, so a runner may be loaded in one thread and run an
 in another (the ROS node runs inference in a worker thread).
 
 A serialized plan only runs on the TensorRT version and GPU architecture it was
-built for, and it silently encodes one ONNX graph, precision and input shape. So
+built for, and it silently encodes one ONNX graph, precision and input shape. A graph
+with a dynamic batch (the per-frame graph: one row per target) gets one optimisation
+profile, tuned for batch 1 and valid up to MAX_BATCH; the runner's buffers hold
+MAX_BATCH rows and a call sets the batch it feeds (IExecutionContext.set_input_shape). So
 every plan has a sidecar JSON with its EngineKey (ONNX sha256, TensorRT version,
 GPU compute capability, precision, input shape). A plan whose key does not match
 the current one is never deserialized: it is rebuilt (and the log says a build can
@@ -47,6 +50,7 @@ import numpy as np
 
 from ..checkpoint import CONFIG_KEY, CheckpointError, config_from_json, config_json
 from .cache import cache_dir, file_sha256
+from .onnx_export import MAX_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class EngineKey:
     tensorrt_version: str
     compute_capability: str  # "major.minor" of the GPU the plan was built on
     precision: str  # "fp16" | "fp32"
-    input_shape: tuple[int, ...]  # shape of the `image` input, (1, 3, S, S)
+    input_shape: tuple[int, ...]  # shape of the `image` input: (-1, 3, S, S) for a dynamic batch, else (B, 3, S, S)
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -210,13 +214,25 @@ def current_key(onnx_path: str | Path, precision: str, device_index: int = 0) ->
     """The key a plan for this ONNX file must have on this machine."""
     trt = _import_tensorrt()
     _, device = _cuda_device(device_index)
+    major, minor = device.compute_capability()
+    return EngineKey(file_sha256(onnx_path), trt.__version__, f"{major}.{minor}", precision,
+                     onnx_input_shape(onnx_path))
+
+
+def onnx_input_shape(onnx_path: str | Path, name: str = "image") -> tuple[int, ...]:
+    """An ONNX graph input's shape as TensorRT's network sees it: -1 for a dynamic dimension."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    image = next(i for i in model.graph.input if i.name == "image")
-    shape = tuple(d.dim_value for d in image.type.tensor_type.shape.dim)
-    major, minor = device.compute_capability()
-    return EngineKey(file_sha256(onnx_path), trt.__version__, f"{major}.{minor}", precision, shape)
+    tensor = next(i for i in model.graph.input if i.name == name)
+    return tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.type.tensor_type.shape.dim)
+
+
+def batch_profile(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(min, opt, max) of an input whose dynamic dimensions (-1) are the batch: tuned for one target, valid up to
+    MAX_BATCH."""
+    one, most = (tuple(n if d == -1 else d for d in shape) for n in (1, MAX_BATCH))
+    return one, one, most
 
 
 def _progress_monitor(trt):
@@ -296,6 +312,12 @@ def _build_plan(trt, onnx_path, precision, workspace_gb, timing_cache) -> tuple[
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    if any(-1 in tuple(t.shape) for t in inputs):  # the per-frame graph's batch: one row per target
+        profile = builder.create_optimization_profile()
+        for t in inputs:
+            profile.set_shape(t.name, *batch_profile(tuple(t.shape)))
+        config.add_optimization_profile(profile)
     to_set, to_clear = precision_flags(trt, precision)
     for flag in to_set:
         config.set_flag(flag)
@@ -369,9 +391,13 @@ class TensorRTRunner:
                 raise CheckpointError(f"{engine_path}: TensorRT could not deserialize the plan (corrupt file?)")
             self.context = self.engine.create_execution_context()
             self.stream = cuda.Stream()
+            # Buffers for the largest batch the plan takes; a smaller batch uses their first rows.
+            image_shape = tuple(self.engine.get_tensor_shape("image"))
+            self.dynamic = image_shape[0] == -1
+            self.max_batch = self.engine.get_tensor_profile_shape("image", 0)[2][0] if self.dynamic else image_shape[0]
             for i in range(self.engine.num_io_tensors):
                 name = self.engine.get_tensor_name(i)
-                shape = tuple(self.engine.get_tensor_shape(name))
+                shape = tuple(self.max_batch if d == -1 else d for d in self.engine.get_tensor_shape(name))
                 dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
                 self.host[name] = cuda.pagelocked_empty(shape, dtype)
                 self.device[name] = cuda.mem_alloc(self.host[name].nbytes)
@@ -397,14 +423,21 @@ class TensorRTRunner:
             self._ctx.push()
             try:
                 for name in self.inputs:
-                    np.copyto(self.host[name], feeds[name], casting="same_kind")
-                    cuda.memcpy_htod_async(self.device[name], self.host[name], self.stream)
+                    feed = feeds[name]
+                    if self.dynamic and not self.context.set_input_shape(name, feed.shape):
+                        raise ValueError(f"{self.engine_path}: input {name} of shape {feed.shape} is outside the "
+                                         f"plan's profile (batch 1 to {self.max_batch})")
+                    rows = self.host[name][: feed.shape[0]]  # leading rows of a C-contiguous buffer: contiguous
+                    np.copyto(rows, feed, casting="same_kind")
+                    cuda.memcpy_htod_async(self.device[name], rows, self.stream)
                 if not self.context.execute_async_v3(stream_handle=self.stream.handle):
                     raise RuntimeError(f"{self.engine_path}: TensorRT execution failed")
+                results = {}
                 for name in self.outputs:
-                    cuda.memcpy_dtoh_async(self.host[name], self.device[name], self.stream)
+                    results[name] = self.host[name][: self.context.get_tensor_shape(name)[0]]
+                    cuda.memcpy_dtoh_async(results[name], self.device[name], self.stream)
                 self.stream.synchronize()
-                return {name: self.host[name].copy() for name in self.outputs}  # copies: the pinned buffers are reused
+                return {name: rows.copy() for name, rows in results.items()}  # copies: the pinned buffers are reused
             finally:
                 cuda.Context.pop()
 

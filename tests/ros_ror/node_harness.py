@@ -190,10 +190,13 @@ def _stamp_key(msg):
 
 
 def result_dict(msg) -> dict:
+    """A RemovalResult, or its JSON fallback, as the fallback's dict (targets as a list of dicts)."""
     if hasattr(msg, "data"):
         return json.loads(msg.data)
-    return {k: getattr(msg, k)
-            for k in ("command", "found", "score", "mask_area", "mask_pixels", "width", "height", "backend")}
+    fields = {k: getattr(msg, k)
+              for k in ("command", "found", "score", "mask_area", "mask_pixels", "width", "height", "backend")}
+    target_fields = ("text", "source", "found", "score", "mask_area")
+    return {**fields, "targets": [{k: getattr(t, k) for k in target_fields} for t in msg.targets]}
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:

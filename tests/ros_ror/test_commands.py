@@ -11,12 +11,23 @@ import pytest
 
 from ros_ror.commands import CommandError, CommandTracker, Intent, parse_command
 
-END, REMOVE, SWITCH = "end", "remove", "switch"
+END, REMOVE, SWITCH, ADD = "end", "remove", "switch", "add"
 
 # utterance -> (intent, the text the model gets). Written by hand from what the words mean: the reference.
 INTENTS = {
     # the issue's cases
     "stop": (END, None),
+    # one more target
+    "also remove the green star": (ADD, "remove the green star"),
+    "and the cup": (ADD, "the cup"),
+    "ok and also the red cup please": (ADD, "the red cup"),
+    "remove the bottle too": (ADD, "remove the bottle"),
+    "the bottle as well, thanks": (ADD, "the bottle"),
+    "plus the mug": (ADD, "the mug"),
+    "and, uh, stop": (END, None),  # an end after an add opener still ends
+    "also, no, the bottle": (SWITCH, "the bottle"),
+    "remove the salt and pepper shaker": (REMOVE, "remove the salt and pepper shaker"),  # "and" inside a name
+    "remove the bottle and the tooth brush": (REMOVE, "remove the bottle and the tooth brush"),
     "cancel that": (END, None),
     "ok stop removing": (END, None),
     "never mind": (END, None),
@@ -125,7 +136,7 @@ def test_intent_and_target_of_each_utterance(text, expected):
 
 def test_the_table_covers_every_intent_and_the_issue():
     assert len(INTENTS) >= 60
-    assert {intent for intent, _ in INTENTS.values()} == {END, REMOVE, SWITCH}
+    assert {intent for intent, _ in INTENTS.values()} == {END, REMOVE, SWITCH, ADD}
 
 
 @pytest.mark.parametrize(
@@ -158,26 +169,61 @@ def test_lower_case_and_dropped_punctuation_lose_nothing_the_model_reads():
 
 def test_tracker_replaces_ends_and_times_out():
     tracker = CommandTracker(timeout=0.0)
-    assert tracker.active(0.0) is None
+    assert tracker.active(0.0) == ()
     tracker.submit("remove the cup", 1.0)
     tracker.submit("Remove the ball.", 2.0)
-    assert tracker.active(1000.0) == "remove the ball"  # timeout 0: until ended
-    for rejected in ("", "ok thanks"):
+    assert tracker.active(1000.0) == ("remove the ball",)  # timeout 0: until ended
+    for rejected in ("", "ok thanks", "and", "too"):
         with pytest.raises(CommandError):
             tracker.submit(rejected, 3.0)
-    assert tracker.active(3.0) == "remove the ball"  # a rejected utterance changes nothing
+    assert tracker.active(3.0) == ("remove the ball",)  # a rejected utterance changes nothing
     assert tracker.submit("stop removing the ball and remove the cup", 3.5).intent is Intent.SWITCH
-    assert tracker.active(3.5) == "remove the cup"
+    assert tracker.active(3.5) == ("remove the cup",)
     tracker.submit("ok stop removing", 4.0)
-    assert tracker.active(4.0) is None
+    assert tracker.active(4.0) == ()
     tracker.submit("clear away the red box", 5.0)
-    assert tracker.active(5.0) == "clear away the red box"
+    assert tracker.active(5.0) == ("clear away the red box",)
     tracker.end(6.0)
-    assert tracker.active(6.0) is None
+    assert tracker.active(6.0) == ()
     timed = CommandTracker(timeout=2.0)
     timed.submit("remove the cup", 10.0)
-    assert timed.active(11.9) == "remove the cup"
-    assert timed.active(12.0) is None
+    assert timed.active(11.9) == ("remove the cup",)
+    assert timed.active(12.0) == ()
+
+
+# Each said after the one before; the active targets after it, worked by hand.
+ADDED = [("remove the cup", ("remove the cup",)),
+         ("also remove the green star", ("remove the cup", "remove the green star")),
+         ("and the bottle, please", ("remove the cup", "remove the green star", "the bottle")),
+         ("the cup too", ("remove the cup", "remove the green star", "the bottle", "the cup")),
+         ("and the bowl", None),  # a fifth target: over max_targets=4, rejected, nothing changes
+         ("the bottle as well", ("remove the cup", "remove the green star", "the cup", "the bottle")),  # moved last
+         ("remove the red box", ("remove the red box",)),  # a plain command replaces the set
+         ("plus the lamp", ("remove the red box", "the lamp")),
+         ("and stop", ()),  # an end after an add opener still ends
+         ("also the mug", ("the mug",))]  # an add with nothing active starts the set
+
+
+def test_tracker_adds_targets_up_to_max_targets():
+    tracker = CommandTracker(max_targets=4)
+    before = ()
+    for t, (said, expected) in enumerate(ADDED):
+        if expected is None:
+            with pytest.raises(CommandError, match="max_targets=4") as e:
+                tracker.submit(said, float(t))
+            assert e.value.reason == "too_many_targets"
+            expected = before
+        else:
+            tracker.submit(said, float(t))
+        assert tracker.active(float(t)) == expected, said
+        before = expected
+    timed = CommandTracker(timeout=2.0, max_targets=2)
+    timed.submit("remove the cup", 0.0)
+    timed.submit("and the bottle", 1.0)
+    assert timed.active(2.0) == ("the bottle",)  # each target times out on its own
+    timed.submit("the cup too", 2.5)
+    timed.end(2.5, "the bottle")
+    assert timed.active(2.5) == ("the cup",)
 
 
 # ---------------------------------------------------------------- one code path: node, replay, CLI
@@ -230,7 +276,7 @@ def test_sahm_remove_reads_commands_as_the_table_does(tmp_path, onnx_model_dir, 
                           "--out", str(tmp_path / "out"), str(image)])
         printed = capsys.readouterr().out
         if expected:
-            assert code == 0 and re.search(r"command '(.*)'\n", printed)[1] == expected
+            assert code == 0 and re.search(r"commands \['(.*)'\]\n", printed)[1] == expected
         else:
             assert code == 1 and "ends a command; say what to remove" in printed
     assert sahm_main(["remove", "--model", str(onnx_model_dir), "--command", "uh, ok", "--out", str(tmp_path / "o"),

@@ -11,7 +11,16 @@ from pathlib import Path
 import yaml
 
 from ros_ror.remove_node import NODE_NAME, PARAMETERS
-from ros_ror.result import MSG_TYPE, ResultFields, msg_definition, rosbags_types
+from ros_ror.result import (
+    MSG_FILE,
+    MSG_TYPE,
+    TARGET_FILE,
+    TARGET_TYPE,
+    ResultFields,
+    TargetFields,
+    msg_definition,
+    rosbags_types,
+)
 from sahm_core.found import FoundRule
 from sahm_core.stream import StreamConfig
 
@@ -19,27 +28,37 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED_FIELDS = {
     "header": "std_msgs/msg/Header", "command": "string", "found": "bool", "score": "float32", "mask_area": "float32",
     "mask_pixels": "uint32", "width": "uint32", "height": "uint32", "inference_time": "float32", "latency": "float32",
-    "backend": "string",
+    "backend": "string", "targets": "ros_ror/msg/Target[]",
 }
+TARGET_FIELDS = {"text": "string", "source": "string", "found": "bool", "score": "float32", "mask_area": "float32"}
 
 
-def test_msg_parses_with_rosbags_and_has_the_expected_fields():
+def _rosbags_field(desc) -> str:
+    kind, value = desc
+    if kind.name == "SEQUENCE":
+        return _rosbags_field(value[0]) + "[]"
+    return value if kind.name == "NAME" else value[0]
+
+
+def test_msgs_parse_with_rosbags_and_have_the_expected_fields():
     types = rosbags_types()
-    _, fields = types[MSG_TYPE]
-    parsed = {name: (desc[1] if desc[0].name == "NAME" else desc[1][0]) for name, desc in fields}
-    assert parsed == EXPECTED_FIELDS
+    for msg_type, expected in ((MSG_TYPE, EXPECTED_FIELDS), (TARGET_TYPE, TARGET_FIELDS)):
+        assert {name: _rosbags_field(desc) for name, desc in types[msg_type][1]} == expected
 
 
-def test_msg_parses_with_rosidl_adapter():
+def test_msgs_parse_with_rosidl_adapter():
     from rosidl_adapter.parser import parse_message_string
 
-    spec = parse_message_string("ros_ror", "RemovalResult", msg_definition())
-    parsed = {f.name: (f"{f.type.pkg_name}/msg/{f.type.type}" if f.type.pkg_name else f.type.type) for f in spec.fields}
-    assert parsed == EXPECTED_FIELDS
+    for msg_file, expected in ((MSG_FILE, EXPECTED_FIELDS), (TARGET_FILE, TARGET_FIELDS)):
+        spec = parse_message_string("ros_ror", Path(msg_file).stem, msg_definition(msg_file))
+        parsed = {f.name: (f"{f.type.pkg_name}/msg/{f.type.type}" if f.type.pkg_name else f.type.type)
+                  + ("[]" if f.type.is_array else "") for f in spec.fields}
+        assert parsed == expected
 
 
-def test_result_fields_match_the_message():
+def test_result_fields_match_the_messages():
     assert [f.name for f in dataclasses.fields(ResultFields)] == [k for k in EXPECTED_FIELDS if k != "header"]
+    assert [f.name for f in dataclasses.fields(TargetFields)] == list(TARGET_FIELDS)
 
 
 def test_params_file_names_only_declared_parameters_with_matching_types_and_values():

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from ros_ror.resources import BUNDLED_MODEL, PACKAGE
-from ros_ror.result import MSG_FILE
+from ros_ror.result import MSG_FILE, TARGET_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = "launch/remove.launch.py"
@@ -79,7 +79,7 @@ def shared_files() -> list[str]:
     """Every file the launch file and ros_ror.resources look up in the package share, relative to it."""
     params, _ = launch_lookups()
     model = sorted(str(p.relative_to(REPO)) for p in (REPO / BUNDLED_MODEL).rglob("*") if p.is_file())
-    return [LAUNCH_FILE, params, MSG_FILE, *model]
+    return [LAUNCH_FILE, params, MSG_FILE, TARGET_FILE, *model]
 
 
 def ros_imports() -> set[str]:
@@ -144,13 +144,16 @@ def test_package_xml_is_an_ament_cmake_interface_package():
 
 
 def test_message_dependencies_are_declared_and_generated():
-    """Each package a RemovalResult field type comes from is a DEPENDENCY of rosidl_generate_interfaces."""
-    lines = [line.split("#")[0].split() for line in (REPO / MSG_FILE).read_text().splitlines()]
+    """Every message file is generated, and each package a field type comes from is a DEPENDENCY of
+    rosidl_generate_interfaces."""
+    msg_files = sorted(str(f.relative_to(REPO)) for f in (REPO / "msg").glob("*.msg"))
+    assert msg_files == sorted([MSG_FILE, TARGET_FILE])
+    lines = [line.split("#")[0].split() for f in msg_files for line in (REPO / f).read_text().splitlines()]
     referenced = {words[0].split("/")[0] for words in lines if words and "/" in words[0]}
     assert referenced == {"std_msgs"}
     cmake = re.sub(r"#[^\n]*", "", (REPO / "CMakeLists.txt").read_text())
     generate = re.search(r"rosidl_generate_interfaces\((.*?)\)", cmake, flags=re.S).group(1).split()
-    assert f'"{MSG_FILE}"' in generate
+    assert all(f'"{f}"' in generate for f in msg_files)
     declared = set(generate[generate.index("DEPENDENCIES") + 1:])
     assert referenced <= declared and declared == INTERFACE_DEPENDENCIES
 
@@ -217,13 +220,14 @@ import json
 from ament_index_python.packages import get_package_share_directory
 from rclpy.serialization import deserialize_message, serialize_message
 import ros_ror
-from ros_ror.msg import RemovalResult
+from ros_ror.msg import RemovalResult, Target
 from ros_ror.replay import replay_typestore
-from ros_ror.result import MSG_TYPE, generated_message_class
+from ros_ror.result import MSG_TYPE, TARGET_TYPE, generated_message_class
 
 fields = json.loads({fields!r})
+targets = fields.pop("targets")
 stamp = {{"sec": 1700000000, "nanosec": 123456789}}
-message = RemovalResult(**fields)
+message = RemovalResult(**fields, targets=[Target(**t) for t in targets])
 message.header.frame_id = "camera"
 message.header.stamp.sec, message.header.stamp.nanosec = stamp["sec"], stamp["nanosec"]
 data = bytes(serialize_message(message))
@@ -232,7 +236,8 @@ back = deserialize_message(data, RemovalResult)
 store = replay_typestore()
 types = store.types
 header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](**stamp), frame_id="camera")
-reference = bytes(store.serialize_cdr(types[MSG_TYPE](header=header, **fields), MSG_TYPE))
+reference = bytes(store.serialize_cdr(
+    types[MSG_TYPE](header=header, **fields, targets=[types[TARGET_TYPE](**t) for t in targets]), MSG_TYPE))
 # Each side decodes the other's bytes. (Not a byte comparison: rclpy leaves CDR padding bytes uninitialised.)
 by_rosbags = store.deserialize_cdr(data, MSG_TYPE)
 by_rclpy = deserialize_message(reference, RemovalResult)
@@ -244,6 +249,8 @@ print(json.dumps({{
     "cdr_length": len(data), "reference_cdr_length": len(reference),
     "rclpy_bytes_by_rosbags": {{name: getattr(by_rosbags, name) for name in fields}},
     "rosbags_bytes_by_rclpy": {{name: getattr(by_rclpy, name) for name in fields}},
+    "targets": [[{{name: getattr(t, name) for name in targets[0]}} for t in m.targets]
+                for m in (by_rosbags, by_rclpy, back)],
     "headers": [[m.header.frame_id, m.header.stamp.sec, m.header.stamp.nanosec] for m in (by_rosbags, by_rclpy)],
     "back": {{name: getattr(back, name) for name in fields}},
     "back_header": [back.header.frame_id, back.header.stamp.sec, back.header.stamp.nanosec],
@@ -254,7 +261,10 @@ print(json.dumps({{
 def test_colcon_build_generates_removal_result(install_prefix):
     # float32 fields hold values a float32 represents exactly, so the round trip must be exact
     fields = {"command": "remove the red cup", "found": True, "score": 0.75, "mask_area": 0.125, "mask_pixels": 38400,
-              "width": 640, "height": 480, "inference_time": 0.03125, "latency": 0.0625, "backend": "onnxruntime"}
+              "width": 640, "height": 480, "inference_time": 0.03125, "latency": 0.0625, "backend": "onnxruntime",
+              "targets": [{"text": "remove the red cup", "source": "text", "found": True, "score": 0.75,
+                           "mask_area": 0.125},
+                          {"text": "", "source": "mask", "found": True, "score": 1.0, "mask_area": 0.0625}]}
     setup_script = install_prefix / SHARE / "local_setup.bash"
     script = CHECK_INSTALLED.format(fields=json.dumps(fields))
     done = run(["bash", "-c", 'source "$1" && cd "$2" && exec "$3" -c "$4"', "check", setup_script,
@@ -266,7 +276,9 @@ def test_colcon_build_generates_removal_result(install_prefix):
     assert Path(found["message_module"]).is_relative_to(site_packages / PACKAGE / "msg")
     assert found["node_uses_generated"], "ros_ror.result would still publish the JSON fallback"
     assert found["cdr_length"] == found["reference_cdr_length"]
+    targets = fields.pop("targets")
     assert found["rclpy_bytes_by_rosbags"] == fields and found["rosbags_bytes_by_rclpy"] == fields
+    assert found["targets"] == [targets] * 3
     assert found["headers"] == [["camera", 1700000000, 123456789]] * 2
     assert found["back"] == fields
     assert found["back_header"] == ["camera", 1700000000, 123456789]

@@ -272,6 +272,9 @@ def test_a_mask_from_another_node_is_erased_from_the_frame_with_its_stamp(harnes
         assert not np.array_equal(out[erased], rgb[erased])
         fields = result_dict(result)
         assert fields["command"] == "" and fields["found"] is False and fields["mask_pixels"] == erased.sum()
+        (target,) = fields["targets"]
+        assert (target["source"], target["text"], target["found"]) == ("mask", "", True)
+        assert target["mask_area"] == pytest.approx(np.count_nonzero(given) / given.size, rel=1e-6)
 
 
 def test_a_stale_misfit_or_malformed_erase_mask_is_warned_about_and_dropped(harness, scene):
@@ -288,3 +291,33 @@ def test_a_stale_misfit_or_malformed_erase_mask_is_warned_about_and_dropped(harn
     cleaned, mask, _ = harness.exchange(image_msg(rgb, "rgb8"))
     assert bytes(cleaned.data) == rgb.tobytes() and not np.any(pixels_of(mask))  # passed through, nothing erased
     assert {r: dropped(r) - before[r] for r in before} == {"stale": 1, "size": 1, "encoding": 1}
+
+
+def test_two_commands_erase_two_objects_with_one_fill_and_report_each(harness, scene, reference_remover):
+    other = "the blue square at the top"
+    harness.command(COMMAND, expect_active=COMMAND)
+    harness.command(f"and {other}", expect_active=f"{COMMAND}; {other}")
+    wait_for(lambda: harness.diagnostics()["fill_graph"] == "loaded", timeout=600)  # a second target loads it
+    rgb = scene(seed=7)
+    cleaned, mask, result = harness.exchange(image_msg(rgb, "rgb8"))
+
+    reference_remover.set_commands([COMMAND, other])
+    reference = reference_remover.remove(rgb)
+    assert sum(t.found for t in reference.targets) == 2  # random weights, permissive thresholds: both found
+    np.testing.assert_array_equal(pixels_of(mask)[:, :, 0], reference.mask)
+    np.testing.assert_array_equal(pixels_of(cleaned), reference.image)
+    fields = result_dict(result)
+    assert fields["command"] == f"{COMMAND}; {other}" and fields["found"] is True
+    targets = fields["targets"]
+    assert [(t["text"], t["source"], t["found"]) for t in targets] == [(COMMAND, "text", True), (other, "text", True)]
+    for t, expected in zip(targets, reference.targets):
+        assert t["score"] == pytest.approx(expected.score, rel=1e-6)
+        assert t["mask_area"] == pytest.approx(expected.area, rel=1e-6)
+
+    harness.command("also the green star", expect_active=f"{COMMAND}; {other}; the green star")
+    harness.node.set_parameters([Parameter("max_targets", value=3)])
+    harness.command("and the red box", expect_active=f"{COMMAND}; {other}; the green star")  # a fourth: rejected
+    assert int(harness.diagnostics()["rejected_commands_too_many_targets"]) >= 1
+    harness.command("remove the red box", expect_active="remove the red box")  # a plain command replaces them
+    harness.node.set_parameters([Parameter("max_targets", value=4)])
+    harness.command("stop", expect_active="")

@@ -18,6 +18,7 @@ from sahm_core.export.onnx_export import (
     FILL_OUTPUT_NAMES,
     GRAPH_KEY,
     INPUT_NAMES,
+    MAX_BATCH,
     OUTPUT_NAMES,
     VERSION_KEY,
     WEIGHTS_SHA_KEY,
@@ -47,13 +48,17 @@ def test_export_passes_checker_with_the_contract_io(nano):
     assert [i.name for i in model.graph.input] == list(INPUT_NAMES)
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
     s, t, c = cfg.image_size, cfg.text_len, cfg.text_dim
-    expected = {"image": [1, 3, s, s], "tokens": [1, t, c], "valid": [1, t], "attribute": [1, t], "identity": [1, t],
-                "cleaned": [1, 3, s, s], "mask": [1, 1, s, s]}
+    expected = {"image": [3, s, s], "tokens": [t, c], "valid": [t], "attribute": [t], "identity": [t],
+                "cleaned": [3, s, s], "mask": [1, s, s]}
+    batch = set()
     for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        assert all(d.HasField("dim_value") for d in dims), f"{value.name} has a dynamic dimension"
+        first, *dims = value.type.tensor_type.shape.dim
+        assert not first.HasField("dim_value"), f"{value.name}: the batch (one row per target) must be dynamic"
+        batch.add(first.dim_param)
+        assert all(d.HasField("dim_value") for d in dims), f"{value.name} has a dynamic dimension besides the batch"
         assert [d.dim_value for d in dims] == expected[value.name]
         assert value.type.tensor_type.elem_type == TensorProto.FLOAT
+    assert len(batch) == 1  # one symbol: every input and output shares the batch
     assert max(i.version for i in model.opset_import if i.domain in ("", "ai.onnx")) >= 19
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta[CONFIG_KEY] == cfg.to_json()
@@ -71,6 +76,21 @@ def test_onnxruntime_matches_torch(nano):
     assert np.abs(cleaned - cleaned_ref.numpy()).max() <= 1e-3
     assert np.abs(mask - mask_ref.numpy()).max() <= 1e-3
     assert 0.0 <= mask.min() and mask.max() <= 1.0  # probabilities, not logits
+
+
+@pytest.mark.parametrize("batch", [1, 3, MAX_BATCH])
+def test_onnxruntime_matches_torch_at_every_batch_row_by_row(nano, batch):
+    _, cfg, model, path = nano
+    rows = [example_inputs(cfg, seed=10 + i) for i in range(batch)]
+    inputs = [torch.cat(parts) for parts in zip(*rows)]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    cleaned, mask = session.run(list(OUTPUT_NAMES), {n: t.numpy() for n, t in zip(INPUT_NAMES, inputs)})
+    assert cleaned.shape[0] == mask.shape[0] == batch
+    with torch.no_grad():
+        for i, row in enumerate(rows):  # each row is what torch gives that row alone
+            cleaned_ref, mask_ref = PerFrameGraph(model)(*row)
+            assert np.abs(cleaned[i] - cleaned_ref[0].numpy()).max() <= 1e-3
+            assert np.abs(mask[i] - mask_ref[0].numpy()).max() <= 1e-3
 
 
 def test_exported_graph_is_tensorrt_ready(nano):

@@ -35,6 +35,7 @@ from sahm_core.runtime import (
     found_decision,
     to_model_input,
 )
+from sahm_core.stream import StreamConfig
 from sahm_core.text import CommandEncoder
 
 COMMAND = "remove the red circle on the left"
@@ -553,8 +554,8 @@ def test_fifty_load_close_cycles_do_not_grow_rss(nano_model_dir, shared_cache):
         remover = Remover.load(nano_model_dir, backend="onnxruntime", device="cpu", threads=1, **LOOSE)
         if encoded is None:
             remover.set_command(COMMAND)
-            encoded = remover._text
-        remover._text, remover.command = encoded, COMMAND  # the text encoder is shared and not under test
+            encoded = remover._commands
+        remover._commands = encoded  # the text encoder is shared and not under test
         remover.remove(frame)
         remover.close()
         rss.append(_rss_mb("VmRSS"))
@@ -631,3 +632,107 @@ def test_sahm_remove_erases_a_given_mask_without_a_command(tmp_path, nano_model_
     assert "it is 83x30, the frame 83x61; skipped" in capsys.readouterr().out
     assert sahm_main(args[:2] + [str(nano_model_dir), "--out", str(out), str(tmp_path / "frame.png")]) == 1
     assert "say what to remove with --command, or give --erase-mask" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- several targets
+
+TARGETS = [COMMAND, "the blue square at the top", "the green star"]
+
+
+def _singles(remover, frame, commands):
+    """Each command alone: the reference for its row of a batch."""
+    singles = []
+    for command in commands:
+        remover.set_command(command)
+        singles.append(remover.remove(frame))
+    return singles
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_several_commands_are_one_batch_each_decided_as_if_alone(removers, median_probability, backend):
+    frame = _frame(120, 160, seed=5)
+    _set_threshold(removers, median_probability(frame))
+    remover = removers[backend]
+    singles = _singles(remover, frame, TARGETS)
+    remover.set_commands(TARGETS + [TARGETS[1]])  # a repeated text is one target
+    both = remover.remove(frame)
+    assert remover.commands == tuple(TARGETS) and [t.text for t in both.targets] == TARGETS
+    for single, target in zip(singles, both.targets):
+        (alone,) = single.targets
+        assert (target.found, target.text) == (alone.found, alone.text)
+        assert target.score == pytest.approx(alone.score, abs=1e-5)
+        assert target.area == pytest.approx(alone.area, abs=1e-3)
+    assert sum(t.found for t in both.targets) >= 2  # the union path below is exercised
+    erased = both.mask > 0
+    for single in singles:
+        assert (erased >= (single.mask > 0)).all()  # the union holds every object as it is erased alone
+    assert np.array_equal(both.image[~erased], frame[~erased])
+    assert both.found and both.score == max(t.score for t in both.targets)
+
+
+def test_one_found_target_among_several_is_erased_exactly_as_alone(removers, median_probability):
+    frame = _frame(120, 160, seed=6)
+    _set_threshold(removers, median_probability(frame))
+    remover = removers["onnxruntime"]
+    singles = _singles(remover, frame, TARGETS)
+    scores = sorted(s.score for s in singles)
+    remover.min_score = (scores[-1] + scores[-2]) / 2  # only the best command passes the found rule
+    try:
+        best = max(singles, key=lambda s: s.score)
+        remover.set_command(best.targets[0].text)
+        alone = remover.remove(frame)
+        remover.set_commands(TARGETS)
+        several = remover.remove(frame)
+    finally:
+        remover.min_score = 0.0
+    assert [t.found for t in several.targets] == [s is best for s in singles]
+    assert np.array_equal(several.image, alone.image) and np.array_equal(several.mask, alone.mask)
+
+
+def test_targets_beyond_the_graphs_batch_run_in_chunks(removers, median_probability, monkeypatch):
+    frame = _frame(120, 160, seed=7)
+    _set_threshold(removers, median_probability(frame))
+    remover = removers["onnxruntime"]
+    remover.set_commands(TARGETS)
+    whole = remover.remove(frame)
+    calls = []
+    run = remover._backend.run
+    monkeypatch.setattr(remover._backend, "max_batch", 2)
+    monkeypatch.setattr(remover._backend, "run", lambda image, text: calls.append(len(image)) or run(image, text))
+    chunked = remover.remove(frame)
+    assert calls == [2, 1]
+    assert [(t.found, t.text) for t in chunked.targets] == [(t.found, t.text) for t in whole.targets]
+    assert np.count_nonzero(chunked.mask != whole.mask) <= 1e-3 * whole.mask.size  # threshold-edge pixels only
+
+
+def test_adding_a_target_keeps_the_others_encoding_and_stream(nano_model_dir):
+    remover = Remover.load(nano_model_dir, backend="torch", device="cpu", **LOOSE, stream=StreamConfig())
+    frame = _frame(120, 160, seed=9)
+    remover.set_command(TARGETS[0])
+    remover.remove(frame)
+    first = remover.stream_state
+    remover.set_commands(TARGETS[:2])
+    assert remover.stream_state is first and first.frames == 1  # the first object goes on being carried
+    remover.remove(frame)
+    assert first.frames == 2
+    remover.set_command(TARGETS[0])  # a plain command starts afresh, even with the same text
+    assert remover.stream_state is not first and remover.stream_state.frames == 0
+    for bad in ([TARGETS[0], ""], [TARGETS[0], None]):
+        with pytest.raises(ValueError, match="non-empty string"):
+            remover.set_commands(bad)
+        assert remover.commands == (TARGETS[0],)  # nothing changed
+
+
+def test_sahm_remove_takes_several_commands(tmp_path, nano_model_dir, shared_cache, capsys):
+    frame = _frame(61, 83, seed=8)
+    cv2.imwrite(str(tmp_path / "frame.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    args = ["remove", "--model", str(nano_model_dir), "--backend", "onnxruntime", "--min-score", "0",
+            "--min-mask-area", "0", "--command", TARGETS[0], "--command", "also " + TARGETS[1], "--out", str(out),
+            str(tmp_path / "frame.png")]
+    assert sahm_main(args) == 0, capsys.readouterr().out
+    assert f"commands {[TARGETS[0], TARGETS[1]]}" in capsys.readouterr().out
+    cleaned = cv2.cvtColor(cv2.imread(str(out / "frame.png")), cv2.COLOR_BGR2RGB)
+    with Remover.load(nano_model_dir, backend="onnxruntime", **LOOSE) as remover:
+        remover.set_commands(TARGETS[:2])
+        assert np.array_equal(cleaned, remover.remove(frame).image)

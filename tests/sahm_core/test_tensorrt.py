@@ -22,15 +22,18 @@ import pytest
 
 from sahm_core.checkpoint import CheckpointError, read_config
 from sahm_core.cli import main as sahm_main
+from sahm_core.export.onnx_export import MAX_BATCH
 from sahm_core.export.tensorrt_engine import (
     EngineKey,
     EngineMismatchError,
     TensorRTRunner,
     TensorRTUnavailable,
+    batch_profile,
     build_engine,
     cached_engine_path,
     check_engine,
     default_precision,
+    onnx_input_shape,
     precision_flags,
     read_sidecar,
     sidecar_path,
@@ -287,20 +290,25 @@ class FakeCudaResource(bytearray):
 
 
 class FakeTensorRTPlan:
-    """TEST DOUBLE of a deserialized tensorrt.ICudaEngine with the per-frame graph's five inputs and two outputs."""
+    """TEST DOUBLE of a deserialized tensorrt.ICudaEngine with the per-frame graph's five inputs and two outputs; with
+    `batch` = (min, opt, max) the batch is dynamic (-1) under one optimisation profile."""
 
     TENSORS = {"image": (1, 3, 8, 8), "tokens": (1, 4, 6), "valid": (1, 4), "attribute": (1, 4), "identity": (1, 4),
                "cleaned": (1, 3, 8, 8), "mask": (1, 1, 8, 8)}
 
-    def __init__(self, driver):
-        self.driver, self.num_io_tensors = driver, len(self.TENSORS)
+    def __init__(self, driver, batch: tuple[int, int, int] | None = None):
+        self.driver, self.num_io_tensors, self.batch = driver, len(self.TENSORS), batch
         driver.needs_current("deserialize plan")
 
     def get_tensor_name(self, i):
         return list(self.TENSORS)[i]
 
     def get_tensor_shape(self, name):
-        return self.TENSORS[name]
+        return self.TENSORS[name] if self.batch is None else (-1, *self.TENSORS[name][1:])
+
+    def get_tensor_profile_shape(self, name, profile):
+        assert self.batch is not None and profile == 0 and self.get_tensor_mode(name) == "input"
+        return [(n, *self.TENSORS[name][1:]) for n in self.batch]
 
     def get_tensor_dtype(self, name):
         return np.float32
@@ -319,10 +327,24 @@ class FakeExecutionContext:
     """TEST DOUBLE of tensorrt.IExecutionContext; like the real binding it keeps its plan alive."""
 
     def __init__(self, plan):
-        self.plan = plan
+        self.plan, self.shapes = plan, {}
 
     def set_tensor_address(self, name, address):
         pass
+
+    def set_input_shape(self, name, shape):
+        """False outside the profile, as TensorRT answers."""
+        low, _, high = self.plan.get_tensor_profile_shape(name, 0)
+        if not all(a <= d <= b for a, d, b in zip(low, shape, high)) or len(shape) != len(low):
+            return False
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        shape = self.shapes.get(name, self.plan.get_tensor_shape(name))
+        if self.plan.batch is not None and name in ("cleaned", "mask"):
+            shape = (self.shapes["image"][0], *shape[1:])  # outputs follow the batch the inputs set
+        return shape
 
     def execute_async_v3(self, stream_handle):
         self.plan.driver.needs_current("execute_async_v3")
@@ -343,8 +365,9 @@ def fake_gpu(monkeypatch):
     trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
     trt.TensorIOMode = types.SimpleNamespace(INPUT="input", OUTPUT="output")
     trt.nptype = np.dtype
+    plans = {b"plan": None, b"dynamic plan": (1, 1, 8)}  # the bytes of a plan -> its batch profile
     trt.Runtime = lambda logger: types.SimpleNamespace(
-        deserialize_cuda_engine=lambda data: FakeTensorRTPlan(driver) if data == b"plan" else None)
+        deserialize_cuda_engine=lambda data: FakeTensorRTPlan(driver, plans[data]) if data in plans else None)
     monkeypatch.setitem(sys.modules, "pycuda", package)
     monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
@@ -358,9 +381,37 @@ def _fake_plan(tmp_path, trt, data=b"plan"):
     return engine
 
 
-def _feeds():
-    return {name: np.ones(shape, np.float32) for name, shape in FakeTensorRTPlan.TENSORS.items()
+def _feeds(batch: int = 1):
+    return {name: np.ones((batch, *shape[1:]), np.float32) for name, shape in FakeTensorRTPlan.TENSORS.items()
             if name not in ("cleaned", "mask")}
+
+
+def test_runner_of_a_dynamic_batch_plan_sets_each_calls_batch(tmp_path, fake_gpu):
+    """A plan with a batch profile 1..8: buffers for 8 rows, each call sets its batch and gets that many rows back;
+    a batch outside the profile is a ValueError naming it, and the runner goes on."""
+    driver, trt = fake_gpu
+    runner = TensorRTRunner(_fake_plan(tmp_path, trt, data=b"dynamic plan"))
+    assert runner.dynamic and runner.max_batch == 8 and runner.host["image"].shape == (8, 3, 8, 8)
+    for batch in (3, 1, 8):
+        out = runner.run(_feeds(batch))
+        assert out["cleaned"].shape == (batch, 3, 8, 8) and out["mask"].shape == (batch, 1, 8, 8)
+        assert runner.context.shapes["image"] == (batch, 3, 8, 8)
+    with pytest.raises(ValueError, match="batch 1 to 8"):
+        runner.run(_feeds(9))
+    assert runner.run(_feeds(2))["mask"].shape == (2, 1, 8, 8)
+    runner.close()
+    assert not driver.problems, driver.problems
+    static = TensorRTRunner(_fake_plan(tmp_path, trt))
+    assert not static.dynamic and static.max_batch == 1
+    static.close()
+
+
+def test_onnx_input_shape_and_batch_profile(nano_model_dir, shared_cache):
+    onnx_file = exported_onnx(nano_model_dir / "model.safetensors", read_config(nano_model_dir / "model.safetensors"))
+    shape = onnx_input_shape(onnx_file)
+    assert shape == (-1, 3, 256, 256)  # the per-frame graph's batch: one row per target
+    assert batch_profile(shape) == ((1, 3, 256, 256), (1, 3, 256, 256), (MAX_BATCH, 3, 256, 256))
+    assert batch_profile((1, 3, 256, 256)) == ((1, 3, 256, 256),) * 3
 
 
 def test_runner_loaded_in_one_thread_runs_and_closes_in_another(tmp_path, fake_gpu):
@@ -410,12 +461,12 @@ def test_fifty_runner_cycles_leave_no_context_behind(tmp_path, fake_gpu):
     assert not any(driver.stacks.values()) and not driver.problems
 
 
-def _tiny_onnx(path):
+def _tiny_onnx(path, batch=1):
     """A one-node graph with an `image` input: all the engine key reads (the fake builder never parses it)."""
     from onnx import TensorProto, helper, save
 
-    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])
-    out = helper.make_tensor_value_info("cleaned", TensorProto.FLOAT, [1, 3, 8, 8])
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 8, 8])
+    out = helper.make_tensor_value_info("cleaned", TensorProto.FLOAT, [batch, 3, 8, 8])
     graph = helper.make_graph([helper.make_node("Identity", ["image"], ["cleaned"])], "g", [image], [out])
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(path))
     return path
@@ -425,7 +476,10 @@ class FakeBuilderConfig:
     """TEST DOUBLE of tensorrt.IBuilderConfig: records the flags set and cleared."""
 
     def __init__(self):
-        self.set, self.cleared, self.progress_monitor = [], [], None
+        self.set, self.cleared, self.progress_monitor, self.profiles = [], [], None, []
+
+    def add_optimization_profile(self, profile):
+        self.profiles.append(profile)
 
     def set_memory_pool_limit(self, pool, size):
         pass
@@ -446,13 +500,21 @@ class FakeBuilderConfig:
         return self.create_timing_cache(b"")
 
 
-def _fake_builder(trt, driver, configs):
+def _fake_builder(trt, driver, configs, input_shape=(1, 3, 8, 8)):
+    """A builder whose network has one `image` input of `input_shape` (-1: dynamic), as its parser would make it."""
+
     class Builder:
         def __init__(self, logger):
             driver.needs_current("create builder")
 
         def create_network(self, flags):
-            return "network"
+            image = types.SimpleNamespace(name="image", shape=input_shape)
+            return types.SimpleNamespace(num_inputs=1, get_input=lambda i: image)
+
+        def create_optimization_profile(self):
+            profile = types.SimpleNamespace(shapes={})
+            profile.set_shape = lambda name, low, opt, high: profile.shapes.__setitem__(name, (low, opt, high))
+            return profile
 
         def create_builder_config(self):
             configs.append(FakeBuilderConfig())
@@ -481,6 +543,18 @@ def test_fp32_build_clears_tf32_in_its_own_context(tmp_path, fake_gpu):
     assert [c.alive for c in driver.contexts] == [False] and not any(driver.stacks.values()) and not driver.problems
     build_engine(tmp_path / "g.onnx", tmp_path / "h.engine", precision="fp16", model_config_json="{}")
     assert configs[1].set == [trt.BuilderFlag.FP16]
+    assert configs[0].profiles == configs[1].profiles == []  # static shapes: TensorRT's implicit profile
+
+
+def test_a_dynamic_batch_build_gets_one_profile_from_one_to_max_batch(tmp_path, fake_gpu):
+    driver, trt = fake_gpu
+    configs = []
+    _fake_builder(trt, driver, configs, input_shape=(-1, 3, 8, 8))
+    out = build_engine(_tiny_onnx(tmp_path / "g.onnx", batch="batch"), tmp_path / "g.engine", precision="fp32",
+                       model_config_json="{}")
+    (profile,) = configs[0].profiles
+    assert profile.shapes == {"image": ((1, 3, 8, 8), (1, 3, 8, 8), (MAX_BATCH, 3, 8, 8))}
+    assert read_sidecar(out)[0].input_shape == (-1, 3, 8, 8)  # the key tells a batch plan from a batch-1 one
 
 
 def test_fp16_build_on_tensorrt_11_is_refused_cleanly(tmp_path, fake_gpu, capsys):
