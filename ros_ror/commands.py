@@ -9,6 +9,8 @@ A speech recogniser publishes whatever it heard. `parse_command` reads the whole
   "no, the bottle instead"), a correction ("actually the bottle"), or a request marked "instead";
 - add: a request that opens with "also", "and" or "plus", or closes with "too", "as well" or "also" ("also remove
   the green star", "and the cup", "the bottle too"): one more target beside the active ones;
+- retry: "not that one", "no, the other one", "wrong one": the newest target found the wrong object; its region is
+  suppressed and it looks again (the next most likely object), or a target just discarded comes back so;
 - remove: anything else, as heard. It replaces every active target. "remove the cup and the bottle" stays one
   request: "and" inside a name ("salt and pepper shaker") cannot be told from "and" between two names.
 
@@ -61,6 +63,8 @@ DETERMINERS = ("the", "a", "an", "that", "this", "these", "those", "my", "your")
 SWITCH_MARKER = "instead"
 ADD_OPENERS = ("also", "and", "and also", "plus", "and then also")  # "also remove the star", "and the cup"
 ADD_CLOSERS = ("too", "as well", "also")  # "remove the bottle too"
+RETRY_PHRASES = ("not that one", "not this one", "the other one", "the other", "wrong one", "the wrong one",
+                 "a different one", "the next one")  # not "not that": it ends a command, as "not the cup" does
 
 BREAK = "|"  # a sentence break (. , ; ! ? and dashes), kept only while classifying
 _TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*|[.,;:!?…—–。！？]+")
@@ -125,6 +129,8 @@ INSTEAD = re.compile(rf"^(?:{_PAD} {SWITCH_MARKER}(?P<after>{_WORDS}+)|(?P<befor
 # "remove the cup, no, stop", "remove the cup. stop, remove the bottle".
 LATER_SENTENCE = re.compile(rf"^{_WORDS}+? \{BREAK}(?P<target>{_PAD}(?:{_any(END_VERBS)}|{_any(END_PHRASES)}"
                             rf"|{_any(NEGATIONS)}|{_any(CORRECTIONS)}){_WORDS}*)$")
+# The newest target is the wrong object: "not that one", "no, the other one please".
+RETRY = re.compile(rf"^{_PAD}(?:{_any(CORRECTIONS)}{_PAD})?{_any(RETRY_PHRASES)}{_PAD}$")
 # One more target: "also remove the star", "and the cup please", "the bottle too".
 ADD = re.compile(rf"^(?:{_PAD}{_any(ADD_OPENERS)}{_PAD}(?P<opened>{_WORDS}+?)|(?P<closed>{_WORDS}+?)"
                  rf"{_any(ADD_CLOSERS)}){_PAD}$")
@@ -145,6 +151,7 @@ class Intent(str, Enum):
     REMOVE = "remove"  # a removal request
     SWITCH = "switch"  # end the active command and start `target` in its place
     ADD = "add"  # `target` joins the active targets
+    RETRY = "retry"  # the newest target (or the one just discarded) looks again, away from what it found
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,8 @@ def _spoken(said: str) -> str:
 
 def classify(said: str) -> Command:
     """Intent and target of an utterance in the parser's form, which must name something (see `parse_command`)."""
+    if RETRY.match(said):
+        return Command(Intent.RETRY, None)
     if (m := ADD.match(said)) and not _NOTHING_SAID.match(rest := m["opened"] or m["closed"]):
         then = classify(rest)  # "and stop" ends, "also, no, the bottle" switches
         return Command(Intent.ADD, then.target) if then.intent is Intent.REMOVE else then
@@ -219,32 +228,86 @@ class CommandTracker:
 
     A removal or a switch replaces every target, an add joins one (at most `max_targets`), an end clears them.
     `timeout` 0 keeps a target until an end command; otherwise each expires `timeout` s after it was last asked for.
+    With `confirm` a new target is a candidate, shown and not erased, until `confirm(True)` keeps it or
+    `confirm(False)` discards it (one candidate at a time: a newer one replaces it). A retry suppresses the newest
+    target's region (the candidate's, else the one just discarded, which comes back, else the newest target's) and
+    looks again; `take_suppressions` hands the texts to suppress to whoever holds the model.
     """
 
-    def __init__(self, timeout: float = 0.0, max_chars: int = 300, max_targets: int = DEFAULT_MAX_TARGETS):
+    def __init__(self, timeout: float = 0.0, max_chars: int = 300, max_targets: int = DEFAULT_MAX_TARGETS,
+                 confirm: bool = False):
         if max_targets < 1:
             raise ValueError(f"max_targets must be at least 1, got {max_targets}")
         self.timeout = timeout
         self.max_chars = max_chars
         self.max_targets = max_targets
+        self.confirm = confirm
         self._targets: dict[str, float] = {}  # target -> when it was asked for, in the order asked
+        self._candidate: str | None = None  # a target waiting for confirm() (always one of _targets)
+        self._discarded: str | None = None  # the last target confirm(False) dropped, for a retry
+        self._suppress: list[str] = []  # targets whose last region the model must keep out of, oldest first
+        self.fresh = False  # set by a command that starts over: suppressed regions are forgotten
 
     def submit(self, text: object, now: float) -> Command:
         """Apply an utterance heard at `now`; CommandError leaves the active targets as they were."""
         command = parse_command(text, self.max_chars)
-        if command.intent is not Intent.ADD:
+        if command.intent is Intent.RETRY:
+            self._retry(now)
+        elif command.intent is Intent.ADD:
+            self._add(command.target, now)
+        else:
             self._targets = {} if command.target is None else {command.target: now}
-            return command
-        active = self.active(now)
-        if command.target not in active and len(active) >= self.max_targets:
-            raise CommandError("too_many_targets", f"{command.target!r} would be target {len(active) + 1}, more than "
-                                                   f"max_targets={self.max_targets}; a plain command replaces them")
-        self._targets.pop(command.target, None)  # asked again: it moves to the end, its timeout starts over
-        self._targets[command.target] = now
+            self._candidate = command.target if self.confirm else None
+            self._discarded, self._suppress, self.fresh = None, [], True
         return command
+
+    def _add(self, target: str, now: float) -> None:
+        active = self.active(now)
+        if self._candidate is not None and self._candidate != target:  # one candidate at a time
+            active = tuple(t for t in active if t != self._candidate)
+        if target not in active and len(active) >= self.max_targets:
+            raise CommandError("too_many_targets", f"{target!r} would be target {len(active) + 1}, more than "
+                                                   f"max_targets={self.max_targets}; a plain command replaces them")
+        if self._candidate is not None and self._candidate != target:
+            self._targets.pop(self._candidate)
+        self._targets.pop(target, None)  # asked again: it moves to the end, its timeout starts over
+        self._targets[target] = now
+        self._discarded = None
+        if self.confirm and target != self._candidate:
+            self._candidate = target
+
+    def _retry(self, now: float) -> None:
+        active = self.active(now)
+        target = self._candidate or self._discarded or (active[-1] if active else None)
+        if target is None:
+            raise CommandError("nothing_to_retry", "nothing to look for again: no target, none discarded")
+        self._suppress.append(target)
+        self._targets.setdefault(target, now)  # the one just discarded comes back
+        if self.confirm:
+            self._candidate = target  # what it finds next is checked again before it is erased
+        self._discarded = None
+
+    def confirm_candidate(self, keep: bool) -> str | None:
+        """Keep (erase from now on) or discard the candidate; returns its text, None when there is none."""
+        target, self._candidate = self._candidate, None
+        if target is not None:
+            self._discarded = None
+        if target is not None and not keep:
+            self._targets.pop(target, None)
+            self._discarded = target
+            self._suppress.append(target)  # so a retry looks elsewhere
+        return target
+
+    def take_suppressions(self) -> tuple[bool, list[str]]:
+        """(whether suppressed regions are to be forgotten first, the targets to suppress), once each."""
+        taken = (self.fresh, self._suppress)
+        self.fresh, self._suppress = False, []
+        return taken
 
     def end(self, now: float, target: str | None = None) -> None:
         """End one target, or (None) all of them."""
+        if target is None or target == self._candidate:
+            self._candidate = None
         if target is None:
             self._targets = {}
         else:
@@ -253,7 +316,13 @@ class CommandTracker:
     def active(self, now: float) -> tuple[str, ...]:
         if self.timeout > 0:
             self._targets = {t: since for t, since in self._targets.items() if now - since < self.timeout}
+            if self._candidate not in self._targets:
+                self._candidate = None
         return tuple(self._targets)
+
+    @property
+    def candidate(self) -> str | None:
+        return self._candidate
 
 
 def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[tuple[str, ...], ValueError | None]:
@@ -262,20 +331,28 @@ def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[tuple[st
     A target the model cannot encode is ended, so it fails once instead of on every frame: returns (the targets
     left, the error). Targets set already keep their encoding (and their stream), so only new ones are encoded. With
     no active target the remover has none either (a given mask alone must not erase an ended command's object).
+    Regions a retry or a discard asked to suppress are suppressed first, from the frame the operator saw.
     """
+    forget, suppress = tracker.take_suppressions()
+    if forget:
+        remover.unsuppress()
+    for target in suppress:
+        remover.suppress(target)
     targets = tracker.active(now)
-    if remover.commands == targets:
+    candidates = () if tracker.candidate is None else (tracker.candidate,)
+    if remover.commands == targets and remover.candidates == candidates:
         return targets, None
     error = None
     kept = [t for t in remover.commands if t in targets]
     for target in targets:
         if target not in kept:
             try:
-                remover.set_commands(kept + [target])
+                remover.set_commands(kept + [target], candidates)
                 kept.append(target)
             except ValueError as e:
                 tracker.end(now, target)
                 error = e
     targets = tracker.active(now)
-    remover.set_commands(targets)  # encoded already: the order as asked
+    candidates = () if tracker.candidate is None else (tracker.candidate,)
+    remover.set_commands(targets, candidates)  # encoded already: the order as asked
     return targets, error

@@ -146,3 +146,16 @@ def _compressed_kind(fmt: str) -> str:
         if kind in words or (kind == "jpeg" and "jpg" in words):
             return kind
     raise ImageError("encoding", f"unsupported compressed format {fmt!r}; supported: {', '.join(COMPRESSED_FORMATS)}")
+
+
+CANDIDATE_RGB = (255, 0, 255)  # magenta: rare in scenes, plain on any background
+
+
+def candidate_overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The frame with a mask (HxW, nonzero = in) tinted half-way to CANDIDATE_RGB and outlined in it: what an operator
+    checks before confirming a target."""
+    out = rgb.copy()
+    inside = mask > 0
+    out[inside] = (out[inside].astype(np.uint16) + np.array(CANDIDATE_RGB, np.uint16)) // 2
+    contours, _ = cv2.findContours(inside.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return cv2.drawContours(out, contours, -1, CANDIDATE_RGB, max(1, rgb.shape[1] // 320))

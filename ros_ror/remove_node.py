@@ -58,6 +58,7 @@ from .commands import DEFAULT_MAX_TARGETS, CommandError, CommandTracker, Intent,
 from .image_conversions import (
     DecodedFrame,
     ImageError,
+    candidate_overlay,
     decode_compressed,
     decode_image,
     decode_mask,
@@ -67,7 +68,7 @@ from .image_conversions import (
 )
 from .resources import bundled_model_dir
 from .result import COMMAND_SEPARATOR, ResultFields, ResultPublisher, fields_from_removal
-from .topics import CLEANED_IMAGE, CLEANED_INFO, MASK, NODE_NAME, RESULT
+from .topics import CANDIDATE_MASK, CANDIDATE_OVERLAY, CLEANED_IMAGE, CLEANED_INFO, MASK, NODE_NAME, RESULT
 
 # Any command in the model's vocabulary: encoding it loads the tokenizer, the text encoder and the tagger.
 WARM_UP_COMMAND = "remove the red box on the left"
@@ -115,6 +116,10 @@ PARAMETERS: dict[str, _Param] = {
                                                "add one; a plain command replaces them): each is a row of the "
                                                "per-frame graph's batch. Applies to the next added target",
                           integer_range=IntegerRange(from_value=1, to_value=32, step=0)),
+    "confirm_targets": _Param(False, f"a new target is a candidate, shown on ~/{CANDIDATE_MASK} and "
+                                     f"~/{CANDIDATE_OVERLAY} and not erased, until ~/confirm true keeps it (false "
+                                     "discards it; \"not that one\" then looks for the next most likely object). "
+                                     "Applies to the next target"),
     "compressed_input": _Param(False, "also subscribe ~/image/compressed (jpeg/png) and publish "
                                       f"~/{CLEANED_IMAGE}/compressed", read_only=True),
     "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True,
@@ -188,7 +193,7 @@ class RemoveNode(LifecycleNode):
 
         self._stats = _Stats()
         self._commands = CommandTracker(self._param("command_timeout"), self._param("max_command_chars"),
-                                        self._param("max_targets"))
+                                        self._param("max_targets"), self._param("confirm_targets"))
         self._command_lock = threading.Lock()
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._last_warned: dict[str, float] = {}
@@ -220,6 +225,9 @@ class RemoveNode(LifecycleNode):
         self._image_pub = publisher(Image, f"~/{CLEANED_IMAGE}", reliable, qos_overriding_options=overridable)
         self._info_pub = publisher(CameraInfo, f"~/{CLEANED_INFO}", reliable, qos_overriding_options=overridable)
         self._mask_pub = publisher(Image, f"~/{MASK}", reliable, qos_overriding_options=overridable)
+        self._candidate_mask_pub = publisher(Image, f"~/{CANDIDATE_MASK}", reliable, qos_overriding_options=overridable)
+        self._candidate_overlay_pub = publisher(Image, f"~/{CANDIDATE_OVERLAY}", reliable,
+                                                qos_overriding_options=overridable)
         self._result_pub = ResultPublisher(self, f"~/{RESULT}", reliable)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)  # in every state
         self.create_subscription(Image, "~/image", self._on_image, camera, qos_overriding_options=overridable,
@@ -238,6 +246,7 @@ class RemoveNode(LifecycleNode):
             self.create_subscription(CompressedImage, "~/image/compressed", self._on_compressed, camera,
                                      qos_overriding_options=overridable, callback_group=io)
         self.create_service(SetBool, "~/set_enabled", self._on_set_enabled, callback_group=transitions)
+        self.create_service(SetBool, "~/confirm", self._on_confirm, callback_group=io)
         self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics, callback_group=io)
         if self._param("autostart"):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=transitions)
@@ -296,6 +305,7 @@ class RemoveNode(LifecycleNode):
             self._commands.timeout = self._param("command_timeout")
             self._commands.max_chars = self._param("max_command_chars")
             self._commands.max_targets = self._param("max_targets")
+            self._commands.confirm = self._param("confirm_targets")
         remover = self._remover
         if names & set(_THRESHOLDS) and remover is not None:
             # Remover reads its thresholds per frame: setting them applies from the next frame, no reload.
@@ -369,6 +379,21 @@ class RemoveNode(LifecycleNode):
         if not response.success:
             response.message += f": {self._configure_error}"
         self.get_logger().info(f"~/set_enabled {request.data}: {response.message}")
+        return response
+
+    def _on_confirm(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        """true: the candidate is erased from the next frame on; false: it is discarded ("not that one" retries)."""
+        with self._command_lock:
+            target = self._commands.confirm_candidate(request.data)
+        response.success = target is not None
+        response.message = (f"{'kept' if request.data else 'discarded'}: {target!r}" if target is not None
+                            else "no candidate to confirm (confirm_targets is "
+                                 f"{str(self._param('confirm_targets')).lower()})")
+        if target is not None:
+            with self._wake:
+                self._command_changed = True
+                self._wake.notify()
+        self.get_logger().info(f"~/confirm {request.data}: {response.message}")
         return response
 
     # ---------------------------------------------------------------- input
@@ -474,8 +499,8 @@ class RemoveNode(LifecycleNode):
         with self._wake:  # encode it now, before the next frame arrives
             self._command_changed = True
             self._wake.notify()
-        self.get_logger().info("command ended" if command.intent is Intent.END
-                               else f"{command.intent.value}: {command.target!r}")
+        said = {Intent.END: "command ended", Intent.RETRY: "not that one: looking again"}
+        self.get_logger().info(said.get(command.intent) or f"{command.intent.value}: {command.target!r}")
 
     # ---------------------------------------------------------------- worker
     def _in_worker(self, job: Callable[[], object]) -> object:
@@ -578,7 +603,18 @@ class RemoveNode(LifecycleNode):
         fields = fields_from_removal(removal, self._remover.backend)
         with self._stats.lock:
             self._stats.inference_s.append(removal.latency_s)
+        if removal.candidates is not None:
+            self._publish_candidates(pending, removal.candidates)
         self._publish(pending, removal.image, removal.mask, fields)
+
+    def _publish_candidates(self, pending: _PendingFrame, candidates: np.ndarray) -> None:
+        header, (height, width) = pending.header, candidates.shape
+        data, step = mask_fields(candidates)
+        self._candidate_mask_pub.publish(Image(header=header, height=height, width=width, encoding="mono8", step=step,
+                                               data=data))
+        data, step = encode_image(candidate_overlay(pending.frame.rgb, candidates), "rgb8", None)
+        self._candidate_overlay_pub.publish(Image(header=header, height=height, width=width, encoding="rgb8",
+                                                  step=step, data=data))
 
     def _pass_through(self, pending: _PendingFrame) -> None:
         if self._param("pass_through"):
@@ -634,6 +670,7 @@ class RemoveNode(LifecycleNode):
         elapsed = (now - then).nanoseconds * 1e-9
         with self._command_lock:
             targets = self._commands.active(now.nanoseconds * 1e-9)
+            candidate = self._commands.candidate
         remover, state = self._remover, self.lifecycle_state()
         values = {
             "state": state,
@@ -641,6 +678,7 @@ class RemoveNode(LifecycleNode):
             "backend": remover.backend if remover is not None else self._param("backend"),
             "command": COMMAND_SEPARATOR.join(targets),
             "targets": len(targets),
+            "candidate": candidate or "",
             **self._stream_values(remover),
             "fill_graph": self._fill_state,
             "input_rate_hz": f"{(frames_in - then_in) / elapsed if elapsed > 0 else 0.0:.2f}",

@@ -36,6 +36,7 @@ class TargetFields:
     found: bool = False
     score: float = 0.0
     mask_area: float = 0.0
+    confirmed: bool = True
 
 
 @dataclass
@@ -115,7 +116,8 @@ def fields_from_removal(removal, backend: str) -> ResultFields:
     per command, then one for a given mask that erased pixels (its area: those pixels)."""
     mask_pixels = int(np.count_nonzero(removal.mask))
     height, width = removal.mask.shape
-    targets = [TargetFields(t.text, SOURCE_TEXT, bool(t.found), float(t.score), float(t.area)) for t in removal.targets]
+    targets = [TargetFields(t.text, SOURCE_TEXT, bool(t.found), float(t.score), float(t.area), bool(t.confirmed))
+               for t in removal.targets]
     if removal.given_pixels:
         targets.append(TargetFields("", SOURCE_MASK, True, 1.0, removal.given_pixels / removal.mask.size))
     return ResultFields(

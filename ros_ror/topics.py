@@ -9,3 +9,5 @@ CLEANED_IMAGE = "cleaned/image"
 CLEANED_INFO = "cleaned/camera_info"
 MASK = "mask"
 RESULT = "result"
+CANDIDATE_MASK = "candidate_mask"  # with confirm_targets: what a target waiting for ~/confirm found
+CANDIDATE_OVERLAY = "candidate_overlay"  # the same drawn on the frame, for rqt_image_view

@@ -82,20 +82,23 @@ FILL_CONTEXT = "remove it"
 
 
 class Target(NamedTuple):
-    """One command's object in one frame: its text, whether it was found (and so erased), its score and area as
-    `found_decision` measures them (at model resolution; stream mode's are the carried mask's)."""
+    """One command's object in one frame: its text, whether it was found (and so erased, when confirmed), its score
+    and area as `found_decision` measures them (at model resolution; stream mode's are the carried mask's), and
+    whether it is confirmed (False: a candidate, shown in Removal.candidates and not erased)."""
 
     text: str
     found: bool
     score: float
     area: float
+    confirmed: bool = True
 
 
 class Removal(NamedTuple):
     """One processed frame: image HxWx3 uint8, mask HxW uint8 {0,255} (everything erased), score and found (over the
     targets: the highest score, and whether any was found), latency_s (seconds, the whole remove()), stream_s
     (seconds of it spent in stream mode; 0 when off), given_pixels (pixels of a given mask, `remove(frame,
-    erase=...)`, in the erased mask; 0 when none), targets (each command's own answer, in the order set)."""
+    erase=...)`, in the erased mask; 0 when none), targets (each command's own answer, in the order set),
+    candidates (HxW uint8 {0,255}: what the candidate commands found, not erased; None when no command is one)."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -105,6 +108,7 @@ class Removal(NamedTuple):
     stream_s: float = 0.0
     given_pixels: int = 0
     targets: tuple[Target, ...] = ()
+    candidates: np.ndarray | None = None
 
 
 class BackendUnavailable(RuntimeError):
@@ -155,6 +159,12 @@ def to_model_input(frame: np.ndarray, size: int) -> np.ndarray:
     return (small.transpose(2, 0, 1)[None].astype(np.float32)) * np.float32(1 / 255)  # (1,3,S,S)
 
 
+def frame_mask(mask_prob: np.ndarray, shape: tuple[int, ...], mask_threshold: float, margin: int = 0) -> np.ndarray:
+    """(S,S) mask probabilities -> the (H,W) bool mask composite erases: up(grow(mask_prob, margin)) > threshold."""
+    grown = grow_probabilities(mask_prob, margin)
+    return cv2.resize(grown, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) > mask_threshold
+
+
 def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mask_threshold: float,
               margin: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """orig*(1-m) + up(cleaned)*m at the frame's resolution, m = up(grow(mask_prob)) > threshold.
@@ -168,8 +178,7 @@ def composite(frame: np.ndarray, cleaned: np.ndarray, mask_prob: np.ndarray, mas
     """
     h, w = frame.shape[:2]
     frame = np.ascontiguousarray(frame)
-    mask_prob = grow_probabilities(mask_prob, margin)
-    mask = cv2.resize(mask_prob, (w, h), interpolation=cv2.INTER_LINEAR) > mask_threshold  # (H,W) bool
+    mask = frame_mask(mask_prob, (h, w), mask_threshold, margin)
     out = frame.copy()
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size:
@@ -545,11 +554,13 @@ def auto_candidates(files: ModelFiles, device: str, precision: str | None = None
 
 @dataclass(frozen=True)
 class _Command:
-    """One active command: its text, its encoding (TEXT_NAMES -> (1, ...) arrays) and, in stream mode, its stream."""
+    """One active command: its text, its encoding (TEXT_NAMES -> (1, ...) arrays), in stream mode its stream, and
+    whether it is a candidate (found and shown, not erased, until confirmed)."""
 
     text: str
     features: dict[str, np.ndarray]
     stream: StreamState | None
+    candidate: bool = False
 
 
 class _Answer(NamedTuple):
@@ -586,6 +597,8 @@ class Remover:
         self._commands: tuple[_Command, ...] = ()  # swapped in whole: remove() sees the old set or the new one
         self._fill_context: dict[str, np.ndarray] | None = None
         self._no_fill: str | None = None  # why the fill graph cannot load (a bare TensorRT engine), once it failed
+        self._last_found: dict[str, np.ndarray] = {}  # text -> (S,S) bool, its last found region (for `suppress`)
+        self._suppressed: dict[str, np.ndarray] = {}  # text -> (S,S) float 0/1, regions its mask must stay out of
         self.stream = stream
 
     @classmethod
@@ -655,6 +668,11 @@ class Remover:
         return tuple(c.text for c in self._commands)
 
     @property
+    def candidates(self) -> tuple[str, ...]:
+        """The active commands that are candidates: found and shown, not erased."""
+        return tuple(c.text for c in self._commands if c.candidate)
+
+    @property
     def command(self) -> str | None:
         """The first active command (None when none)."""
         commands = self._commands
@@ -697,11 +715,13 @@ class Remover:
         command's object says nothing about this one's."""
         check_command(text)
         self._commands = (self._new_command(text),)
+        self._last_found, self._suppressed = {}, {}
 
-    def set_commands(self, texts) -> None:
-        """Several commands, one target each (a repeated text counts once). A command active already keeps its
-        encoding and its stream, so adding a target never restarts the objects being erased; ValueError (and nothing
-        changed) when any text is empty or not a str."""
+    def set_commands(self, texts, candidates=()) -> None:
+        """Several commands, one target each (a repeated text counts once); those also in `candidates` are found and
+        shown (Removal.candidates) but not erased. A command active already keeps its encoding and its stream, so
+        adding a target never restarts the objects being erased; ValueError (and nothing changed) when any text is
+        empty or not a str."""
         texts = list(texts)
         for text in texts:
             check_command(text)
@@ -709,11 +729,28 @@ class Remover:
         new = {}
         for text in texts:
             if text not in new:
-                new[text] = kept.get(text) or self._new_command(text)
+                command = kept.get(text) or self._new_command(text)
+                new[text] = dataclasses.replace(command, candidate=text in candidates)
         self._commands = tuple(new.values())
+
+    def suppress(self, text: str) -> bool:
+        """Keep `text`'s mask out of the region it last found (grown by the removal margin), from the next frame on:
+        "not that one" then finds the next most likely object. False when it has found nothing yet. Kept for that
+        text until `set_command` or `clear_command`."""
+        region = self._last_found.get(text)
+        if region is None:
+            return False
+        grown = grow_probabilities(region.astype(np.float32), self.config.removal_margin)
+        self._suppressed[text] = np.maximum(self._suppressed.get(text, 0.0), grown)
+        return True
+
+    def unsuppress(self) -> None:
+        """Forget every region `suppress` kept commands out of."""
+        self._suppressed = {}
 
     def clear_command(self) -> None:
         self._commands = ()
+        self._last_found, self._suppressed = {}, {}
 
     def load_fill(self) -> None:
         """Load the fill graph (an export and a session, or a TensorRT build) and encode FILL_CONTEXT now, so the
@@ -747,17 +784,23 @@ class Remover:
         answers = self._find(backend, image, commands, frame.shape, rule)
         targets = tuple(a.target for a in answers)
         stream_s = sum(c.stream.last_step_s for c in commands if c.stream is not None)
-        found = [a for a in answers if a.target.found]
+        found = [a for a in answers if a.target.found and a.target.confirmed]
+        candidates = None
+        if any(c.candidate for c in commands):
+            candidates = np.zeros(frame.shape[:2], np.uint8)
+            for a in answers:
+                if a.target.found and not a.target.confirmed:
+                    candidates[frame_mask(a.mask, frame.shape, rule.mask_threshold, a.margin)] = 255
         if erase is None and (len(found) <= 1 or not self._fill_available()):
             if not found:
-                return self._unchanged(frame, targets, start, stream_s)
+                return self._unchanged(frame, targets, start, stream_s)._replace(candidates=candidates)
             # one object, or a model without a fill graph: each found object with its own row's fill, in turn
             out, binary = frame, np.zeros(frame.shape[:2], np.uint8)
             for one in found:
                 out, erased = composite(out, one.cleaned, one.mask, rule.mask_threshold, one.margin)
                 binary |= erased
             score = max(t.score for t in targets)
-            return Removal(out, binary, score, True, time.perf_counter() - start, stream_s, 0, targets)
+            return Removal(out, binary, score, True, time.perf_counter() - start, stream_s, 0, targets, candidates)
         self.load_fill()  # once: later calls find the graph and FILL_CONTEXT's encoding ready
         given = np.zeros((self.config.image_size,) * 2, np.float32) if erase is None else \
             to_model_hole(erase, self.config.image_size)[0, 0]  # (S,S) 0/1
@@ -773,7 +816,8 @@ class Remover:
         image, binary = composite(frame, filled, union, rule.mask_threshold, margin)
         given_pixels = 0 if erase is None else int(np.count_nonzero(binary & (erase > 0)))
         score = max((t.score for t in targets), default=0.0)
-        return Removal(image, binary, score, bool(found), time.perf_counter() - start, stream_s, given_pixels, targets)
+        return Removal(image, binary, score, bool(found), time.perf_counter() - start, stream_s, given_pixels, targets,
+                       candidates)
 
     def _fill_available(self) -> bool:
         """Whether the fill graph is loaded, or loads now; why not is logged once."""
@@ -804,10 +848,22 @@ class Remover:
     def _decide(self, command: _Command, image: np.ndarray, cleaned: np.ndarray, mask: np.ndarray,
                 shape: tuple[int, ...], rule: FoundRule) -> _Answer:
         """One command's graph outputs (cleaned (3,S,S), mask probabilities (S,S)) -> its _Answer."""
+        suppressed = self._suppressed.get(command.text)
+        if suppressed is not None:
+            mask = mask * (1.0 - suppressed)  # "not that one": the region discarded is no longer this command's
+        answer = self._decide_mask(command, image, cleaned, mask, shape, rule)
+        if answer.target.found:
+            self._last_found[command.text] = answer.mask > rule.mask_threshold
+        return answer
+
+    def _decide_mask(self, command: _Command, image: np.ndarray, cleaned: np.ndarray, mask: np.ndarray,
+                     shape: tuple[int, ...], rule: FoundRule) -> _Answer:
+        confirmed = not command.candidate
         stream = command.stream
         if stream is None:
             found, score, area = found_decision(mask, rule)
-            return _Answer(Target(command.text, found, score, area), cleaned, mask, self.config.removal_margin)
+            return _Answer(Target(command.text, found, score, area, confirmed), cleaned, mask,
+                           self.config.removal_margin)
         fused = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, self.config.removal_margin, shape)
         found, score, area = found_decision(fused.mask, rule)
         held = None if found else stream.hold(rule)
@@ -816,7 +872,7 @@ class Remover:
             area = found_decision(fused.mask, rule)[2]
         stream.record(found)
         # fused.grown is grown already: composite must not grow it again (margin 0)
-        return _Answer(Target(command.text, found, score, area), fused.cleaned, fused.grown, 0)
+        return _Answer(Target(command.text, found, score, area, confirmed), fused.cleaned, fused.grown, 0)
 
     @staticmethod
     def _unchanged(frame: np.ndarray, targets: tuple[Target, ...], start: float, stream_s: float = 0.0) -> Removal:

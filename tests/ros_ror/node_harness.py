@@ -60,11 +60,17 @@ class Harness:
         )
         self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
         self.erase_pub = self.tester.create_publisher(Image, f"/{NODE_NAME}/erase_mask", deep)
-        self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}}
+        self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}, "candidate_mask": {},
+                                          "candidate_overlay": {}}
         self.lock = threading.Lock()
         self.tester.create_subscription(frame_type, f"/{NODE_NAME}/{cleaned_topic}",
                                         lambda m: self._store("cleaned", m), 50)
         self.tester.create_subscription(Image, f"/{NODE_NAME}/mask", lambda m: self._store("mask", m), 50)
+        for kind in ("candidate_mask", "candidate_overlay"):
+            self.tester.create_subscription(Image, f"/{NODE_NAME}/{kind}", lambda m, k=kind: self._store(k, m), 50)
+        from std_srvs.srv import SetBool
+
+        self.confirm_client = self.tester.create_client(SetBool, f"/{NODE_NAME}/confirm")
         result_class = generated_message_class() or String
         self.tester.create_subscription(result_class, f"/{NODE_NAME}/result", lambda m: self._store("result", m), 50)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
@@ -92,6 +98,23 @@ class Harness:
 
         self.command_pub.publish(String(data=text))
         wait_for(lambda: self.diagnostics()["command"] == expect_active)
+
+    def confirm(self, keep: bool):
+        """Call ~/confirm (the node is in this process: no discovery race) and return its response."""
+        from std_srvs.srv import SetBool
+
+        assert self.confirm_client.wait_for_service(timeout_sec=30)
+        future = self.confirm_client.call_async(SetBool.Request(data=keep))
+        wait_for(future.done, 30)
+        return future.result()
+
+    def candidates(self, key, timeout: float = 30.0) -> tuple:
+        """The candidate mask and overlay published for the frame stamped `key` (another pair of topics: they may
+        come after the frame's own outputs)."""
+        kinds = ("candidate_mask", "candidate_overlay")
+        wait_for(lambda: all(key in self.received[k] for k in kinds), timeout)
+        with self.lock:
+            return tuple(self.received[k].pop(key) for k in kinds)
 
     def publish(self, msg) -> tuple[int, int]:
         """Stamp a frame uniquely and publish it; returns its stamp key."""
@@ -195,7 +218,7 @@ def result_dict(msg) -> dict:
         return json.loads(msg.data)
     fields = {k: getattr(msg, k)
               for k in ("command", "found", "score", "mask_area", "mask_pixels", "width", "height", "backend")}
-    target_fields = ("text", "source", "found", "score", "mask_area")
+    target_fields = ("text", "source", "found", "score", "mask_area", "confirmed")
     return {**fields, "targets": [{k: getattr(t, k) for k in target_fields} for t in msg.targets]}
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ros_ror.commands import CommandError, CommandTracker, Intent, parse_command
 
-END, REMOVE, SWITCH, ADD = "end", "remove", "switch", "add"
+END, REMOVE, SWITCH, ADD, RETRY = "end", "remove", "switch", "add", "retry"
 
 # utterance -> (intent, the text the model gets). Written by hand from what the words mean: the reference.
 INTENTS = {
@@ -28,6 +28,13 @@ INTENTS = {
     "also, no, the bottle": (SWITCH, "the bottle"),
     "remove the salt and pepper shaker": (REMOVE, "remove the salt and pepper shaker"),  # "and" inside a name
     "remove the bottle and the tooth brush": (REMOVE, "remove the bottle and the tooth brush"),
+    # the newest target found the wrong object
+    "not that one": (RETRY, None),
+    "No, not that one!": (RETRY, None),
+    "the other one please": (RETRY, None),
+    "wrong one": (RETRY, None),
+    "not that": (END, None),  # as "not the cup": a negation ends
+    "the other bottle": (REMOVE, "the other bottle"),
     "cancel that": (END, None),
     "ok stop removing": (END, None),
     "never mind": (END, None),
@@ -136,7 +143,7 @@ def test_intent_and_target_of_each_utterance(text, expected):
 
 def test_the_table_covers_every_intent_and_the_issue():
     assert len(INTENTS) >= 60
-    assert {intent for intent, _ in INTENTS.values()} == {END, REMOVE, SWITCH, ADD}
+    assert {intent for intent, _ in INTENTS.values()} == {END, REMOVE, SWITCH, ADD, RETRY}
 
 
 @pytest.mark.parametrize(
@@ -224,6 +231,40 @@ def test_tracker_adds_targets_up_to_max_targets():
     timed.submit("the cup too", 2.5)
     timed.end(2.5, "the bottle")
     assert timed.active(2.5) == ("the cup",)
+
+
+def test_tracker_confirms_discards_and_retries_candidates():
+    """confirm_targets, worked by hand: (said or done, active targets, the candidate, (regions forgotten, texts to
+    suppress))."""
+    tracker = CommandTracker(confirm=True)
+    steps = [("remove the cup", ("remove the cup",), "remove the cup", (True, [])),  # a new start
+             (True, ("remove the cup",), None, (False, [])),
+             ("and the bottle", ("remove the cup", "the bottle"), "the bottle", (False, [])),
+             ("also the mug", ("remove the cup", "the mug"), "the mug", (False, [])),  # the newer candidate wins
+             (False, ("remove the cup",), None, (False, ["the mug"])),  # discarded, its region to be kept out of
+             ("not that one", ("remove the cup", "the mug"), "the mug", (False, ["the mug"])),  # back, checked again
+             (True, ("remove the cup", "the mug"), None, (False, [])),
+             ("not that one", ("remove the cup", "the mug"), "the mug", (False, ["the mug"])),  # the newest again
+             (True, ("remove the cup", "the mug"), None, (False, [])),
+             (True, ("remove the cup", "the mug"), None, (False, []))]  # nothing to confirm: nothing changes
+    for t, (action, active, candidate, suppressions) in enumerate(steps):
+        if isinstance(action, bool):
+            tracker.confirm_candidate(action)
+        else:
+            tracker.submit(action, float(t))
+        assert (tracker.active(float(t)), tracker.candidate) == (active, candidate), action
+        assert tracker.take_suppressions() == suppressions, action
+    tracker.submit("stop", 20.0)
+    assert tracker.active(20.0) == () and tracker.take_suppressions() == (True, [])  # a new start forgets regions
+    with pytest.raises(CommandError) as e:
+        tracker.submit("not that one", 21.0)
+    assert e.value.reason == "nothing_to_retry"
+    plain = CommandTracker()  # without confirm_targets a retry looks again at once, with nothing to confirm
+    plain.submit("remove the cup", 0.0)
+    plain.submit("not that one", 1.0)
+    assert (plain.active(1.0), plain.candidate, plain.take_suppressions()) == (("remove the cup",), None,
+                                                                             (True, ["remove the cup"]))
+    assert plain.confirm_candidate(True) is None
 
 
 # ---------------------------------------------------------------- one code path: node, replay, CLI

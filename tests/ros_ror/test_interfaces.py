@@ -30,7 +30,8 @@ EXPECTED_FIELDS = {
     "mask_pixels": "uint32", "width": "uint32", "height": "uint32", "inference_time": "float32", "latency": "float32",
     "backend": "string", "targets": "ros_ror/msg/Target[]",
 }
-TARGET_FIELDS = {"text": "string", "source": "string", "found": "bool", "score": "float32", "mask_area": "float32"}
+TARGET_FIELDS = {"text": "string", "source": "string", "found": "bool", "score": "float32", "mask_area": "float32",
+                 "confirmed": "bool"}
 
 
 def _rosbags_field(desc) -> str:

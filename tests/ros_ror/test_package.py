@@ -263,8 +263,11 @@ def test_colcon_build_generates_removal_result(install_prefix):
     fields = {"command": "remove the red cup", "found": True, "score": 0.75, "mask_area": 0.125, "mask_pixels": 38400,
               "width": 640, "height": 480, "inference_time": 0.03125, "latency": 0.0625, "backend": "onnxruntime",
               "targets": [{"text": "remove the red cup", "source": "text", "found": True, "score": 0.75,
-                           "mask_area": 0.125},
-                          {"text": "", "source": "mask", "found": True, "score": 1.0, "mask_area": 0.0625}]}
+                           "mask_area": 0.125, "confirmed": True},
+                          {"text": "the cup", "source": "text", "found": True, "score": 0.5, "mask_area": 0.25,
+                           "confirmed": False},
+                          {"text": "", "source": "mask", "found": True, "score": 1.0, "mask_area": 0.0625,
+                           "confirmed": True}]}
     setup_script = install_prefix / SHARE / "local_setup.bash"
     script = CHECK_INSTALLED.format(fields=json.dumps(fields))
     done = run(["bash", "-c", 'source "$1" && cd "$2" && exec "$3" -c "$4"', "check", setup_script,

@@ -98,7 +98,8 @@ def test_stream_parameters_switch_the_removers_stream_mode(harness):
     assert node.set_parameters([Parameter("stream_mode", value=True), Parameter("stream_strength", value=0.5)])[0] \
         .successful
     assert remover.stream is not None and remover.stream.strength == 0.5
-    assert harness.diagnostics()["stream_mode"] == "on, strength 0.5" and "stream_scene_cuts" in harness.diagnostics()
+    assert harness.diagnostics()["stream_mode"] == "on, strength 0.5"
+    assert "stream_scene_cuts" not in harness.diagnostics()  # no command: no stream is carried yet
     assert node.set_parameters([Parameter("stream_mode", value=False)])[0].successful
     assert remover.stream is None
     assert node.set_parameters([Parameter("stream_strength", value=0.9)])[0].successful
@@ -290,7 +291,9 @@ def test_a_stale_misfit_or_malformed_erase_mask_is_warned_about_and_dropped(harn
     rgb = scene(seed=4)
     cleaned, mask, _ = harness.exchange(image_msg(rgb, "rgb8"))
     assert bytes(cleaned.data) == rgb.tobytes() and not np.any(pixels_of(mask))  # passed through, nothing erased
-    assert {r: dropped(r) - before[r] for r in before} == {"stale": 1, "size": 1, "encoding": 1}
+    counts = lambda: {r: dropped(r) - before[r] for r in before}  # noqa: E731
+    # the malformed mask is counted when its callback runs, which another topic's frame may overtake
+    wait_for(lambda: counts() == {"stale": 1, "size": 1, "encoding": 1}, 10)
 
 
 def test_two_commands_erase_two_objects_with_one_fill_and_report_each(harness, scene, reference_remover):
@@ -304,12 +307,12 @@ def test_two_commands_erase_two_objects_with_one_fill_and_report_each(harness, s
     reference_remover.set_commands([COMMAND, other])
     reference = reference_remover.remove(rgb)
     assert sum(t.found for t in reference.targets) == 2  # random weights, permissive thresholds: both found
-    np.testing.assert_array_equal(pixels_of(mask)[:, :, 0], reference.mask)
-    np.testing.assert_array_equal(pixels_of(cleaned), reference.image)
     fields = result_dict(result)
     assert fields["command"] == f"{COMMAND}; {other}" and fields["found"] is True
     targets = fields["targets"]
     assert [(t["text"], t["source"], t["found"]) for t in targets] == [(COMMAND, "text", True), (other, "text", True)]
+    np.testing.assert_array_equal(pixels_of(mask)[:, :, 0], reference.mask)
+    np.testing.assert_array_equal(pixels_of(cleaned), reference.image)
     for t, expected in zip(targets, reference.targets):
         assert t["score"] == pytest.approx(expected.score, rel=1e-6)
         assert t["mask_area"] == pytest.approx(expected.area, rel=1e-6)
@@ -317,7 +320,53 @@ def test_two_commands_erase_two_objects_with_one_fill_and_report_each(harness, s
     harness.command("also the green star", expect_active=f"{COMMAND}; {other}; the green star")
     harness.node.set_parameters([Parameter("max_targets", value=3)])
     harness.command("and the red box", expect_active=f"{COMMAND}; {other}; the green star")  # a fourth: rejected
-    assert int(harness.diagnostics()["rejected_commands_too_many_targets"]) >= 1
+    wait_for(lambda: int(harness.diagnostics().get("rejected_commands_too_many_targets", 0)) == 1)
     harness.command("remove the red box", expect_active="remove the red box")  # a plain command replaces them
     harness.node.set_parameters([Parameter("max_targets", value=4)])
     harness.command("stop", expect_active="")
+
+
+def test_confirm_targets_shows_a_candidate_until_confirmed_and_retries_a_discarded_one(harness, scene):
+    from ros_ror.image_conversions import candidate_overlay
+
+    other = "the blue square at the top"
+    harness.command("stop", expect_active="")
+    harness.node.set_parameters([Parameter("confirm_targets", value=True)])
+    try:
+        harness.command(COMMAND, expect_active=COMMAND)
+        assert harness.diagnostics()["candidate"] == COMMAND
+        rgb = scene(seed=8)
+        msg = image_msg(rgb, "rgb8")
+        cleaned, mask, result = harness.exchange(msg)
+        candidate, overlay = harness.candidates(_stamp(msg))
+        assert bytes(cleaned.data) == rgb.tobytes() and not np.any(pixels_of(mask))  # shown, not erased
+        shown = pixels_of(candidate)[:, :, 0]
+        assert 0 < np.count_nonzero(shown) < shown.size
+        np.testing.assert_array_equal(pixels_of(overlay), candidate_overlay(rgb, shown))
+        (target,) = result_dict(result)["targets"]
+        assert (target["text"], target["found"], target["confirmed"]) == (COMMAND, True, False)
+
+        response = harness.confirm(True)
+        assert response.success and COMMAND in response.message
+        wait_for(lambda: harness.diagnostics()["candidate"] == "")
+        cleaned, mask, result = harness.exchange(image_msg(rgb, "rgb8"))
+        np.testing.assert_array_equal(pixels_of(mask)[:, :, 0], shown)  # what was shown is what is erased
+        assert result_dict(result)["targets"][0]["confirmed"] is True
+
+        harness.command(f"and {other}", expect_active=f"{COMMAND}; {other}")
+        response = harness.confirm(False)
+        assert response.success and "discarded" in response.message
+        wait_for(lambda: harness.diagnostics()["command"] == COMMAND)
+        cleaned, mask, _ = harness.exchange(image_msg(rgb, "rgb8"))
+        np.testing.assert_array_equal(pixels_of(mask)[:, :, 0], shown)  # the discarded one erases nothing
+        harness.command("not that one", expect_active=f"{COMMAND}; {other}")  # back, as a candidate again
+        assert harness.diagnostics()["candidate"] == other
+        assert not harness.confirm(True).message.startswith("no candidate")
+        assert not harness.confirm(True).success  # nothing left to confirm
+    finally:
+        harness.node.set_parameters([Parameter("confirm_targets", value=False)])
+        harness.command("stop", expect_active="")
+
+
+def _stamp(msg) -> tuple[int, int]:
+    return msg.header.stamp.sec, msg.header.stamp.nanosec

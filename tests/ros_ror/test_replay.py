@@ -174,6 +174,10 @@ def assert_same_fields(reference, decoded, where: str) -> None:
         expected, got = getattr(reference, f.name), getattr(decoded, f.name)
         if dataclasses.is_dataclass(expected):
             assert_same_fields(expected, got, f"{where}.{f.name}")
+        elif isinstance(expected, list) and expected and dataclasses.is_dataclass(expected[0]):  # Target[]
+            assert len(got) == len(expected), f"{where}.{f.name}: {len(got)} elements, expected {len(expected)}"
+            for i, (e, g) in enumerate(zip(expected, got)):
+                assert_same_fields(e, g, f"{where}.{f.name}[{i}]")
         elif isinstance(expected, np.ndarray):
             got = np.frombuffer(got, expected.dtype) if isinstance(got, bytes) else np.asarray(got)
             np.testing.assert_array_equal(got, expected, err_msg=f"{where}.{f.name}")

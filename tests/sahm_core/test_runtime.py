@@ -35,7 +35,7 @@ from sahm_core.runtime import (
     found_decision,
     to_model_input,
 )
-from sahm_core.stream import StreamConfig
+from sahm_core.stream import StreamConfig, grow_probabilities
 from sahm_core.text import CommandEncoder
 
 COMMAND = "remove the red circle on the left"
@@ -736,3 +736,43 @@ def test_sahm_remove_takes_several_commands(tmp_path, nano_model_dir, shared_cac
     with Remover.load(nano_model_dir, backend="onnxruntime", **LOOSE) as remover:
         remover.set_commands(TARGETS[:2])
         assert np.array_equal(cleaned, remover.remove(frame).image)
+
+
+def test_a_candidate_is_found_and_shown_but_not_erased(removers, median_probability):
+    frame = _frame(120, 160, seed=10)
+    _set_threshold(removers, median_probability(frame))
+    remover = removers["onnxruntime"]
+    remover.set_commands([TARGETS[0]])
+    erased = remover.remove(frame)
+    assert erased.found and erased.candidates is None
+    remover.set_commands([TARGETS[0]], candidates=[TARGETS[0]])
+    assert remover.candidates == (TARGETS[0],)
+    shown = remover.remove(frame)
+    (target,) = shown.targets
+    assert target.found and not target.confirmed and not shown.found
+    assert np.array_equal(shown.image, frame) and not shown.mask.any()  # nothing erased
+    assert np.array_equal(shown.candidates, erased.mask)  # what confirming it would erase
+    remover.set_commands(TARGETS[:2], candidates=[TARGETS[1]])  # one kept, one waiting
+    both = remover.remove(frame)
+    assert np.array_equal(both.mask, erased.mask) and np.array_equal(both.image, erased.image)
+    assert [t.confirmed for t in both.targets] == [True, False]
+
+
+def test_suppress_keeps_a_command_out_of_the_region_it_found(nano_model_dir, shared_cache, median_probability):
+    frame = _frame(120, 160, seed=11)
+    with Remover.load(nano_model_dir, backend="onnxruntime", device="cpu", **LOOSE) as remover:
+        remover.set_command(COMMAND)
+        assert not remover.suppress(COMMAND)  # nothing found yet: nothing to keep out of
+        remover.mask_threshold = median_probability(frame)
+        first = remover.remove(frame)
+        region = remover._last_found[COMMAND].copy()
+        assert first.found and remover.suppress(COMMAND)
+        remover.mask_threshold = 0.5 * median_probability(frame)  # lower: there is more to find outside the region
+        second = remover.remove(frame)
+        assert second.found
+        again = remover._last_found[COMMAND]
+        kept_out = grow_probabilities(region.astype(np.float32), remover.config.removal_margin) > 0
+        assert again.any() and not (again & kept_out).any()  # the model-resolution region, exactly
+        remover.set_command(COMMAND)  # a new start forgets the region
+        remover.mask_threshold = median_probability(frame)
+        assert np.array_equal(remover.remove(frame).mask, first.mask)
