@@ -11,8 +11,9 @@ found decision, composite) is timed separately on a 640x480 frame with a mask
 covering about a tenth of it, and so is stream mode's work between frames
 (`sahm_core.stream`: motion estimate, evidence fusion, fill) on a moving-camera
 clip shown at 640x480. `--targets 1,2,4` also times the whole `Remover.remove` of a
-640x480 frame with that many commands active, under a found rule that finds every one
-(the worst case: every row of the batch, then one fill over the union of all of them).
+640x480 frame with that many commands active, under a found rule that finds every one (mask
+threshold, score and area floors 0: the upper bound, every row of the batch, then one fill over
+the union of masks as large as they come).
 Wall-clock figures come with the process CPU time
 per frame, which tells a busy machine from a slow backend. This prints figures;
 nothing here asserts a speed. `--backends none` measures only the host-side parts.
@@ -99,11 +100,11 @@ def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters
 
 
 def _measure_targets(backend, cfg, counts: tuple[int, ...], iters: int, warmup: int) -> list[dict]:
-    """Remover.remove of one 640x480 frame with 1..N commands, each found (min_score and min_mask_area 0)."""
+    """Remover.remove of one 640x480 frame with 1..N commands, each found (every threshold of the rule 0)."""
     from .found import FoundRule
     from .runtime import Remover
 
-    remover = Remover(backend, cfg, FoundRule(min_score=0.0, min_mask_area=0.0))
+    remover = Remover(backend, cfg, FoundRule(mask_threshold=0.0, min_score=0.0, min_mask_area=0.0))
     h, w = PREPOST_SHAPE
     frame = cv2.resize(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8), (w, h))
     out = []
