@@ -7,7 +7,7 @@ A speech recogniser publishes whatever it heard. `parse_command` reads the whole
   "don't remove it", "not the cup"), with politeness and sentence breaks around them;
 - switch: an end clause, a connective and a new request ("stop removing the cup and remove the bottle",
   "no, the bottle instead"), a correction ("actually the bottle"), or a request marked "instead";
-- add: a request that opens with "also", "and" or "plus", or closes with "too", "as well" or "also" ("also remove
+- add: a request that opens with "also" or "and", or closes with "too", "as well" or "also" ("also remove
   the green star", "and the cup", "the bottle too"): one more target beside the active ones;
 - retry: "not that one", "no, the other one", "wrong one": the newest target found the wrong object; its region is
   suppressed and it looks again (the next most likely object), or a target just discarded comes back so;
@@ -61,7 +61,8 @@ CONNECTIVES = ("and", "then", "and then", "but", "so", "now", "and now", "instea
 CORRECTIONS = ("no", "nope", "wait", "actually", "i mean", "sorry", "oops", "rather")  # "no, the bottle"
 DETERMINERS = ("the", "a", "an", "that", "this", "these", "those", "my", "your")
 SWITCH_MARKER = "instead"
-ADD_OPENERS = ("also", "and", "and also", "plus", "and then also")  # "also remove the star", "and the cup"
+# "also remove the star", "and the cup"; not "plus": it names a shape (lexicon.SHAPE_WORDS, "the plus")
+ADD_OPENERS = ("also", "and", "and also", "and then also")
 ADD_CLOSERS = ("too", "as well", "also")  # "remove the bottle too"
 RETRY_PHRASES = ("not that one", "not this one", "the other one", "the other", "wrong one", "the wrong one",
                  "a different one", "the next one")  # not "not that": it ends a command, as "not the cup" does

@@ -55,6 +55,7 @@ from sahm_core.found import DEFAULT_RULE, RULE_HELP, FoundRule  # numpy only: to
 from sahm_core.stream import DEFAULT_STREAM, STRENGTH_HELP, StreamConfig  # numpy + OpenCV
 
 from .commands import DEFAULT_MAX_TARGETS, CommandError, CommandTracker, Intent, sync_command
+from .given_masks import DEFAULT_TOLERANCE, GivenMasks
 from .image_conversions import (
     DecodedFrame,
     ImageError,
@@ -125,8 +126,8 @@ PARAMETERS: dict[str, _Param] = {
     "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True,
                                  float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
     "warn_throttle": _Param(5.0, "seconds between repeated warnings of one kind", float_range=_SECONDS),
-    "erase_mask_tolerance": _Param(0.02, "a ~/erase_mask (mono8, the frame's size) is erased from the frame whose "
-                                         "header stamp is within this many seconds of its own",
+    "erase_mask_tolerance": _Param(DEFAULT_TOLERANCE, "a ~/erase_mask (mono8, the frame's size) is erased from the "
+                                                      "frame whose header stamp is within this many seconds of its own",
                                    float_range=FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)),
 }
 _THRESHOLDS = tuple(RULE_HELP)  # the FoundRule fields
@@ -136,15 +137,6 @@ _STREAM_PARAMETERS = ("stream_mode", "stream_strength")
 _ROUTINE_DROPS = ("stale", "max_fps", "inactive")
 _CAMERA_INFOS_KEPT = 30  # ~1 s of a 30 Hz camera: enough for the info of the frame being processed to be here
 _FILL_NOT_LOADED, _FILL_LOADED = "not loaded", "loaded"  # or "failed: <reason>"
-_ERASE_MASKS_KEPT = 30  # masks waiting for their frame: a segmentation node runs behind the camera, not ahead of it
-
-
-@dataclass
-class _GivenMask:
-    stamp_ns: int  # header stamp
-    mask: np.ndarray  # (H, W) uint8, nonzero = erase
-
-
 @dataclass
 class _PendingFrame:
     header: Header
@@ -203,7 +195,7 @@ class RemoveNode(LifecycleNode):
         self._last_accepted: Time | None = None
         self._reported = (self.get_clock().now(), 0, 0, Counter())  # (time, frames_in, frames_out, dropped) last sent
         self._camera_infos: deque[CameraInfo] = deque(maxlen=_CAMERA_INFOS_KEPT)
-        self._erase_masks: deque[_GivenMask] = deque(maxlen=_ERASE_MASKS_KEPT)
+        self._erase_masks = GivenMasks()
         self._erase_lock = threading.Lock()
         self._fill_state = _FILL_NOT_LOADED  # worker-owned: the fill graph loads on the first ~/erase_mask
 
@@ -436,25 +428,20 @@ class RemoveNode(LifecycleNode):
             self._warn("erase_mask_no_fill", f"~/erase_mask cannot be served: the fill graph {self._fill_state}")
             return
         with self._erase_lock:
-            self._erase_masks.append(_GivenMask(Time.from_msg(msg.header.stamp).nanoseconds, mask))
+            self._erase_masks.add(Time.from_msg(msg.header.stamp).nanoseconds, mask)
         with self._wake:  # the worker loads the fill graph now, not at the mask's frame
             self._wake.notify()
 
     def _given_mask(self, header: Header, shape: tuple[int, ...]) -> np.ndarray | None:
         """The ~/erase_mask stamped nearest the frame, within erase_mask_tolerance; masks older than the frame by more
         than that can no longer match (warned, dropped), and so cannot one of the wrong size (warned, dropped)."""
-        stamp = Time.from_msg(header.stamp).nanoseconds
-        tolerance = int(self._param("erase_mask_tolerance") * 1e9)
         with self._erase_lock:
-            stale = [m for m in self._erase_masks if m.stamp_ns < stamp - tolerance]
-            near = [m for m in self._erase_masks if abs(m.stamp_ns - stamp) <= tolerance]
-            best = min(near, key=lambda m: abs(m.stamp_ns - stamp), default=None)
-            for m in stale + ([best] if best is not None else []):
-                self._erase_masks.remove(m)
-        for _ in stale:
+            best, stale = self._erase_masks.match(Time.from_msg(header.stamp).nanoseconds,
+                                                  self._param("erase_mask_tolerance"))
+        for _ in range(stale):
             self._stats.drop("erase_mask_stale")
         if stale:
-            self._warn("erase_mask_stale", f"{len(stale)} ~/erase_mask(s) stamped more than erase_mask_tolerance="
+            self._warn("erase_mask_stale", f"{stale} ~/erase_mask(s) stamped more than erase_mask_tolerance="
                                            f"{self._param('erase_mask_tolerance')} s before the frame being processed "
                                            "matched no frame")
         if best is not None and best.mask.shape != shape[:2]:

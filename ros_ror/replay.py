@@ -7,7 +7,9 @@ after it (bag receive time), and every frame is processed: no DDS, nothing is
 lost to transport. The output holds every input topic plus, under
 `--namespace` (default /ros_ror_remove, the node's topics): cleaned/image,
 mask and result (RemovalResult, registered from msg/), all at the input
-frame's timestamp and with its header. The bag is laid out as rosbag2 lays
+frame's timestamp and with its header. With `--erase-mask-topic`, masks another node
+recorded (mono8, the frame's size) are erased from the frame stamped within
+`--erase-mask-tolerance` of them, as the node does with `~/erase_mask`. The bag is laid out as rosbag2 lays
 it out (metadata.yaml and OUT_BAG_0.db3 / .mcap) and appears under its name
 only when complete (`bag_writer`).
 """
@@ -30,12 +32,22 @@ from sahm_core.found import add_rule_arguments
 from sahm_core.stream import add_stream_arguments, stream_from_args
 
 from .commands import DEFAULT_MAX_TARGETS, CommandError, CommandTracker, Intent, sync_command
-from .image_conversions import ImageError, decode_compressed, decode_image, encode_compressed, encode_image, mask_fields
+from .given_masks import DEFAULT_TOLERANCE, GivenMasks
+from .image_conversions import (
+    ImageError,
+    decode_compressed,
+    decode_image,
+    decode_mask,
+    encode_compressed,
+    encode_image,
+    mask_fields,
+)
 from .result import MSG_TYPE, ResultFields, fields_from_removal, rosbags_message, rosbags_types
 from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 COMMAND_TYPE = "std_msgs/msg/String"
+MASK_TYPE = "sensor_msgs/msg/Image"
 STORAGES = ("sqlite3", "mcap")
 
 
@@ -49,7 +61,9 @@ class ReplaySummary:
     frames: int = 0  # image messages read
     removed: int = 0  # frames with a command where the object was found and erased
     not_found: int = 0  # frames with a command where nothing was removed
-    passed_through: int = 0  # frames with no active command
+    passed_through: int = 0  # frames with no active command (and no given mask)
+    given_masks: int = 0  # frames a recorded erase mask was erased from
+    dropped_masks: Counter = field(default_factory=Counter)  # erase masks not used, by reason
     skipped: Counter = field(default_factory=Counter)  # unusable frames by reason
     commands: int = 0
     stops: int = 0
@@ -65,6 +79,8 @@ class ReplaySummary:
             f"  removed         {self.removed}",
             f"  not found       {self.not_found}",
             f"  no command      {self.passed_through}",
+            f"  given mask      {self.given_masks}"
+            + (f", masks dropped: {_counts(self.dropped_masks)}" if self.dropped_masks else ""),
             f"  skipped         {sum(self.skipped.values())}" + (f" ({_counts(self.skipped)})" if self.skipped else ""),
             f"commands          {self.commands} ({self.stops} stop)"
             + (f", rejected: {_counts(self.rejected_commands)}" if self.rejected_commands else ""),
@@ -89,6 +105,8 @@ def replay(
     storage: str | None = None,
     command_timeout: float = 0.0,
     max_targets: int = DEFAULT_MAX_TARGETS,
+    erase_mask_topic: str | None = None,
+    erase_mask_tolerance: float = DEFAULT_TOLERANCE,
     pass_through: bool = True,
     progress: bool = True,
 ) -> ReplaySummary:
@@ -103,6 +121,9 @@ def replay(
         with bag_writer(out_bag, storage or _storage_of(in_bag)) as writer, Reader(in_bag) as reader:
             image_conn = _only_connection(reader, image_topic, IMAGE_TYPES, "image")
             command_conn = _only_connection(reader, command_topic, (COMMAND_TYPE,), "command")
+            mask_conn = None if erase_mask_topic is None else _only_connection(reader, erase_mask_topic, (MASK_TYPE,),
+                                                                                "erase mask")
+            masks = GivenMasks()
             typestore = replay_typestore()
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
             outputs = {
@@ -119,13 +140,15 @@ def replay(
                 now = timestamp * 1e-9
                 if conn.id == command_conn.id:
                     _apply_command(tracker, typestore, raw, now, summary)
+                elif mask_conn is not None and conn.id == mask_conn.id:
+                    _add_mask(masks, typestore, raw, summary)
                 elif conn.id == image_conn.id:
                     summary.frames += 1
                     targets, rejected = sync_command(remover, tracker, now)
                     if rejected is not None:
                         summary.rejected_commands["encoder"] += 1
-                    _process_frame(remover, targets, typestore, conn.msgtype, raw, timestamp, writer, outputs,
-                                   pass_through, summary)
+                    _process_frame(remover, targets, (masks, erase_mask_tolerance), typestore, conn.msgtype, raw,
+                                   timestamp, writer, outputs, pass_through, summary)
             bar.close()
             summary.written.update({c.topic: writer.counts[c.id] for c in writer.connections})
     except (ReaderError, WriterError, FileNotFoundError, sqlite3.DatabaseError) as e:
@@ -212,7 +235,31 @@ def _apply_command(tracker: CommandTracker, typestore, raw, now: float, summary:
     summary.stops += command.intent is Intent.END
 
 
-def _process_frame(remover, targets, typestore, msgtype, raw, timestamp, writer, outputs, pass_through,
+def _add_mask(masks: GivenMasks, typestore, raw, summary: ReplaySummary) -> None:
+    try:
+        msg = typestore.deserialize_cdr(raw, MASK_TYPE)
+        mask = decode_mask(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+    except ImageError as e:
+        summary.dropped_masks[e.reason] += 1
+        return
+    except Exception:  # noqa: BLE001 - one undecodable message is reported, not fatal
+        summary.dropped_masks["corrupt_message"] += 1
+        return
+    masks.add(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, mask)
+
+
+def _given_mask(masks: GivenMasks, tolerance: float, header, shape, summary: ReplaySummary) -> np.ndarray | None:
+    """The recorded mask for this frame, as the node matches ~/erase_mask; stale and misfit ones are counted."""
+    best, stale = masks.match(header.stamp.sec * 10**9 + header.stamp.nanosec, tolerance)
+    if stale:
+        summary.dropped_masks["stale"] += stale
+    if best is not None and best.mask.shape != shape[:2]:
+        summary.dropped_masks["size"] += 1
+        return None
+    return None if best is None else best.mask
+
+
+def _process_frame(remover, targets, given_masks, typestore, msgtype, raw, timestamp, writer, outputs, pass_through,
                    summary) -> None:
     try:
         msg = typestore.deserialize_cdr(raw, msgtype)
@@ -227,7 +274,8 @@ def _process_frame(remover, targets, typestore, msgtype, raw, timestamp, writer,
         summary.skipped[e.reason] += 1
         return
     rgb = frame.rgb
-    if not targets:
+    given = _given_mask(*given_masks, msg.header, rgb.shape, summary)
+    if not targets and given is None:
         if not pass_through:
             return
         summary.passed_through += 1
@@ -235,13 +283,14 @@ def _process_frame(remover, targets, typestore, msgtype, raw, timestamp, writer,
         fields = ResultFields(width=rgb.shape[1], height=rgb.shape[0])
     else:
         started = time.perf_counter()
-        removal = remover.remove(rgb)
+        removal = remover.remove(rgb) if given is None else remover.remove(rgb, erase=given)
+        summary.given_masks += given is not None
         image, mask = removal.image, removal.mask
         fields = fields_from_removal(removal, remover.backend)
         fields.latency = time.perf_counter() - started  # offline: the only latency is processing
         summary.inference_s.append(removal.latency_s)
         summary.removed += removal.found
-        summary.not_found += not removal.found
+        summary.not_found += bool(targets) and not removal.found
     types = typestore.types
     height, width = mask.shape
     if compressed:
@@ -275,6 +324,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--command-timeout", type=float, default=0.0, help="seconds a command lasts; 0 = until stop")
     parser.add_argument("--max-targets", type=int, default=DEFAULT_MAX_TARGETS,
                         help=f"most targets at once (\"also ...\", \"and the ...\"; default {DEFAULT_MAX_TARGETS})")
+    parser.add_argument("--erase-mask-topic", default=None,
+                        help="sensor_msgs/Image (mono8) masks another node recorded: each is erased from the frame "
+                             "stamped within --erase-mask-tolerance of it, as the node does with ~/erase_mask")
+    parser.add_argument("--erase-mask-tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help=f"seconds between a mask's and its frame's stamps (default {DEFAULT_TOLERANCE})")
     parser.add_argument("--no-pass-through", action="store_true", help="write nothing for frames without a command")
 
 
@@ -292,7 +346,8 @@ def main(args) -> int:
                                stream=stream_from_args(args))
         summary = replay(args.in_bag, args.out_bag, args.image_topic, args.command_topic, remover,
                          namespace=args.namespace, storage=args.storage, command_timeout=args.command_timeout,
-                         max_targets=args.max_targets,
+                         max_targets=args.max_targets, erase_mask_topic=args.erase_mask_topic,
+                         erase_mask_tolerance=args.erase_mask_tolerance,
                          pass_through=not args.no_pass_through)
     except (ReplayError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -23,7 +23,7 @@ INTENTS = {
     "ok and also the red cup please": (ADD, "the red cup"),
     "remove the bottle too": (ADD, "remove the bottle"),
     "the bottle as well, thanks": (ADD, "the bottle"),
-    "plus the mug": (ADD, "the mug"),
+    "plus sign on the left": (REMOVE, "plus sign on the left"),  # "plus" is a shape's name, not "and"
     "and, uh, stop": (END, None),  # an end after an add opener still ends
     "also, no, the bottle": (SWITCH, "the bottle"),
     "remove the salt and pepper shaker": (REMOVE, "remove the salt and pepper shaker"),  # "and" inside a name
@@ -206,7 +206,7 @@ ADDED = [("remove the cup", ("remove the cup",)),
          ("and the bowl", None),  # a fifth target: over max_targets=4, rejected, nothing changes
          ("the bottle as well", ("remove the cup", "remove the green star", "the cup", "the bottle")),  # moved last
          ("remove the red box", ("remove the red box",)),  # a plain command replaces the set
-         ("plus the lamp", ("remove the red box", "the lamp")),
+         ("and the lamp", ("remove the red box", "the lamp")),
          ("and stop", ()),  # an end after an add opener still ends
          ("also the mug", ("the mug",))]  # an add with nothing active starts the set
 

@@ -290,3 +290,53 @@ def test_cli_replay_in_stream_mode_on_a_video_clip(tmp_path, onnx_model_dir, cap
                  "--command-topic", COMMAND_TOPIC, "--model", str(onnx_model_dir), "--stream",
                  "--stream-strength", "2"]) == 1
     assert "stream strength must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_replay_erases_recorded_masks_from_their_frames(tmp_path, scene, replay_remover, reference_remover):
+    """A segmentation node's masks recorded beside the camera: each is erased from the frame stamped within the
+    tolerance of it, as the node does with ~/erase_mask; a mask of another size and a stale one are dropped."""
+    Image, Header, Time = (TYPES.types[t] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header",
+                                                    "builtin_interfaces/msg/Time"))
+    frames = [scene(seed=10 + i) for i in range(4)]
+    given = np.zeros(frames[0].shape[:2], np.uint8)
+    given[10:30, 20:44] = 255
+
+    def mask_msg(mask, i, offset_ns=0):
+        h, w = mask.shape
+        sec, nanosec = divmod((50 + i) * 10**9 + i + offset_ns, 10**9)  # the frame's stamp (see image()) + offset
+        header = Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=f"cam{i}")
+        return Image(header=header, height=h, width=w, encoding="mono8", is_bigendian=0, step=w, data=mask.reshape(-1))
+
+    masks = {0: mask_msg(given, 0, offset_ns=5_000_000),  # 5 ms off: within the 20 ms tolerance
+             1: mask_msg(given[:20], 1),  # another size: dropped
+             2: mask_msg(given, 2, offset_ns=-900_000_000)}  # 0.9 s before its frame: stale by frame 2
+    with Writer(tmp_path / "in", version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        images = writer.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=TYPES)
+        writer.add_connection(COMMAND, "std_msgs/msg/String", typestore=TYPES)  # nothing said
+        erase = writer.add_connection("/seg/mask", "sensor_msgs/msg/Image", typestore=TYPES)
+        for i, rgb in enumerate(frames):
+            t = FRAME_TIMES[i]
+            if i in masks:  # recorded just before its frame is handled
+                writer.write(erase, t - 1, TYPES.serialize_cdr(masks[i], "sensor_msgs/msg/Image"))
+            writer.write(images, t, TYPES.serialize_cdr(image(rgb, i), "sensor_msgs/msg/Image"))
+    summary = replay(tmp_path / "in", tmp_path / "out", IMAGE, COMMAND, replay_remover, progress=False,
+                     erase_mask_topic="/seg/mask")
+    assert (summary.frames, summary.given_masks, summary.passed_through) == (4, 1, 3)
+    assert dict(summary.dropped_masks) == {"size": 1, "stale": 1}
+    from ros_ror.replay import replay_typestore
+
+    out = read_bag(tmp_path / "out", replay_typestore())
+    cleaned = [rgb_of(m) for _, m in out["/ros_ror_remove/cleaned/image"]]
+    written_masks = [m.data.reshape(m.height, m.width) for _, m in out["/ros_ror_remove/mask"]]
+    reference_remover.clear_command()
+    expected = reference_remover.remove(frames[0], erase=given)
+    np.testing.assert_array_equal(written_masks[0], expected.mask)
+    np.testing.assert_array_equal(cleaned[0], expected.image)
+    assert (written_masks[0][given > 0] > 0).all()
+    for i in (1, 2, 3):  # no usable mask, no command: passed through
+        assert not written_masks[i].any() and np.array_equal(cleaned[i], frames[i])
+    result = out["/ros_ror_remove/result"][0][1]
+    assert [(t.source, t.found) for t in result.targets] == [("mask", True)]
+    with pytest.raises(ReplayError, match="erase mask topic '/nowhere'"):
+        replay(tmp_path / "in", tmp_path / "out2", IMAGE, COMMAND, replay_remover, progress=False,
+               erase_mask_topic="/nowhere")

@@ -426,9 +426,11 @@ def test_a_trained_text_encoder_travels_with_the_runs_weights(data_dir, tiny_tex
     moved = tmp_path / "deployed"
     with Remover.load(run, backend="torch", device="cpu") as remover:
         remover.set_command(commands[0])
-        torch.testing.assert_close(torch.from_numpy(remover._text["tokens"]), trained[:1], atol=1e-5, rtol=0)
+        (command,) = remover._commands
+        torch.testing.assert_close(torch.from_numpy(command.features["tokens"]), trained[:1], atol=1e-5, rtol=0)
     shutil.move(run, moved)
     with Remover.load(moved, backend="torch", device="cpu") as remover:
         assert remover.config.text_encoder == str(moved / "text_encoder")
         remover.set_command(commands[1])
-        torch.testing.assert_close(torch.from_numpy(remover._text["tokens"]), trained[1:], atol=1e-5, rtol=0)
+        (command,) = remover._commands
+        torch.testing.assert_close(torch.from_numpy(command.features["tokens"]), trained[1:], atol=1e-5, rtol=0)
