@@ -776,3 +776,31 @@ def test_suppress_keeps_a_command_out_of_the_region_it_found(nano_model_dir, sha
         remover.set_command(COMMAND)  # a new start forgets the region
         remover.mask_threshold = median_probability(frame)
         assert np.array_equal(remover.remove(frame).mask, first.mask)
+
+
+def test_without_a_fill_graph_several_objects_are_filled_one_after_another(nano_model_dir, shared_cache,
+                                                                           median_probability, caplog):
+    """A bare TensorRT engine has no fill graph: each found object is composited with its own row's fill, in the
+    order set, and the reason is logged once."""
+    frame = _frame(120, 160, seed=12)
+    with Remover.load(nano_model_dir, backend="onnxruntime", device="cpu", **LOOSE) as remover:
+        remover.mask_threshold = median_probability(frame)
+        singles = _singles(remover, frame, TARGETS[:2])
+        assert all(s.found for s in singles)
+
+        def no_fill():
+            raise CheckpointError("model.engine: a bare engine has no graph to build the fill plan from")
+
+        remover._backend.load_fill = no_fill
+        remover.set_commands(TARGETS[:2])
+        with caplog.at_level(logging.WARNING, logger="sahm_core.runtime"):
+            first, second = remover.remove(frame), remover.remove(frame)
+    said = [r.getMessage() for r in caplog.records if "no graph to build the fill plan" in r.getMessage()]
+    assert len(said) == 1 and "one after another" in said[0]  # said once
+    assert np.array_equal(first.image, second.image) and np.array_equal(first.mask, second.mask)
+    assert np.array_equal(first.mask > 0, (singles[0].mask > 0) | (singles[1].mask > 0))
+    # the second object's fill over the first one's result: composite applied in turn
+    expected = singles[0].image.copy()
+    later = singles[1].mask > 0
+    expected[later] = singles[1].image[later]
+    assert np.array_equal(first.image, expected)
