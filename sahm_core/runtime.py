@@ -742,6 +742,9 @@ class Remover:
             return False
         grown = grow_probabilities(region.astype(np.float32), self.config.removal_margin)
         self._suppressed[text] = np.maximum(self._suppressed.get(text, 0.0), grown)
+        for command in self._commands:
+            if command.text == text and command.stream is not None:
+                command.stream.reset()  # its carried evidence is of the object now suppressed
         return True
 
     def unsuppress(self) -> None:

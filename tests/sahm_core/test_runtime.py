@@ -776,6 +776,12 @@ def test_suppress_keeps_a_command_out_of_the_region_it_found(nano_model_dir, sha
         remover.set_command(COMMAND)  # a new start forgets the region
         remover.mask_threshold = median_probability(frame)
         assert np.array_equal(remover.remove(frame).mask, first.mask)
+    with Remover.load(nano_model_dir, backend="torch", device="cpu", **LOOSE, stream=StreamConfig()) as remover:
+        remover.mask_threshold = median_probability(frame)
+        remover.set_command(COMMAND)
+        remover.remove(frame)
+        assert remover.stream_state.frames == 1 and remover.suppress(COMMAND)
+        assert remover.stream_state.frames == 0  # what it carried was evidence of the suppressed object
 
 
 def test_without_a_fill_graph_several_objects_are_filled_one_after_another(nano_model_dir, shared_cache,
