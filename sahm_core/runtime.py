@@ -1,7 +1,7 @@
 """Remover: per-frame referring object removal over TensorRT, ONNX Runtime or PyTorch.
 
-A command is encoded once (`set_command`); every frame then goes through
-pre-processing, the per-frame graph and compositing (`remove`):
+A command is encoded once (`set_command`; several, one target each: `set_commands`); every frame then goes
+through pre-processing, the per-frame graph (one batch row per target) and compositing (`remove`):
 
 - Pre: the frame is resized to the model's square input S (INTER_AREA when
   shrinking, INTER_LINEAR when enlarging) and scaled to float [0,1]. A plain
@@ -772,7 +772,8 @@ class Remover:
         """frame HxWx3 uint8 RGB (any size) -> Removal; with no command, or nothing found, the frame comes back
         unchanged. `erase`: an HxW mask of the frame's size (uint8 or bool, nonzero = erase) found elsewhere, e.g. by
         a segmentation node; it is erased too. Two or more regions to erase (found objects, a given mask) get one fill
-        over their union, the fill graph's, whose context is the first command (FILL_CONTEXT when there is none)."""
+        over their union, the fill graph's, whose context is the first command (FILL_CONTEXT when there is none).
+        Candidates (`set_commands(..., candidates)`) are found and returned in Removal.candidates, never erased."""
         start = time.perf_counter()
         check_frame(frame)
         if erase is not None:
