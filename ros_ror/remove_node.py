@@ -21,6 +21,10 @@ newest frame, so a busy model drops stale frames instead of queueing them.
 
 `~/erase_mask` takes masks another node found: each waits (a few, in arrival order) for the frame stamped within
 `erase_mask_tolerance` of it and is erased there by the model's fill graph, loaded when the first mask is heard.
+
+"also ..." / "and the ..." add a target (up to `max_targets`); all run as one batch and everything found is erased by
+one fill. With `confirm_targets` a new target is first a candidate on `~/candidate_mask` / `~/candidate_overlay`,
+erased once `~/confirm` keeps it; "not that one" looks again away from what it found.
 """
 
 from __future__ import annotations
