@@ -65,7 +65,7 @@ from .export.onnx_export import (
     onnx_metadata,
 )
 from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, rule_from_args
-from .stream import StreamConfig, StreamState, add_stream_arguments, grow_probabilities, stream_from_args
+from .stream import Camera, StreamConfig, StreamState, add_stream_arguments, grow_probabilities, stream_from_args
 
 log = logging.getLogger(__name__)
 
@@ -846,29 +846,33 @@ class Remover:
             chunk_cleaned, chunk_masks = backend.run(rows, text)
             cleaned.extend(chunk_cleaned)
             masks.extend(chunk_masks[:, 0])
-        return [self._decide(c, image, row_cleaned, mask, shape, rule)
-                for c, row_cleaned, mask in zip(commands, cleaned, masks)]
+        answers, camera = [], None
+        for command, row_cleaned, mask in zip(commands, cleaned, masks):
+            answers.append(self._decide(command, image, row_cleaned, mask, shape, rule, camera))
+            if camera is None and command.stream is not None:
+                camera = command.stream.last_camera  # the camera's motion is estimated once a frame, not per target
+        return answers
 
     def _decide(self, command: _Command, image: np.ndarray, cleaned: np.ndarray, mask: np.ndarray,
-                shape: tuple[int, ...], rule: FoundRule) -> _Answer:
+                shape: tuple[int, ...], rule: FoundRule, camera: Camera | None = None) -> _Answer:
         """One command's graph outputs (cleaned (3,S,S), mask probabilities (S,S)) -> its _Answer."""
         suppressed = self._suppressed.get(command.text)
         if suppressed is not None:
             mask = mask * (1.0 - suppressed)  # "not that one": the region discarded is no longer this command's
-        answer = self._decide_mask(command, image, cleaned, mask, shape, rule)
+        answer = self._decide_mask(command, image, cleaned, mask, shape, rule, camera)
         if answer.target.found:
             self._last_found[command.text] = answer.mask > rule.mask_threshold
         return answer
 
     def _decide_mask(self, command: _Command, image: np.ndarray, cleaned: np.ndarray, mask: np.ndarray,
-                     shape: tuple[int, ...], rule: FoundRule) -> _Answer:
+                     shape: tuple[int, ...], rule: FoundRule, camera: Camera | None) -> _Answer:
         confirmed = not command.candidate
         stream = command.stream
         if stream is None:
             found, score, area = found_decision(mask, rule)
             return _Answer(Target(command.text, found, score, area, confirmed), cleaned, mask,
                            self.config.removal_margin)
-        fused = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, self.config.removal_margin, shape)
+        fused = stream.fuse(image[0], mask, cleaned, rule.mask_threshold, self.config.removal_margin, shape, camera)
         found, score, area = found_decision(fused.mask, rule)
         held = None if found else stream.hold(rule)
         if held is not None:

@@ -133,6 +133,14 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + cv2.exp(-logits))
 
 
+class Camera(NamedTuple):
+    """One frame's camera: its grey frame for motion estimation and the motion from the previous frame (None: none
+    known). Several streams of the same frames (several targets) estimate it once and share it."""
+
+    grey: np.ndarray  # (side, side) uint8
+    motion: np.ndarray | None  # 3x3 homography at model resolution, previous frame -> this one
+
+
 class Fused(NamedTuple):
     """One frame after stream mode: what the found decision and the composite use instead of the graph's outputs."""
 
@@ -153,6 +161,7 @@ class StreamState:
         self.cuts = 0  # scene cuts declared since the last reset
         self.last_cut = ""  # why the last scene cut was declared ("" = none since the last reset)
         self.last_step_s = 0.0  # seconds `fuse` + `hold` + `record` took on the last frame
+        self.last_camera: Camera | None = None  # the camera `fuse` used on the last frame
         self.reset()
 
     def reset(self) -> None:
@@ -192,15 +201,21 @@ class StreamState:
         return (grey * 255.0 + 0.5).astype(np.uint8)
 
     def fuse(self, image: np.ndarray, mask_prob: np.ndarray, cleaned: np.ndarray, mask_threshold: float, margin: int,
-             frame_shape: tuple[int, ...]) -> Fused:
+             frame_shape: tuple[int, ...], camera: Camera | None = None) -> Fused:
         """This frame's model input (3,S,S) float [0,1], the graph's mask probabilities (S,S) and cleaned image (3,S,S),
         the found rule's mask_threshold, the network's removal margin and the camera frame's shape -> the fused
-        frame, to decide and composite with instead of the graph's outputs."""
+        frame, to decide and composite with instead of the graph's outputs. `camera`: this frame's, when another
+        stream of the same frames has estimated it (its corners avoid that stream's object, not this one's)."""
         start = time.perf_counter()
         cfg, size = self.config, mask_prob.shape[0]
-        grey = self._small_grey(image)
         logits = logit(mask_prob)
-        homography = self._motion(grey, frame_shape, size)
+        if camera is None:
+            grey = self._small_grey(image)
+            homography = self._motion(grey, frame_shape, size)
+        else:  # a stream that has not seen the previous frame carries nothing, as on its own
+            grey, homography = camera.grey, camera.motion if self._grey is not None and self._shape == frame_shape \
+                else None
+        self.last_camera = Camera(grey, homography)
         fused_mask = mask_prob
         if homography is not None and cfg.strength > 0:
             carried = self._carried(homography, size, outside=0.0)  # outside what the last frame saw: no evidence

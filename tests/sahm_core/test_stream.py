@@ -262,3 +262,27 @@ def test_sahm_remove_streams_a_video_file_and_a_folder(tmp_path, nano_model_dir,
                       "--out", str(out), str(tmp_path / "empty.mp4")]) == 1
     assert "cannot read as an image or video" in capsys.readouterr().out
 
+
+
+def test_several_targets_share_one_motion_estimate_and_the_first_is_unchanged(nano_model_dir, photo, monkeypatch):
+    """Each target carries its own stream, but the camera's motion is estimated once a frame (by the first target's
+    stream) and shared: the first target's answers are exactly those it gets alone."""
+    import sahm_core.stream as stream
+
+    frames = [cv2.resize(photo[40 + 3 * t:296 + 3 * t, 60 + 2 * t:316 + 2 * t], (160, 120)) for t in range(4)]
+    commands = ["the red circle", "the blue square"]
+    rule = dict(mask_threshold=0.95, min_score=0.0, min_mask_area=0.0)  # small masks: corners left to track
+    alone = Remover.load(nano_model_dir, backend="torch", device="cpu", stream=StreamConfig(), **rule)
+    alone.set_command(commands[0])
+    expected = [alone.remove(f) for f in frames]
+    calls = []
+    monkeypatch.setattr(stream, "estimate_motion", lambda *a, **k: calls.append(1) or estimate_motion(*a, **k))
+    both = Remover.load(nano_model_dir, backend="torch", device="cpu", stream=StreamConfig(), **rule)
+    both.set_commands(commands)
+    got = [both.remove(f) for f in frames]
+    assert len(calls) == len(frames) - 1  # once a frame after the first (nothing to compare the first with)
+    for e, g in zip(expected, got):
+        assert g.targets[0] == e.targets[0]  # the first target's stream saw the same frames and the same motion
+    first, second = (c.stream.last_camera for c in both._commands)
+    assert second.motion is not None and np.array_equal(first.motion, second.motion)
+    assert np.array_equal(first.grey, second.grey)
