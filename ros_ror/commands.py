@@ -292,11 +292,10 @@ class CommandTracker:
         """Keep (erase from now on) or discard the candidate; returns its text, None when there is none."""
         target, self._candidate = self._candidate, None
         if target is not None:
-            self._discarded = None
-        if target is not None and not keep:
-            self._targets.pop(target, None)
-            self._discarded = target
-            self._suppress.append(target)  # so a retry looks elsewhere
+            self._discarded = None if keep else target
+            if not keep:
+                self._targets.pop(target, None)
+                self._suppress.append(target)  # so a retry looks elsewhere
         return target
 
     def take_suppressions(self) -> tuple[bool, list[str]]:
@@ -325,6 +324,11 @@ class CommandTracker:
     def candidate(self) -> str | None:
         return self._candidate
 
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The candidate as `Remover.set_commands` takes them: () or (text,)."""
+        return () if self._candidate is None else (self._candidate,)
+
 
 def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[tuple[str, ...], ValueError | None]:
     """Put the targets active at `now` on `remover` (a sahm_core Remover); returns (targets, None).
@@ -340,20 +344,18 @@ def sync_command(remover, tracker: CommandTracker, now: float) -> tuple[tuple[st
     for target in suppress:
         remover.suppress(target)
     targets = tracker.active(now)
-    candidates = () if tracker.candidate is None else (tracker.candidate,)
-    if remover.commands == targets and remover.candidates == candidates:
+    if remover.commands == targets and remover.candidates == tracker.candidates:
         return targets, None
     error = None
     kept = [t for t in remover.commands if t in targets]
     for target in targets:
         if target not in kept:
             try:
-                remover.set_commands(kept + [target], candidates)
+                remover.set_commands(kept + [target], tracker.candidates)
                 kept.append(target)
             except ValueError as e:
                 tracker.end(now, target)
                 error = e
     targets = tracker.active(now)
-    candidates = () if tracker.candidate is None else (tracker.candidate,)
-    remover.set_commands(targets, candidates)  # encoded already: the order as asked
+    remover.set_commands(targets, tracker.candidates)  # encoded already: the order as asked
     return targets, error

@@ -386,9 +386,7 @@ class RemoveNode(LifecycleNode):
                             else "no candidate to confirm (confirm_targets is "
                                  f"{str(self._param('confirm_targets')).lower()})")
         if target is not None:
-            with self._wake:
-                self._command_changed = True
-                self._wake.notify()
+            self._wake_for_commands()
         self.get_logger().info(f"~/confirm {request.data}: {response.message}")
         return response
 
@@ -487,13 +485,17 @@ class RemoveNode(LifecycleNode):
                 self._stats.rejected_commands[e.reason] += 1
             self._warn(f"command_{e.reason}", f"ignored command: {e}")
             return
-        with self._wake:  # encode it now, before the next frame arrives
-            self._command_changed = True
-            self._wake.notify()
+        self._wake_for_commands()
         said = {Intent.END: "command ended", Intent.RETRY: "not that one: looking again"}
         self.get_logger().info(said.get(command.intent) or f"{command.intent.value}: {command.target!r}")
 
     # ---------------------------------------------------------------- worker
+    def _wake_for_commands(self) -> None:
+        """The targets changed: the worker syncs them now (encodes, suppresses), before the next frame arrives."""
+        with self._wake:
+            self._command_changed = True
+            self._wake.notify()
+
     def _in_worker(self, job: Callable[[], object]) -> object:
         """Run `job` on the worker thread (the model's only thread) and wait for its result."""
         done: Future = Future()
@@ -585,7 +587,6 @@ class RemoveNode(LifecycleNode):
             self._warn("command_encoder", f"the model rejected a command: {rejected}")
 
     def _process(self, pending: _PendingFrame) -> None:
-        self._sync_command()  # a target may have timed out since the worker's last sync
         given = self._given_mask(pending.header, pending.frame.rgb.shape) if self._fill_state == _FILL_LOADED else None
         if not self._remover.commands and given is None:
             self._pass_through(pending)

@@ -245,12 +245,16 @@ def _add_mask(masks: GivenMasks, typestore, raw, summary: ReplaySummary) -> None
     except Exception:  # noqa: BLE001 - one undecodable message is reported, not fatal
         summary.dropped_masks["corrupt_message"] += 1
         return
-    masks.add(msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, mask)
+    masks.add(_stamp_ns(msg.header), mask)
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 10**9 + header.stamp.nanosec
 
 
 def _given_mask(masks: GivenMasks, tolerance: float, header, shape, summary: ReplaySummary) -> np.ndarray | None:
     """The recorded mask for this frame, as the node matches ~/erase_mask; stale and misfit ones are counted."""
-    best, stale = masks.match(header.stamp.sec * 10**9 + header.stamp.nanosec, tolerance)
+    best, stale = masks.match(_stamp_ns(header), tolerance)
     if stale:
         summary.dropped_masks["stale"] += stale
     if best is not None and best.mask.shape != shape[:2]:

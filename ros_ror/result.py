@@ -68,11 +68,15 @@ def rosbags_types() -> dict:
             **get_types_from_msg(msg_definition(), MSG_TYPE)}
 
 
+def _message(result_class, target_class, header, fields: ResultFields):
+    """A RemovalResult of `result_class` holding `target_class` elements (rclpy's generated classes or rosbags')."""
+    targets = [target_class(**dataclasses.asdict(t)) for t in fields.targets]
+    return result_class(header=header, **{**dataclasses.asdict(fields), "targets": targets})
+
+
 def rosbags_message(typestore, header, fields: ResultFields):
     """A RemovalResult of a rosbags Typestore holding `rosbags_types()`, for writing into a bag."""
-    types = typestore.types
-    targets = [types[TARGET_TYPE](**dataclasses.asdict(t)) for t in fields.targets]
-    return types[MSG_TYPE](header=header, **{**dataclasses.asdict(fields), "targets": targets})
+    return _message(typestore.types[MSG_TYPE], typestore.types[TARGET_TYPE], header, fields)
 
 
 def generated_message_class():
@@ -99,9 +103,7 @@ class ResultPublisher:
         if self._message_class is not None:
             from ros_ror.msg import Target  # generated with RemovalResult
 
-            targets = [Target(**dataclasses.asdict(t)) for t in fields.targets]
-            self._publisher.publish(self._message_class(header=header, **{**dataclasses.asdict(fields),
-                                                                          "targets": targets}))
+            self._publisher.publish(_message(self._message_class, Target, header, fields))
             return
         from std_msgs.msg import String
 

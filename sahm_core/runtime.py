@@ -806,18 +806,20 @@ class Remover:
             score = max(t.score for t in targets)
             return Removal(out, binary, score, True, time.perf_counter() - start, stream_s, 0, targets, candidates)
         self.load_fill()  # once: later calls find the graph and FILL_CONTEXT's encoding ready
-        given = np.zeros((self.config.image_size,) * 2, np.float32) if erase is None else \
-            to_model_hole(erase, self.config.image_size)[0, 0]  # (S,S) 0/1
-        hole = np.maximum.reduce([given] + [(a.mask > rule.mask_threshold).astype(np.float32) for a in found])
-        context = commands[0].features if commands else self._fill_context
-        filled = backend.fill(image, context, hole[None, None])[0]  # the graph grows the hole by the margin
-        # One composite over the union, each part grown by the margin once: every found object exactly as it would be
-        # alone (the answers share one margin: stream mode's all come grown), the given hole through any threshold
-        # below 1 (every model pixel it covers is grown around).
+        # One fill over the union, then one composite over it, each part grown by the margin once: every found
+        # object exactly as it would be alone (the answers share one margin: stream mode's all come grown), the given
+        # hole through any threshold below 1 (every model pixel it covers is grown around).
         margin = found[0].margin if found else self.config.removal_margin
-        union = np.maximum.reduce([grow_probabilities(given, self.config.removal_margin - margin)]
-                                  + [a.mask for a in found])
-        image, binary = composite(frame, filled, union, rule.mask_threshold, margin)
+        holes = [(a.mask > rule.mask_threshold).astype(np.float32) for a in found]
+        parts = [a.mask for a in found]
+        if erase is not None:
+            given = to_model_hole(erase, self.config.image_size)[0, 0]  # (S,S) 0/1
+            holes.append(given)
+            parts.append(grow_probabilities(given, self.config.removal_margin - margin))
+        context = commands[0].features if commands else self._fill_context
+        hole = np.maximum.reduce(holes)[None, None]
+        filled = backend.fill(image, context, hole)[0]  # the graph grows the hole by the margin
+        image, binary = composite(frame, filled, np.maximum.reduce(parts), rule.mask_threshold, margin)
         given_pixels = 0 if erase is None else int(np.count_nonzero(binary & (erase > 0)))
         score = max((t.score for t in targets), default=0.0)
         return Removal(image, binary, score, bool(found), time.perf_counter() - start, stream_s, given_pixels, targets,
