@@ -8,7 +8,7 @@ PACKAGE = "ros_ror"
 
 setup(
     name=PACKAGE,
-    version="0.5.0",
+    version="0.6.0",
     description="Referring object removal for ROS 2: say what to erase, get the camera stream without it (SAHM).",
     license="Apache-2.0",
     python_requires=">=3.10",
@@ -21,6 +21,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
         (f"share/{PACKAGE}/models/nano", glob("models/nano/*")),  # the bundled demo model (ros_ror.resources finds it)
+        (f"share/{PACKAGE}/models/nano_click", glob("models/nano_click/*")),  # nano with a trained point prompt
     ],
     install_requires=[
         # Regular PyPI torch + torchvision: the CPU-only torch wheel breaks torchvision (docs/architecture.md, Facts).

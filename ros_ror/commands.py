@@ -255,14 +255,15 @@ class CommandTracker:
         if command.intent is Intent.RETRY:
             self._retry(now)
         elif command.intent is Intent.ADD:
-            self._add(command.target, now)
+            self.add(command.target, now)
         else:
             self._targets = {} if command.target is None else {command.target: now}
             self._candidate = command.target if self.confirm else None
             self._discarded, self._suppress, self.fresh = None, [], True
         return command
 
-    def _add(self, target: str, now: float) -> None:
+    def add(self, target: str, now: float) -> None:
+        """One more target beside the active ones (a spoken "also ...", or a click); CommandError past max_targets."""
         active = self.active(now)
         if self._candidate is not None and self._candidate != target:  # one candidate at a time
             active = tuple(t for t in active if t != self._candidate)

@@ -22,6 +22,10 @@ newest frame, so a busy model drops stale frames instead of queueing them.
 `~/erase_mask` takes masks another node found: each waits (a few, in arrival order) for the frame stamped within
 `erase_mask_tolerance` of it and is erased there by the model's fill graph, loaded when the first mask is heard.
 
+A click on `~/click` (geometry_msgs/PointStamped in pixels, what rqt_image_view publishes on
+`<image topic>_mouse_left`) adds the object under it as a target, placed on the newest frame; a click stamped more
+than `click_max_age` before that frame, or outside it, is warned about and dropped.
+
 "also ..." / "and the ..." add a target (up to `max_targets`); all run as one batch and everything found is erased by
 one fill. With `confirm_targets` a new target is first a candidate on `~/candidate_mask` / `~/candidate_overlay`,
 erased once `~/confirm` keeps it; "not that one" looks again away from what it found.
@@ -30,6 +34,7 @@ erased once `~/confirm` keeps it; "not that one" looks again away from what it f
 from __future__ import annotations
 
 import copy
+import signal
 import sys
 import threading
 from collections import Counter, deque
@@ -40,6 +45,7 @@ from typing import Callable
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
@@ -49,6 +55,7 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
+from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
@@ -58,6 +65,7 @@ from sahm_core.backends import AUTO, BACKEND_CHOICES  # argparse only: torch loa
 from sahm_core.found import DEFAULT_RULE, RULE_HELP, FoundRule  # numpy only: torch loads at configure, not here
 from sahm_core.stream import DEFAULT_STREAM, STRENGTH_HELP, StreamConfig  # numpy + OpenCV
 
+from .clicks import DEFAULT_CLICK_MAX_AGE, ClickDropped, NewestFrame, place_click
 from .commands import DEFAULT_MAX_TARGETS, CommandError, CommandTracker, Intent, sync_command
 from .given_masks import DEFAULT_TOLERANCE, GivenMasks
 from .image_conversions import (
@@ -77,6 +85,7 @@ from .topics import CANDIDATE_MASK, CANDIDATE_OVERLAY, CLEANED_IMAGE, CLEANED_IN
 
 # Any command in the model's vocabulary: encoding it loads the tokenizer, the text encoder and the tagger.
 WARM_UP_COMMAND = "remove the red box on the left"
+STOP_POLL_S = 0.1  # how often the spinning main thread looks at the SIGINT / SIGTERM flag: the stop's latency
 _FRACTION = FloatingPointRange(from_value=0.0, to_value=1.0, step=0.0)
 _SECONDS = FloatingPointRange(from_value=0.0, to_value=3600.0, step=0.0)
 
@@ -130,6 +139,10 @@ PARAMETERS: dict[str, _Param] = {
     "diagnostics_period": _Param(1.0, "seconds between /diagnostics messages", read_only=True,
                                  float_range=FloatingPointRange(from_value=0.05, to_value=60.0, step=0.0)),
     "warn_throttle": _Param(5.0, "seconds between repeated warnings of one kind", float_range=_SECONDS),
+    "click_max_age": _Param(DEFAULT_CLICK_MAX_AGE, "a ~/click stamped more than this many seconds before the "
+                                                   "newest frame is dropped (the scene it pointed at may have "
+                                                   "changed); an unstamped click (stamp 0, as rqt_image_view sends) "
+                                                   "is placed on the newest frame", float_range=_SECONDS),
     "erase_mask_tolerance": _Param(DEFAULT_TOLERANCE, "a ~/erase_mask (mono8, the frame's size) is erased from the "
                                                       "frame whose header stamp is within this many seconds of its own",
                                    float_range=FloatingPointRange(from_value=0.0, to_value=10.0, step=0.0)),
@@ -199,6 +212,8 @@ class RemoveNode(LifecycleNode):
         self._last_accepted: Time | None = None
         self._reported = (self.get_clock().now(), 0, 0, Counter())  # (time, frames_in, frames_out, dropped) last sent
         self._camera_infos: deque[CameraInfo] = deque(maxlen=_CAMERA_INFOS_KEPT)
+        self._newest_frame: NewestFrame | None = None  # where a click lands
+        self._clickable: bool | None = None  # whether the loaded weights were trained with clicks (None: unknown)
         self._erase_masks = GivenMasks()
         self._erase_lock = threading.Lock()
         self._fill_state = _FILL_NOT_LOADED  # worker-owned: the fill graph loads on the first ~/erase_mask
@@ -234,6 +249,8 @@ class RemoveNode(LifecycleNode):
                                  qos_overriding_options=overridable, callback_group=io)
         commands = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(String, "~/command", self._on_command, commands, qos_overriding_options=overridable,
+                                 callback_group=io)
+        self.create_subscription(PointStamped, "~/click", self._on_click, commands, qos_overriding_options=overridable,
                                  callback_group=io)
         self._compressed_pub = None
         if self._param("compressed_input"):
@@ -458,6 +475,8 @@ class RemoveNode(LifecycleNode):
         self._warn(error.reason, f"bad frame: {error}")
 
     def _accept(self, pending: _PendingFrame) -> None:
+        height, width = pending.frame.rgb.shape[:2]
+        self._newest_frame = NewestFrame(Time.from_msg(pending.header.stamp).nanoseconds, width, height)
         if not self._active:
             self._stats.drop("inactive")
             return
@@ -488,6 +507,28 @@ class RemoveNode(LifecycleNode):
         self._wake_for_commands()
         said = {Intent.END: "command ended", Intent.RETRY: "not that one: looking again"}
         self.get_logger().info(said.get(command.intent) or f"{command.intent.value}: {command.target!r}")
+
+    def _on_click(self, msg: PointStamped) -> None:
+        try:
+            target = place_click(msg.point.x, msg.point.y, Time.from_msg(msg.header.stamp).nanoseconds,
+                                 self._newest_frame, self._param("click_max_age"))
+        except ClickDropped as e:
+            self._stats.drop(e.reason)
+            self._warn(e.reason, f"~/click dropped: {e}")
+            return
+        try:
+            with self._command_lock:
+                self._commands.add(target, self.get_clock().now().nanoseconds * 1e-9)
+        except CommandError as e:
+            with self._stats.lock:
+                self._stats.rejected_commands[e.reason] += 1
+            self._warn(f"command_{e.reason}", f"ignored ~/click: {e}")
+            return
+        self._wake_for_commands()
+        self.get_logger().info(f"click at ({msg.point.x:g}, {msg.point.y:g}): {target}")
+        if self._clickable is False:
+            self._warn("click_untrained", f"model {self._model_path()} was not trained with clicks: a click finds "
+                                          "only what the word 'this' does (models/nano_click was)")
 
     # ---------------------------------------------------------------- worker
     def _wake_for_commands(self) -> None:
@@ -537,6 +578,7 @@ class RemoveNode(LifecycleNode):
 
     def _load(self) -> str | None:
         """Load and warm up the model; None, or the error in one line."""
+        from sahm_core.checkpoint import has_point_prompt
         from sahm_core.runtime import Remover
 
         path, backend = self._model_path(), self._param("backend")
@@ -549,6 +591,7 @@ class RemoveNode(LifecycleNode):
             self._stats.last_error = f"model {path} ({backend}) cannot be loaded: {type(e).__name__}: {e}"
             return self._stats.last_error
         self._remover = remover
+        self._clickable = has_point_prompt(path)
         self._sync_command()  # a command heard while unconfigured is encoded now, not at the first frame
         self.get_logger().info(f"model loaded and warmed up: {remover.config.name} on {remover.backend}")
         return None
@@ -734,11 +777,18 @@ def main(args=None) -> int:
     """Exit status 0 after a clean stop, 2 when the node cannot start (a bad parameter or params file)."""
     logger = rclpy.logging.get_logger(NODE_NAME)
     try:
-        context = rclpy.init(args=args)
+        # rclpy's own handlers wake executors from a native thread that walks its list of guard conditions
+        # unlocked; an executor shut down on the same SIGINT frees that list under it (a rare segfault on Ctrl-C).
+        # The signals only set a flag here, and the executor polls it.
+        initialized = rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except rclpy_implementation.RCLError as e:  # unreadable --params-file, malformed --ros-args
         logger.fatal(f"cannot start: {str(e).split(', at ')[0]}")
         return 2
-    with context:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # e.g. SIGINT, for a process a shell put in the background
+            signal.signal(signum, lambda *_: stop.set())
+    with initialized:
         try:
             node = RemoveNode()
         except ParameterException as e:
@@ -747,8 +797,9 @@ def main(args=None) -> int:
         executor = MultiThreadedExecutor(num_threads=3)  # one per callback group: see the module docstring
         executor.add_node(node)
         try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
+            while rclpy.ok() and not stop.is_set():
+                executor.spin_once(timeout_sec=STOP_POLL_S)
+        except ExternalShutdownException:
             pass
         finally:
             executor.shutdown()

@@ -9,7 +9,9 @@ lost to transport. The output holds every input topic plus, under
 mask and result (RemovalResult, registered from msg/), all at the input
 frame's timestamp and with its header. With `--erase-mask-topic`, masks another node
 recorded (mono8, the frame's size) are erased from the frame stamped within
-`--erase-mask-tolerance` of them, as the node does with `~/erase_mask`. The bag is laid out as rosbag2 lays
+`--erase-mask-tolerance` of them, as the node does with `~/erase_mask`. With `--click-topic`, recorded clicks
+(geometry_msgs/PointStamped in pixels, rqt_image_view's `<image topic>_mouse_left`) add targets as `~/click` does:
+each placed on the newest frame before it (ros_ror.clicks). The bag is laid out as rosbag2 lays
 it out (metadata.yaml and OUT_BAG_0.db3 / .mcap) and appears under its name
 only when complete (`bag_writer`).
 """
@@ -31,6 +33,7 @@ from sahm_core.backends import add_backend_arguments
 from sahm_core.found import add_rule_arguments
 from sahm_core.stream import add_stream_arguments, stream_from_args
 
+from .clicks import DEFAULT_CLICK_MAX_AGE, ClickDropped, NewestFrame, place_click
 from .commands import DEFAULT_MAX_TARGETS, CommandError, CommandTracker, Intent, sync_command
 from .given_masks import DEFAULT_TOLERANCE, GivenMasks
 from .image_conversions import (
@@ -47,6 +50,7 @@ from .topics import CLEANED_IMAGE, MASK, NODE_NAME, RESULT
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 COMMAND_TYPE = "std_msgs/msg/String"
+CLICK_TYPE = "geometry_msgs/msg/PointStamped"
 MASK_TYPE = "sensor_msgs/msg/Image"
 STORAGES = ("sqlite3", "mcap")
 
@@ -67,6 +71,8 @@ class ReplaySummary:
     skipped: Counter = field(default_factory=Counter)  # unusable frames by reason
     commands: int = 0
     stops: int = 0
+    clicks: int = 0  # clicks that became targets
+    dropped_clicks: Counter = field(default_factory=Counter)  # clicks not placed, by reason (ros_ror.clicks)
     rejected_commands: Counter = field(default_factory=Counter)
     inference_s: list[float] = field(default_factory=list)
     written: Counter = field(default_factory=Counter)  # topic -> messages written
@@ -84,6 +90,8 @@ class ReplaySummary:
             f"  skipped         {sum(self.skipped.values())}" + (f" ({_counts(self.skipped)})" if self.skipped else ""),
             f"commands          {self.commands} ({self.stops} stop)"
             + (f", rejected: {_counts(self.rejected_commands)}" if self.rejected_commands else ""),
+            f"clicks            {self.clicks}"
+            + (f", dropped: {_counts(self.dropped_clicks)}" if self.dropped_clicks else ""),
             f"mean latency      {mean} per frame with a command",
             "topics written    " + ", ".join(f"{t} ({n})" for t, n in sorted(self.written.items())),
         ]
@@ -107,6 +115,8 @@ def replay(
     max_targets: int = DEFAULT_MAX_TARGETS,
     erase_mask_topic: str | None = None,
     erase_mask_tolerance: float = DEFAULT_TOLERANCE,
+    click_topic: str | None = None,
+    click_max_age: float = DEFAULT_CLICK_MAX_AGE,
     pass_through: bool = True,
     progress: bool = True,
 ) -> ReplaySummary:
@@ -123,6 +133,8 @@ def replay(
             command_conn = _only_connection(reader, command_topic, (COMMAND_TYPE,), "command")
             mask_conn = None if erase_mask_topic is None else _only_connection(reader, erase_mask_topic, (MASK_TYPE,),
                                                                                 "erase mask")
+            click_conn = None if click_topic is None else _only_connection(reader, click_topic, (CLICK_TYPE,), "click")
+            newest = None  # the newest frame decoded: where a click lands
             masks = GivenMasks()
             typestore = replay_typestore()
             copies = {c.id: _copy_connection(writer, c, typestore) for c in reader.connections}
@@ -142,13 +154,15 @@ def replay(
                     _apply_command(tracker, typestore, raw, now, summary)
                 elif mask_conn is not None and conn.id == mask_conn.id:
                     _add_mask(masks, typestore, raw, summary)
+                elif click_conn is not None and conn.id == click_conn.id:
+                    _add_click(tracker, typestore, raw, now, newest, click_max_age, summary)
                 elif conn.id == image_conn.id:
                     summary.frames += 1
                     targets, rejected = sync_command(remover, tracker, now)
                     if rejected is not None:
                         summary.rejected_commands["encoder"] += 1
-                    _process_frame(remover, targets, (masks, erase_mask_tolerance), typestore, conn.msgtype, raw,
-                                   timestamp, writer, outputs, pass_through, summary)
+                    newest = _process_frame(remover, targets, (masks, erase_mask_tolerance), typestore, conn.msgtype,
+                                            raw, timestamp, writer, outputs, pass_through, summary) or newest
             bar.close()
             summary.written.update({c.topic: writer.counts[c.id] for c in writer.connections})
     except (ReaderError, WriterError, FileNotFoundError, sqlite3.DatabaseError) as e:
@@ -235,6 +249,23 @@ def _apply_command(tracker: CommandTracker, typestore, raw, now: float, summary:
     summary.stops += command.intent is Intent.END
 
 
+def _add_click(tracker: CommandTracker, typestore, raw, now: float, newest: NewestFrame | None, max_age: float,
+               summary: ReplaySummary) -> None:
+    try:
+        msg = typestore.deserialize_cdr(raw, CLICK_TYPE)
+        tracker.add(place_click(msg.point.x, msg.point.y, _stamp_ns(msg.header), newest, max_age), now)
+    except ClickDropped as e:
+        summary.dropped_clicks[e.reason] += 1
+        return
+    except CommandError as e:
+        summary.rejected_commands[e.reason] += 1
+        return
+    except Exception:  # noqa: BLE001 - one undecodable message is reported, not fatal
+        summary.dropped_clicks["corrupt_message"] += 1
+        return
+    summary.clicks += 1
+
+
 def _add_mask(masks: GivenMasks, typestore, raw, summary: ReplaySummary) -> None:
     try:
         msg = typestore.deserialize_cdr(raw, MASK_TYPE)
@@ -264,24 +295,26 @@ def _given_mask(masks: GivenMasks, tolerance: float, header, shape, summary: Rep
 
 
 def _process_frame(remover, targets, given_masks, typestore, msgtype, raw, timestamp, writer, outputs, pass_through,
-                   summary) -> None:
+                   summary) -> NewestFrame | None:
+    """Remove from one recorded frame and write the outputs; the frame (None when it cannot be decoded)."""
     try:
         msg = typestore.deserialize_cdr(raw, msgtype)
     except Exception:  # noqa: BLE001 - one undecodable message is reported, not fatal
         summary.skipped["corrupt_message"] += 1
-        return
+        return None
     compressed = msgtype.endswith("CompressedImage")
     try:
         frame = (decode_compressed(msg.format, msg.data) if compressed
                  else decode_image(msg.height, msg.width, msg.encoding, msg.step, msg.data))
     except ImageError as e:
         summary.skipped[e.reason] += 1
-        return
+        return None
     rgb = frame.rgb
+    newest = NewestFrame(_stamp_ns(msg.header), rgb.shape[1], rgb.shape[0])
     given = _given_mask(*given_masks, msg.header, rgb.shape, summary)
     if not targets and given is None:
         if not pass_through:
-            return
+            return newest
         summary.passed_through += 1
         image, mask = rgb, np.zeros(rgb.shape[:2], np.uint8)
         fields = ResultFields(width=rgb.shape[1], height=rgb.shape[0])
@@ -311,6 +344,7 @@ def _process_frame(remover, targets, given_masks, typestore, msgtype, raw, times
     result = rosbags_message(typestore, msg.header, fields)
     for key, message in (("cleaned", cleaned), ("mask", mask_msg), ("result", result)):
         writer.write(outputs[key], timestamp, typestore.serialize_cdr(message, outputs[key].msgtype))
+    return newest
 
 
 def add_arguments(parser) -> None:
@@ -333,6 +367,12 @@ def add_arguments(parser) -> None:
                              "stamped within --erase-mask-tolerance of it, as the node does with ~/erase_mask")
     parser.add_argument("--erase-mask-tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help=f"seconds between a mask's and its frame's stamps (default {DEFAULT_TOLERANCE})")
+    parser.add_argument("--click-topic", default=None,
+                        help="geometry_msgs/PointStamped clicks in pixels (rqt_image_view's <image topic>_mouse_left): "
+                             "each adds the object under it as a target, as the node's ~/click does")
+    parser.add_argument("--click-max-age", type=float, default=DEFAULT_CLICK_MAX_AGE,
+                        help="a click stamped more than this many seconds before the newest frame is dropped "
+                             f"(default {DEFAULT_CLICK_MAX_AGE:g})")
     parser.add_argument("--no-pass-through", action="store_true", help="write nothing for frames without a command")
 
 
@@ -351,8 +391,8 @@ def main(args) -> int:
         summary = replay(args.in_bag, args.out_bag, args.image_topic, args.command_topic, remover,
                          namespace=args.namespace, storage=args.storage, command_timeout=args.command_timeout,
                          max_targets=args.max_targets, erase_mask_topic=args.erase_mask_topic,
-                         erase_mask_tolerance=args.erase_mask_tolerance,
-                         pass_through=not args.no_pass_through)
+                         erase_mask_tolerance=args.erase_mask_tolerance, click_topic=args.click_topic,
+                         click_max_age=args.click_max_age, pass_through=not args.no_pass_through)
     except (ReplayError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

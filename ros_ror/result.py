@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sahm_core.click import parse_click
+
 from .resources import shared_path
 
 MSG_TYPE = "ros_ror/msg/RemovalResult"
@@ -23,7 +25,7 @@ MSG_FILE = "msg/RemovalResult.msg"
 TARGET_TYPE = "ros_ror/msg/Target"
 TARGET_FILE = "msg/Target.msg"
 FALLBACK_TYPE = "ros_ror/msg/RemovalResult as JSON in std_msgs/String"
-SOURCE_TEXT, SOURCE_MASK = "text", "mask"  # Target.source
+SOURCE_TEXT, SOURCE_CLICK, SOURCE_MASK = "text", "click", "mask"  # Target.source
 COMMAND_SEPARATOR = "; "  # RemovalResult.command joins the active commands with it
 
 
@@ -118,8 +120,8 @@ def fields_from_removal(removal, backend: str) -> ResultFields:
     per command, then one for a given mask that erased pixels (its area: those pixels)."""
     mask_pixels = int(np.count_nonzero(removal.mask))
     height, width = removal.mask.shape
-    targets = [TargetFields(t.text, SOURCE_TEXT, bool(t.found), float(t.score), float(t.area), bool(t.confirmed))
-               for t in removal.targets]
+    targets = [TargetFields(t.text, SOURCE_TEXT if parse_click(t.text) is None else SOURCE_CLICK, bool(t.found),
+                            float(t.score), float(t.area), bool(t.confirmed)) for t in removal.targets]
     if removal.given_pixels:
         targets.append(TargetFields("", SOURCE_MASK, True, 1.0, removal.given_pixels / removal.mask.size))
     return ResultFields(

@@ -3,4 +3,4 @@
 Model, text side, data, training, evaluation, export and runtime. Imports no ROS.
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

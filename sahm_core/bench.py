@@ -71,12 +71,12 @@ def _measure_backend(name: str, model_dir: str, device: str, threads: int, iters
 
     from .checkpoint import CheckpointError
     from .export.onnx_export import example_inputs
-    from .runtime import TEXT_NAMES, BackendUnavailable, load_backend, resolve_model
+    from .runtime import PROMPT_NAMES, BackendUnavailable, load_backend, resolve_model
 
     torch.set_num_threads(threads)
     files = resolve_model(model_dir)
     image, *text = (t.numpy() for t in example_inputs(files.config))
-    text = dict(zip(TEXT_NAMES, text))
+    text = dict(zip(PROMPT_NAMES, text))
     baseline = _rss_mb("VmRSS")
     try:
         backend = load_backend(files, name, device, threads)

@@ -35,6 +35,7 @@ CONFIG_KEY = "sahm_model_config"
 FORMAT_KEY = "sahm_format"
 FORMAT = "sahm-weights-v1"
 WEIGHTS_FILE = "model.safetensors"  # the weights inside a model directory or a training run directory
+POINT_PROMPT_KEYS = "backbone.point."  # SAHM's point prompt (model/point.py), added after the first weights shipped
 
 
 class CheckpointError(RuntimeError):
@@ -119,12 +120,30 @@ def load_weights(path: str | Path, expect: ModelConfig | None = None) -> tuple[d
 
 
 def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    """module.load_state_dict(state); weights that do not fit (stale code, wrong file) are a CheckpointError."""
+    """module.load_state_dict(state); weights that do not fit (stale code, wrong file) are a CheckpointError.
+
+    Weights saved before the point prompt existed have none of its projections: they load as zeros, the prompt's
+    own start, so the network computes what it did and a click has no effect until a fine-tune teaches it."""
+    state = {**{k: torch.zeros_like(v) for k, v in module.state_dict().items() if k.startswith(POINT_PROMPT_KEYS)},
+             **state}
     try:
         module.load_state_dict(state)
     except RuntimeError as e:
         raise CheckpointError(
             f"{source}: weights do not fit the {type(module).__name__} built from its config ({e})") from None
+
+
+def has_point_prompt(path: str | Path) -> bool | None:
+    """Whether the weights at `path` (a model or run directory, or a .safetensors) were trained with clicks: any
+    point-prompt projection not zero. None when there are no such weights to read (an .onnx or .engine file)."""
+    path = weights_file(path)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return any(f.get_tensor(k).any().item() for k in f.keys() if k.startswith(POINT_PROMPT_KEYS))
+    except (SafetensorError, OSError, ValueError):
+        return None  # the loader says what is wrong with the file
 
 
 def load_into(module: nn.Module, path: str | Path, expect: ModelConfig | None = None) -> ModelConfig:

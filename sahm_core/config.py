@@ -91,10 +91,13 @@ class ModelConfig:
     removal_margin: int = 2
     # Jacobi sweeps per pyramid level that relax the pull-push background prior towards the harmonic fill.
     prior_sweeps: int = 8
+    # Widths (fractions of the image side) of the Gaussian bumps that draw a click for the point prompt: a narrow one
+    # says where, a wide one reaches the rest of an object under the click (model/point.py).
+    point_sigmas: tuple[float, ...] = (0.03, 0.1)
 
     def __post_init__(self):
         # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
-        for f in ("depths", "num_heads", "hdc_rates"):
+        for f in ("depths", "num_heads", "hdc_rates", "point_sigmas"):
             object.__setattr__(self, f, tuple(getattr(self, f)))
 
     def to_json(self) -> str:

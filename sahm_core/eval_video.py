@@ -20,6 +20,11 @@ is read as the node reads it, `ros_ror.commands.parse_command`). Per mode, over 
   one, the fill error: mean absolute difference from the clean target where the object was erased;
 - latency per frame: the whole `remove()` (p50, mean) and the part spent in stream mode, from the same run.
 
+With `--clicks`, each clip's object is named by a click instead of its expression: a pixel drawn uniformly inside
+its ground-truth mask in the command's frame (seeded by --seed and the clip's index), as an operator clicks it in
+rqt_image_view. Per-frame, the point stays where it was clicked; in stream mode it follows the object it removed
+(`sahm_core.stream`, step 5).
+
 The table goes to stdout and everything, per-frame IoU lists included, to OUT/metrics.json.
 """
 
@@ -37,6 +42,7 @@ from tqdm import tqdm
 
 from .backends import AUTO, add_backend_arguments
 from .checkpoint import CheckpointError
+from .click import pixel_click
 from .data.video import Clip, read_clip, read_clip_rows
 from .evaluate import iou
 from .found import FoundRule, add_rule_arguments, rule_from_args
@@ -84,12 +90,24 @@ class FrameResult:
     stream_s: float
 
 
-def run_clip(remover: Remover, clip: Clip, stream: StreamConfig | None) -> list[FrameResult]:
-    """The frames from the command on, through `remover` with stream mode `stream` (None = per-frame)."""
+def clip_click(clip: Clip, rng: np.random.Generator) -> str:
+    """The command of a click on a pixel drawn uniformly inside the object's mask in the command's frame."""
+    mask = clip.frames[clip.command_frame].mask
+    rows, cols = np.nonzero(mask)
+    if not rows.size:
+        raise ValueError(f"clip seed {clip.seed}: its object is not in view when the command comes, nothing to click")
+    pick = int(rng.integers(rows.size))
+    return pixel_click(cols[pick], rows[pick], mask.shape[1], mask.shape[0])
+
+
+def run_clip(remover: Remover, clip: Clip, stream: StreamConfig | None, command: str | None = None
+             ) -> list[FrameResult]:
+    """The frames from the command on, through `remover` with stream mode `stream` (None = per-frame); `command`:
+    in place of the clip's expression (a click)."""
     from ros_ror.commands import parse_command  # plain Python: the node's reading of an utterance
 
     remover.stream = stream
-    remover.set_command(parse_command(clip.text).target)
+    remover.set_command(command or parse_command(clip.text).target)
     results = []
     for frame in clip.frames[clip.command_frame:]:
         removal = remover.remove(frame.image)
@@ -177,8 +195,10 @@ def summarise(per_clip: list[dict]) -> dict:
 
 def evaluate_video(checkpoint: str | Path, data: str | Path, out: str | Path, stream: StreamConfig = StreamConfig(),
                    rule: FoundRule = FoundRule(), backend: str = AUTO, device: str | None = None,
-                   max_clips: int | None = None, threads: int | None = None) -> dict:
-    """Run every clip per-frame and in stream mode; write OUT/metrics.json and return its content."""
+                   max_clips: int | None = None, threads: int | None = None, clicks: bool = False,
+                   seed: int = 0) -> dict:
+    """Run every clip per-frame and in stream mode, named by its expression or (`clicks`) by a click drawn with
+    `seed`; write OUT/metrics.json and return its content."""
     rows = read_clip_rows(data)[:max_clips]
     if not rows:
         raise ValueError(f"{data}: no clips")
@@ -188,18 +208,22 @@ def evaluate_video(checkpoint: str | Path, data: str | Path, out: str | Path, st
                            **dataclasses.asdict(rule))
     per_mode: dict[str, list[dict]] = {mode: [] for mode in MODES}
     with remover:
-        for row in tqdm(rows, desc="eval-video", unit="clip"):
+        for index, row in enumerate(tqdm(rows, desc="eval-video", unit="clip")):
             clip = read_clip(data, row)
+            command = clip_click(clip, np.random.default_rng([seed, index])) if clicks else None
             for mode, config in zip(MODES, (None, stream)):
-                per_mode[mode].append({"id": row["id"], **clip_metrics(clip, run_clip(remover, clip, config), rule)})
+                per_mode[mode].append({"id": row["id"], "command": command or clip.text,
+                                       **clip_metrics(clip, run_clip(remover, clip, config, command), rule)})
         backend_name = f"{remover.backend} on {remover.device}"
     gt_stability = [v for c in per_mode[MODES[0]] for v in c["gt_mask_stability"]]
     metrics = {
         "checkpoint": str(checkpoint), "data": str(data), "clips": len(rows), "backend": backend_name,
+        "prompt": f"click (seed {seed})" if clicks else "text",
         "stream_config": dataclasses.asdict(stream), "found_rule": dataclasses.asdict(rule),
         "ground_truth": {"mask_stability": float(np.mean(gt_stability)) if gt_stability else None},
         "modes": {mode: summarise(clips) for mode, clips in per_mode.items()},
-        "per_clip": {mode: [{k: c[k] for k in ("id", "iou", "found", "reappeared", "uncovered", "mask_stability")}
+        "per_clip": {mode: [{k: c[k] for k in ("id", "command", "iou", "found", "reappeared", "uncovered",
+                                               "mask_stability")}
                             for c in clips] for mode, clips in per_mode.items()},
     }
     with open(out / "metrics.json", "w", encoding="utf-8") as f:
@@ -229,7 +253,8 @@ def format_table(metrics: dict) -> str:
         ("latency mean, ms", "{:.1f}", "latency_ms_mean", None),
         ("stream step mean / max, ms", None, None, None),
     ]
-    lines = [f"{metrics['clips']} clips, {metrics['backend']}, stream strength {metrics['stream_config']['strength']}",
+    lines = [f"{metrics['clips']} clips named by {metrics['prompt']}, {metrics['backend']}, stream strength "
+             f"{metrics['stream_config']['strength']}",
              f"{'':30s}{'per-frame':>12s}{'stream':>12s}{'ground truth':>14s}"]
     for label, pattern, key, reference in rows:
         if key is None:
@@ -252,12 +277,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-clips", type=int, default=None, help="evaluate only the first N clips")
     add_rule_arguments(parser)
     add_stream_arguments(parser, switch=False)  # no --stream: both modes always run
+    parser.add_argument("--clicks", action="store_true",
+                        help="name each clip's object by a click inside it in the command's frame, not by its "
+                             "expression")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the clicks' draw (default 0)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         metrics = evaluate_video(args.checkpoint, args.data, args.out, StreamConfig(strength=args.stream_strength),
-                                 rule_from_args(args), args.backend, args.device, args.max_clips, args.threads)
+                                 rule_from_args(args), args.backend, args.device, args.max_clips, args.threads,
+                                 args.clicks, args.seed)
     except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"sahm eval-video: error: {e}", file=sys.stderr)
         return 1

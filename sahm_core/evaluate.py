@@ -7,6 +7,8 @@ publishes: the segmentation grown by the removal margin). LPIPS and FID
 only with the user's local backbone weights; otherwise reported as unavailable, never as a number.
 Segmentation: mean / overall IoU and Pr@0.5/0.7/0.9 on positives; not-found accuracy on negatives and the
 false-negative rate on positives, with the runtime's found / not-found rule.
+With `--clicks`, every positive is named by a click instead of its expression: a pixel drawn uniformly inside its
+ground-truth mask (the rim included; seeded by --seed), the point prompt (issue 20); negatives are left out.
 With `--given-masks`, one more method: SAHM's fill graph under the ground-truth mask ("SAHM fill + GT mask", what
 the node does with a mask on ~/erase_mask, with the runtime's FILL_CONTEXT as the text), beside the oracle Telea
 under the same mask.
@@ -44,6 +46,7 @@ from .found import DEFAULT_RULE, FoundRule, add_rule_arguments, found_decision, 
 from .runtime import FILL_CONTEXT, composite
 
 PR_THRESHOLDS = (0.5, 0.7, 0.9)
+EDGE_CLICK_PX = 3  # a click this close to its object's edge is an edge click (reported apart with --clicks)
 PSNR_CAP_DB = 100.0  # identical images (e.g. a negative passed through) have infinite PSNR
 TELEA_RADIUS = 3
 METHODS = ("no removal", "Telea + GT mask (oracle)", "Telea + SAHM mask", "SAHM")
@@ -91,6 +94,28 @@ def segmentation_metrics(inter_union: list[tuple[int, int]], found_pos: list[boo
         "false_negative_rate": float(np.mean([not f for f in found_pos])) if found_pos else None,
     }
     return out
+
+
+def near_edge(gt: np.ndarray, point: np.ndarray) -> bool:
+    """Whether a click (x, y, on) lies within EDGE_CLICK_PX of the edge of the ground-truth mask gt (SxS bool): the
+    distance from its pixel to the nearest pixel outside the object. False when there is no click."""
+    if not point[2]:
+        return False
+    size = gt.shape[0]
+    row, col = min(int(point[1] * size), size - 1), min(int(point[0] * size), size - 1)
+    depth = cv2.distanceTransform(np.pad(gt, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    return bool(depth[row, col] <= EDGE_CLICK_PX)
+
+
+def edge_click_metrics(positives: list[Record]) -> dict:
+    """--clicks: how many clicks fell within EDGE_CLICK_PX of the edge, and the mean IoU of those and of the rest."""
+    def mean_iou(records):
+        return segmentation_metrics([r.inter_union for r in records], [], [])["mean_iou"]
+
+    edge = [r for r in positives if r.edge_click]
+    inner = [r for r in positives if not r.edge_click]
+    return {"within_px": EDGE_CLICK_PX, "edge_clicks": len(edge), "mean_iou_edge": mean_iou(edge),
+            "mean_iou_inner": mean_iou(inner)}
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -284,6 +309,8 @@ class EvalConfig:
     fid_weights: str | None = None  # torchvision Inception-v3
     sheet_rows: int = 8  # contact sheet: the first N samples
     given_masks: bool = False  # also fill the ground-truth mask with the fill graph (GIVEN_MASK_METHOD)
+    clicks: bool = False  # name each positive by a click inside its mask instead of its expression; no negatives
+    seed: int = 0  # the clicks' draw
 
 
 class Sample(NamedTuple):
@@ -296,6 +323,7 @@ class Sample(NamedTuple):
     gt: np.ndarray  # SxS bool ground-truth mask
     pred: np.ndarray  # SxS bool segmentation (probability > mask_threshold); the erased region adds the margin
     found: bool
+    edge_click: bool  # named by a click within EDGE_CLICK_PX of its object's edge
     outputs: dict[str, np.ndarray]  # METHODS (+ GIVEN_MASK_METHOD) -> SxSx3 uint8
 
 
@@ -306,6 +334,7 @@ class Record:
     negative: bool
     found: bool
     inter_union: tuple[int, int]  # the segmentation (empty when not found) against the ground-truth mask
+    edge_click: bool = False
     scores: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> psnr, ssim, ... (positives only)
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # method | "target" -> Inception features
 
@@ -324,7 +353,7 @@ def batch_samples(model, encoder, batch: dict, rule: FoundRule, margin: int, dev
     fill graph's composite under the ground-truth mask."""
     text = encoder.encode_batch(list(batch["text"])).to(device)
     images = batch["image"].to(device)
-    cleaned, mask_logits = model.per_frame(images, text)
+    cleaned, mask_logits = model.per_frame(images, text, batch["point"].to(device))
     prob = torch.sigmoid(mask_logits.float()).cpu()
     if given_masks:
         holes = (batch["mask"] > 0.5).float()  # (B,1,S,S)
@@ -345,13 +374,13 @@ def batch_samples(model, encoder, batch: dict, rule: FoundRule, margin: int, dev
             outputs[GIVEN_MASK_METHOD] = composite(image, filled[k].float().cpu().numpy(), gt.astype(np.float32), 0.5,
                                                    margin)[0]
         yield Sample(batch["text"][k], bool(batch["negative"][k]), image, target, gt, mask_prob > rule.mask_threshold,
-                     found, outputs)
+                     found, near_edge(gt, batch["point"][k].numpy()), outputs)
 
 
 def score(sample: Sample, scorers: Scorers) -> Record:
     """Removal quality is scored on positives: a negative has no region to fill, and its whole-image PSNR would be
     capped at infinity; what a negative measures is the not-found accuracy."""
-    record = Record(sample.negative, sample.found, iou(sample.pred & sample.found, sample.gt))
+    record = Record(sample.negative, sample.found, iou(sample.pred & sample.found, sample.gt), sample.edge_click)
     if not sample.gt.any():
         return record
     target, gt = sample.target.astype(np.float64) / 255, sample.gt
@@ -405,7 +434,10 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, 
     reasons = unavailable_reasons(options.lpips_weights, options.lpips_backbone, options.fid_weights)
     scorers = Scorers(LPIPS(options.lpips_weights, options.lpips_backbone) if "lpips" not in reasons else None,
                       InceptionFeatures(options.fid_weights) if "fid" not in reasons else None)
-    dataset = RemovalDataset(data_dir, options.split, cfg.image_size, augment=False)
+    dataset = RemovalDataset(data_dir, options.split, cfg.image_size, augment=False,
+                             click_fraction=1.0 if options.clicks else 0.0)
+    if options.clicks:
+        dataset = torch.utils.data.Subset(dataset, [i for i, ref in enumerate(dataset.refs) if not ref["negative"]])
     if options.limit:
         dataset = torch.utils.data.Subset(dataset, range(min(options.limit, len(dataset))))
     if len(dataset) == 0:
@@ -413,6 +445,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, 
     encoder = shared_encoder(cfg, str(device))
 
     records, sheet = [], []
+    torch.manual_seed(options.seed)  # the clicks' draw (the loader runs in this process)
     loader = torch.utils.data.DataLoader(dataset, batch_size=options.batch_size)
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"eval {options.split}", unit="batch"):
@@ -429,6 +462,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, 
         "config": cfg.name,
         "data": str(data_dir),
         "split": options.split,
+        "prompt": f"click (seed {options.seed})" if options.clicks else "text",
         "samples": len(dataset),
         "positives": len(positives),
         "negatives": len(negatives),
@@ -437,6 +471,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, 
         "unavailable": reasons,
         "segmentation": segmentation_metrics([r.inter_union for r in positives], [r.found for r in positives],
                                              [r.found for r in negatives]),
+        **({"edge_clicks": edge_click_metrics(positives)} if options.clicks else {}),
         "cost": model_cost(model, encoder.encode("remove the object"), cfg, device),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -447,7 +482,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, 
 
 def format_table(metrics: dict) -> str:
     lines = [f"{metrics['checkpoint']} on {metrics['data']} [{metrics['split']}]: {metrics['samples']} samples "
-             f"({metrics['positives']} positive, {metrics['negatives']} negative)", ""]
+             f"({metrics['positives']} positive, {metrics['negatives']} negative), named by {metrics['prompt']}", ""]
     cols = ("psnr", "ssim", "psnr_mask", "ssim_mask", "lpips", "fid")
     lines.append(f"{'method':<26}" + "".join(f"{c:>11}" for c in cols))
     for method, row in metrics["removal"].items():
@@ -457,6 +492,11 @@ def format_table(metrics: dict) -> str:
     lines.append("")
     for name, value in metrics["segmentation"].items():
         lines.append(f"{name:<22}{'n/a' if value is None else f'{value:.4f}'}")
+    if "edge_clicks" in metrics:
+        edge = metrics["edge_clicks"]
+        shown = {k: "n/a" if v is None else f"{v:.4f}" for k, v in edge.items() if k.startswith("mean")}
+        lines.append(f"clicks within {edge['within_px']} px of the edge: {edge['edge_clicks']}, mean IoU "
+                     f"{shown['mean_iou_edge']} (the rest: {shown['mean_iou_inner']})")
     cost = metrics["cost"]
     lines.append("")
     lines.append(f"params {cost['params_m']:.2f} M   GFLOPs {cost['gflops']:.2f}   FPS {cost['fps']:.1f} "
@@ -479,13 +519,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--given-masks", action="store_true",
                         help=f"also score {GIVEN_MASK_METHOD!r}: the fill graph under each ground-truth mask, as the "
                              "node erases a mask on ~/erase_mask")
+    parser.add_argument("--clicks", action="store_true",
+                        help="name each positive by a click drawn uniformly inside its mask (the point prompt) "
+                             "instead of its expression; negatives are left out")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the clicks' draw (default 0)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         options = EvalConfig(split=args.split, limit=args.limit, batch_size=args.batch_size, rule=rule_from_args(args),
                              lpips_weights=args.lpips_weights, lpips_backbone=args.lpips_backbone,
-                             fid_weights=args.fid_weights, given_masks=args.given_masks)
+                             fid_weights=args.fid_weights, given_masks=args.given_masks, clicks=args.clicks,
+                             seed=args.seed)
         metrics = evaluate(args.checkpoint, args.data, args.out, options)
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"sahm eval: error: {e}")

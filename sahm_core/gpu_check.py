@@ -70,6 +70,7 @@ from .losses import LossWeights, generator_loss
 from .model import PatchDiscriminator, build_model
 from .model.alignment import DeformableConv2d
 from .runtime import (
+    PROMPT_NAMES,
     TEXT_NAMES,
     BackendUnavailable,
     ModelFiles,
@@ -306,9 +307,10 @@ class GpuCheck:
         return to_model_input(self.scene.image, subject.files.config.image_size)
 
     def text(self, subject: Subject, command: str) -> dict[str, np.ndarray]:
-        """The command's text tensors as Remover.set_command makes them: tokens (1,T,C), three masks (1,T), float32."""
+        """The command's inputs as Remover.set_command makes them: tokens (1,T,C), three masks (1,T), point (1,3)."""
         features = shared_encoder(subject.files.config, "cpu").encode(command)
-        return {name: np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32) for name, t in zip(TEXT_NAMES, features)}
+        text = {name: np.ascontiguousarray(t.cpu().numpy(), dtype=np.float32) for name, t in zip(TEXT_NAMES, features)}
+        return {**text, "point": np.zeros((1, 3), np.float32)}  # a spoken command's: no click
 
     def reference(self, subject: Subject, command: str) -> Outputs:
         """torch CPU fp32, what every backend and precision is compared with (computed once). A non-finite
@@ -541,7 +543,7 @@ def torch_frame(model: torch.nn.Module, image: np.ndarray, text: dict[str, np.nd
     """A per-frame call of the per-frame graph in fp16 autocast: image H2D, the graph (eager, or a replay of a CUDA
     graph captured on static inputs), both outputs D2H; the text tensors stay on the GPU, as one command's do."""
     graph = PerFrameGraph(model).eval()
-    features = [torch.from_numpy(text[n]).to(device) for n in TEXT_NAMES]
+    features = [torch.from_numpy(text[n]).to(device) for n in PROMPT_NAMES]
     host = torch.from_numpy(image)
     if not graphs:
         def eager():

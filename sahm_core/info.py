@@ -31,6 +31,7 @@ from .text_features import TextFeatures
 PARTS: dict[str, str] = {
     "backbone": r"^backbone\.(patch_embed|stages)\b",
     "language fusion": r"^backbone\.fusions\b",
+    "point prompt": r"^backbone\.point\b",
     "heads": r"(^|\.)(mask_head|rgb_head)\b|^decoder\.full_resolution\b|^presence\b",
     "decoder/segmentation": r"^decoder\.(bottleneck\.(reduce|seg_blocks)|mappings\.\d+\.align)\b",
     "decoder/filling": r"^decoder\.(bottleneck\.inpaint_blocks|mappings\.\d+\.fill)\b",

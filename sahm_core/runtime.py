@@ -8,7 +8,8 @@ through pre-processing, the per-frame graph (one batch row per target) and compo
   stretch, not a letterbox: the dataset reader trains on frames resized to SxS,
   so a stretched frame is what the network knows, and no model pixels are spent
   on padding (a 4:3 letterbox would waste a quarter of them).
-- Graph: image + the four text tensors -> cleaned image, mask probabilities.
+- Graph: image + the four text tensors + the point -> cleaned image, mask probabilities. A click is a command too
+  (sahm_core.click: `click@(x, y)`): CLICK_TEXT's tensors and the point (x, y, 1); a spoken command's point is zeros.
 - Post: `found_decision` with the Remover's `FoundRule` (sahm_core.found: the one definition of found /
   not-found, shared with the evaluator, replay and the node) looks at the mask at model resolution. When found, the mask
   probabilities are grown by the model's removal margin (the same max filter the
@@ -51,6 +52,7 @@ import numpy as np
 from . import __version__
 from .backends import AUTO, BACKENDS, add_backend_arguments
 from .checkpoint import CONFIG_KEY, WEIGHTS_FILE, CheckpointError, config_from_json, read_config
+from .click import CLICK_TEXT, parse_click, pixel_click
 from .config import ModelConfig
 from .export.cache import cache_dir, file_sha256
 from .export.onnx_export import (
@@ -60,6 +62,7 @@ from .export.onnx_export import (
     INPUT_NAMES,
     MAX_BATCH,
     OUTPUT_NAMES,
+    TEXT_NAMES,
     VERSION_KEY,
     WEIGHTS_SHA_KEY,
     onnx_metadata,
@@ -73,7 +76,7 @@ TORCH_PRECISIONS = ("fp32", "fp16", "bf16")  # fp16 / bf16: autocast, which keep
 # Which onnxruntime-gpu fits which CUDA (PyPI wheels; their [cuda,cudnn] extras pull the matching nvidia-* wheels).
 ORT_CUDA_PAIRING = ("onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (torch +cu13x wheels); "
                     "1.19-1.26 need CUDA 12 + cuDNN 9 (torch +cu12x wheels)")
-TEXT_NAMES = INPUT_NAMES[1:]  # tokens, valid, attribute, identity
+PROMPT_NAMES = INPUT_NAMES[1:]  # a command's inputs of the per-frame graph: TEXT_NAMES and point
 ONNX_FILE, FILL_ONNX_FILE, ENGINE_FILE = "model.onnx", "fill.onnx", "model.engine"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")  # `sahm remove` reads them with cv2.VideoCapture
 # The fill graph's text when a given mask is erased with no command: the backbone is text-guided at every stage, and
@@ -310,21 +313,20 @@ class TorchBackend:
     def load_fill(self) -> None:
         """Nothing to do: the fill graph is the loaded model's."""
 
-    def _call(self, graph, image: np.ndarray, text: dict[str, np.ndarray], *more: np.ndarray):
+    def _call(self, graph, *inputs: np.ndarray):
         torch = self._torch
         autocast = torch.autocast(self.device.type, dtype=self._autocast, enabled=self._autocast is not None)
         with torch.inference_mode(), autocast:
-            inputs = [torch.from_numpy(image)] + [torch.from_numpy(text[n]) for n in TEXT_NAMES]
-            outputs = graph(*(t.to(self.device) for t in inputs + [torch.from_numpy(m) for m in more]))
+            outputs = graph(*(torch.from_numpy(a).to(self.device) for a in inputs))
             outputs = outputs if isinstance(outputs, tuple) else (outputs,)
             return tuple(o.float().cpu().numpy() for o in outputs)
 
-    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        cleaned, mask = self._call(self.graph, image, text)
+    def run(self, image: np.ndarray, prompt: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        cleaned, mask = self._call(self.graph, image, *(prompt[n] for n in PROMPT_NAMES))
         return cleaned, mask
 
     def fill(self, image: np.ndarray, text: dict[str, np.ndarray], hole: np.ndarray) -> np.ndarray:
-        (cleaned,) = self._call(self.fill_graph, image, text, hole)
+        (cleaned,) = self._call(self.fill_graph, image, *(text[n] for n in TEXT_NAMES), hole)
         return cleaned
 
     def close(self) -> None:
@@ -406,13 +408,14 @@ class OnnxRuntimeBackend:
                 f"{ort.get_available_providers()}. The CPU wheel `onnxruntime` has no CUDA provider: replace it with "
                 f"onnxruntime-gpu (pip uninstall onnxruntime; pip install '.[gpu]'); {ORT_CUDA_PAIRING}")
 
-    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        cleaned, mask = self.session.run(list(OUTPUT_NAMES), {"image": image, **text})
+    def run(self, image: np.ndarray, prompt: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        cleaned, mask = self.session.run(list(OUTPUT_NAMES), {"image": image, **prompt})
         return cleaned, mask
 
     def fill(self, image: np.ndarray, text: dict[str, np.ndarray], hole: np.ndarray) -> np.ndarray:
         self.load_fill()
-        (cleaned,) = self.fill_session.run(list(FILL_OUTPUT_NAMES), {"image": image, **text, "hole": hole})
+        feeds = {"image": image, **{n: text[n] for n in TEXT_NAMES}, "hole": hole}
+        (cleaned,) = self.fill_session.run(list(FILL_OUTPUT_NAMES), feeds)
         return cleaned
 
     def close(self) -> None:
@@ -465,8 +468,8 @@ class TensorRTBackend:
             engine = ensure_engine(self.files.graph_onnx("fill"), self._precision, device_index=index)
             self.fill_runner = TensorRTRunner(engine, device_index=index)
 
-    def run(self, image: np.ndarray, text: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        out = self.runner.run({"image": image, **text})
+    def run(self, image: np.ndarray, prompt: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        out = self.runner.run({"image": image, **prompt})
         return out["cleaned"], out["mask"]
 
     def fill(self, image: np.ndarray, text: dict[str, np.ndarray], hole: np.ndarray) -> np.ndarray:
@@ -554,13 +557,23 @@ def auto_candidates(files: ModelFiles, device: str, precision: str | None = None
 
 @dataclass(frozen=True)
 class _Command:
-    """One active command: its text, its encoding (TEXT_NAMES -> (1, ...) arrays), in stream mode its stream, and
+    """One active command: its text, its inputs (PROMPT_NAMES -> (1, ...) arrays), in stream mode its stream, and
     whether it is a candidate (found and shown, not erased, until confirmed)."""
 
     text: str
     features: dict[str, np.ndarray]
     stream: StreamState | None
     candidate: bool = False
+
+    @property
+    def point(self) -> np.ndarray:
+        """(1,3) this frame's point prompt: a click's moves with its object in stream mode (StreamState.point)."""
+        moved = None if self.stream is None else self.stream.point
+        return self.features["point"] if moved is None else moved
+
+    @property
+    def is_click(self) -> bool:
+        return bool(self.features["point"][0, 2])
 
 
 class _Answer(NamedTuple):
@@ -707,8 +720,13 @@ class Remover:
                 for name, t in zip(TEXT_NAMES, features)}
 
     def _new_command(self, text: str) -> _Command:
-        """Encode a command once (tokenizer + text encoder + tagger)."""
-        return _Command(text, self._encode(text), self._new_stream())
+        """Encode a command once (tokenizer + text encoder + tagger); a click's (sahm_core.click) is CLICK_TEXT with
+        its point."""
+        click = parse_click(text)
+        features = self._encode(text if click is None else CLICK_TEXT)
+        point = (0.0, 0.0, 0.0) if click is None else (*click, 1.0)
+        features["point"] = np.array([point], np.float32)
+        return _Command(text, features, self._new_stream())
 
     def set_command(self, text: str) -> None:
         """One command in place of every active one, its stream (stream mode) started afresh: evidence about the last
@@ -843,9 +861,10 @@ class Remover:
         cleaned, masks = [], []
         for first in range(0, len(commands), backend.max_batch):
             chunk = commands[first: first + backend.max_batch]
-            text = {name: np.concatenate([c.features[name] for c in chunk]) for name in TEXT_NAMES}
+            prompt = {name: np.concatenate([c.point if name == "point" else c.features[name] for c in chunk])
+                      for name in PROMPT_NAMES}
             rows = np.repeat(image, len(chunk), axis=0)  # (k,3,S,S): the backbone is text-guided from the start
-            chunk_cleaned, chunk_masks = backend.run(rows, text)
+            chunk_cleaned, chunk_masks = backend.run(rows, prompt)
             cleaned.extend(chunk_cleaned)
             masks.extend(chunk_masks[:, 0])
         answers, camera = [], None
@@ -880,7 +899,10 @@ class Remover:
         if held is not None:
             (fused, score), found = held, True
             area = found_decision(fused.mask, rule)[2]
+        point = command.point  # the prompt this frame was found with
         stream.record(found)
+        if found and command.is_click:
+            stream.follow(point)
         # fused.grown is grown already: composite must not grow it again (margin 0)
         return _Answer(Target(command.text, found, score, area, confirmed), fused.cleaned, fused.grown, 0)
 
@@ -900,8 +922,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model dir, .safetensors, .onnx or .engine")
     # dest must not be "command": the `sahm` parser keeps the subcommand name there
     parser.add_argument("--command", dest="command_texts", action="append",
-                        help='what to remove, e.g. "the red cup on the left" (needed unless --erase-mask is given); '
-                             "repeat it for several objects, erased together")
+                        help='what to remove, e.g. "the red cup on the left" (unless --click or --erase-mask is '
+                             "given); repeat it for several objects, erased together")
+    parser.add_argument("--click", dest="clicks", action="append", type=pixel_argument, metavar="X,Y",
+                        help="remove the object under pixel X,Y (column, row) of each image, instead of or beside a "
+                             "--command; repeat it for several objects")
     parser.add_argument("--erase-mask",
                         help="also erase a mask found elsewhere (nonzero = erase, each frame's size): one mask image "
                              "for every input, or a folder holding one per input under the input's name (NAME.png)")
@@ -921,8 +946,8 @@ def main(args: argparse.Namespace) -> int:
     from ros_ror.commands import Intent, parse_command
 
     try:
-        if not args.command_texts and args.erase_mask is None:
-            raise ValueError("say what to remove with --command, or give --erase-mask (or both)")
+        if not args.command_texts and not args.clicks and args.erase_mask is None:
+            raise ValueError("say what to remove with --command or --click, or give --erase-mask")
         commands = [parse_command(text) for text in args.command_texts or ()]
         for text, command in zip(args.command_texts or (), commands):
             if command.intent is Intent.END:
@@ -964,11 +989,22 @@ def _input_frames(paths: list[str]):
             yield str(path), cv2.imread(str(path), cv2.IMREAD_COLOR)
 
 
+def pixel_argument(text: str) -> tuple[float, float]:
+    """--click's X,Y -> (X, Y)."""
+    try:
+        u, v = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y in pixels (e.g. 320,240), got {text!r}") from None
+    return u, v
+
+
 def _remove_files(remover: Remover, args: argparse.Namespace) -> int:
+    commands = remover.commands  # the spoken ones; the clicks are placed on each frame
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"backend {remover.backend} on {remover.device}, model {remover.config.name} "
           f"({remover.config.image_size}px), commands {list(remover.commands)}"
+          + (f", clicks {args.clicks}" if args.clicks else "")
           + (f", stream mode (strength {remover.stream.strength:g})" if remover.stream else ""))
     failed = 0
     for name, bgr in _input_frames(args.images):
@@ -987,6 +1023,14 @@ def _remove_files(remover: Remover, args: argparse.Namespace) -> int:
                 print(f"{name}: mask {mask_path}: {why}; skipped")
                 failed += 1
                 continue
+        if args.clicks:
+            try:  # a click is a fraction of the frame: a frame of another size is another command
+                clicks = [pixel_click(u, v, bgr.shape[1], bgr.shape[0]) for u, v in args.clicks]
+            except ValueError as e:
+                print(f"{name}: {e}; skipped")
+                failed += 1
+                continue
+            remover.set_commands([*commands, *clicks])
         result = remover.remove(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), erase=erase)
         stem = Path(name).stem
         cv2.imwrite(str(out / f"{stem}.png"), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR))

@@ -26,6 +26,11 @@ model resolution S, between two frames:
 
 The mask is grown by the network's removal margin once per frame, here (`Fused.grown`, composited with margin 0).
 
+5. A click follows its object (`follow_clicks`): after a frame that removed a click's target, its point prompt moves
+   to the removed pixel deepest inside the removed region, less half its distance from where the point was
+   (`follow_point`). The camera and the object move; a point left where the operator clicked slides off the object
+   onto whatever comes under it, while the moved one stays inside, away from the edge, where a click is read best.
+
 Reset (state dropped, the frame treated as the first): a new or cleared command (`Remover.set_command`), a scene cut,
 a change of frame size, or a new StreamConfig.
 """
@@ -53,6 +58,7 @@ class StreamConfig:
     min_inliers: int = 12  # fewer RANSAC inliers than this: scene cut
     min_inlier_ratio: float = 0.6  # inliers / tracked points below this: scene cut (or tracks on things that move)
     hold_frames: int = 6  # frames in a row a found object's carried mask may stand in for a network that lost it
+    follow_clicks: bool = True  # a click's point moves with the object it removed (module docstring, step 5)
 
     def __post_init__(self):
         if not 0.0 <= self.strength <= 1.0:
@@ -123,6 +129,34 @@ def grown_in_box(mask_prob: np.ndarray, box: tuple[slice, slice], margin: int) -
     return grown[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left]
 
 
+FOLLOW_PULL = 0.5  # pixels of depth a followed point gives up per pixel it moves: < 1, so it does move inwards
+
+
+def follow_point(point: np.ndarray, removed: np.ndarray, box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """A click's point prompt (1,3) = (x, y, 1), fractions of the frame, and the (S,S) bool region its target removed
+    in this frame -> the point for the next frame: the removed pixel's centre maximising depth - FOLLOW_PULL * distance
+    (depth: Euclidean distance to the nearest pixel outside the region, the frame's border counting as outside;
+    distance: from the current point, in model pixels). The point climbs to the deepest part of the region it is in,
+    and a neighbour the mask spilled onto draws it only where that is deeper by half the way there. The point
+    unchanged when nothing was removed. `box`: `removed`'s bounding box (`_box`), when the caller has it."""
+    box = _box(removed) if box is None else box
+    if box is None:
+        return point
+    rows, cols = removed.shape
+    inside = np.ascontiguousarray(removed[box]).view(np.uint8)
+    # Within the region's box, framed by one pixel of outside: a pixel beyond that frame is never nearer than the
+    # frame's pixel in the same row or column, so this is the whole image's distance transform, cropped.
+    framed = cv2.copyMakeBorder(inside, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    depth = cv2.distanceTransform(framed, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    top, left = box[0].start, box[1].start
+    x, y = point[0, 0] * cols - 0.5 - left, point[0, 1] * rows - 0.5 - top
+    distance = np.hypot(np.arange(inside.shape[0], dtype=np.float32)[:, None] - np.float32(y),
+                        np.arange(inside.shape[1], dtype=np.float32)[None] - np.float32(x))
+    gain = np.where(inside > 0, depth - np.float32(FOLLOW_PULL) * distance, -np.inf)
+    row, col = np.unravel_index(int(np.argmax(gain)), gain.shape)
+    return np.array([[(left + col + 0.5) / cols, (top + row + 0.5) / rows, 1.0]], np.float32)
+
+
 def logit(mask_prob: np.ndarray) -> np.ndarray:
     """Log-odds of (S,S) float32 probabilities, floored at PROBABILITY_FLOOR from 0 and 1."""
     floored = np.clip(mask_prob, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
@@ -164,6 +198,20 @@ class StreamState:
         self.last_camera: Camera | None = None  # the camera `fuse` used on the last frame
         self.reset()
 
+    @property
+    def point(self) -> np.ndarray | None:
+        """(1,3) the point prompt a click's target takes in the next frame, moved along with its object (step 5);
+        None: the click's own (first frame, nothing removed yet since the reset, or not a click)."""
+        return self._point
+
+    def follow(self, point: np.ndarray) -> None:
+        """After `record` on a frame that removed a click's target (`point`, the prompt it was found with): move
+        the point the next frame takes (step 5; with follow_clicks)."""
+        start = time.perf_counter()
+        if self.config.follow_clicks and self._removed is not None:
+            self._point = follow_point(point, *self._removed)
+        self.last_step_s += time.perf_counter() - start
+
     def reset(self) -> None:
         """Forget everything: the next frame is treated as the first (a new command, another camera)."""
         self.cuts, self.last_cut = 0, ""
@@ -177,6 +225,9 @@ class StreamState:
         self._filled: tuple[np.ndarray, tuple[int, int]] | None = None
         self._exclude: np.ndarray | None = None  # (side, side) uint8: the previous removed region, grown
         self._shape: tuple[int, ...] | None = None
+        # what the previous frame removed, (S, S) bool, and its bounding box; None when nothing
+        self._removed: tuple[np.ndarray, tuple[slice, slice]] | None = None
+        self._point: np.ndarray | None = None  # see `point`
         # this frame: graph mask, graph cleaned, mask_threshold, margin, camera motion (None: none carried)
         self._frame: tuple | None = None
         self._pending: tuple | None = None  # this frame's result: fill, removed region, fill weight, log-odds, held
@@ -299,6 +350,7 @@ class StreamState:
         side = self.config.motion_side
         self._evidence = logits.astype(np.float32, copy=False)
         box = _box(removed) if found else None
+        self._removed = None if box is None else (removed, box)
         if box is not None:
             rows, cols = box
             weight = (filled * removed[box])[None]  # what a next frame may carry: only what was published as fill

@@ -116,6 +116,9 @@ class TrainConfig(LossWeights):
     # data_weights[k] / sum(data_weights) (see `mixed_order`), so a few hundred examples of one's own are not
     # swamped by 20,000 synthetic ones. (): the folders' samples concatenated, each seen once an epoch.
     data_weights: tuple[float, ...] = ()
+    # The share of the expressions naming an object that train the point prompt instead: a click drawn inside the
+    # object, with CLICK_TEXT for the command (model/point.py). 0: text commands only.
+    click_fraction: float = 0.0
 
     def __post_init__(self):
         for name in ("betas", "data_weights"):
@@ -262,7 +265,7 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     return ddp, device
 
 
-def open_train_splits(data_dirs: list[Path], size: int, augment: bool) -> list[Dataset]:
+def open_train_splits(data_dirs: list[Path], size: int, augment: bool, click_fraction: float = 0.0) -> list[Dataset]:
     """Each folder's 'train' split; fails before any training on a folder that is missing, empty, malformed
     or has no training samples (RemovalDataset checks every ref and referenced file as it opens)."""
     from .data import RemovalDataset
@@ -270,7 +273,8 @@ def open_train_splits(data_dirs: list[Path], size: int, augment: bool) -> list[D
     for folder in data_dirs:
         if not folder.is_dir():
             raise FileNotFoundError(f"data folder {folder} does not exist")
-    return [RemovalDataset(folder, "train", size, augment=augment) for folder in data_dirs]
+    return [RemovalDataset(folder, "train", size, augment=augment, click_fraction=click_fraction)
+            for folder in data_dirs]
 
 
 @dataclass
@@ -302,7 +306,7 @@ def open_training_set(data: str | Path | list[str | Path], size: int, cfg: Train
     torchrun's WORLD_SIZE, so a batch that does not split fails before the process group starts."""
     data_dirs = data_folders(data)
     check_data_weights(cfg.data_weights, data_dirs)
-    splits = open_train_splits(data_dirs, size, augment=cfg.augment)
+    splits = open_train_splits(data_dirs, size, augment=cfg.augment, click_fraction=cfg.click_fraction)
     samples = SeededSamples(ConcatDataset(splits), cfg.seed)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
@@ -732,13 +736,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
             lr = schedule(step)
             weights = segmentation_only if step < cfg.seg_warmup_steps else cfg
             batch = next(batches)
-            image, target, mask = (batch[k].to(device, non_blocking=True) for k in ("image", "target", "mask"))
+            image, target, mask, point = (batch[k].to(device, non_blocking=True)
+                                          for k in ("image", "target", "mask", "point"))
             text = encode_texts(encoder, batch["text"], cfg.text_encoder_trainable).to(device)
 
             # Generator step: SAHM forward, eq. 14; D is a fixed critic here (no grads into it).
             disc.requires_grad_(False)
             with autocast:
-                out = model_ddp(image, text)
+                out = model_ddp(image, text, point)
                 g_loss, metrics = generator_loss(out, target, mask, disc, weights)
             metrics["grad_norm/generator"] = optimise(opt_g, g_loss, lr, cfg.grad_clip, g_lr_scales)
             disc.requires_grad_(True)

@@ -27,7 +27,7 @@ def nano_model_dir(tmp_path_factory):
     """A model directory holding a randomly initialised `nano` SAHM (weights + config in metadata).
 
     Random weights are enough for everything that is an invariant of the pipeline
-    (shapes, pixels outside the mask, backend parity, node behaviour).
+    (shapes, pixels outside the mask, backend parity, node behaviour); the point prompt's are random too.
     """
     import torch
 
@@ -38,6 +38,8 @@ def nano_model_dir(tmp_path_factory):
     torch.manual_seed(0)
     cfg = model_config("nano")
     model = build_model(cfg)
+    for param in model.backbone.point.parameters():  # it starts at zero: a click must change what this model does
+        torch.nn.init.normal_(param, std=0.5, generator=torch.Generator().manual_seed(1))
     out = tmp_path_factory.mktemp("nano_model")
     save_weights(out / "model.safetensors", model.state_dict(), cfg)
     return out

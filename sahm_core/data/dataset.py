@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sahm_core.click import CLICK_TEXT
 from sahm_core.data.layout import read_mask, read_refs, read_rgb
 from sahm_core.lexicon import LEFT_RIGHT_SWAPS
 
@@ -53,17 +54,33 @@ def crop_box(shape: tuple[int, int], mask: np.ndarray, scale: float,
     return y0, y0 + ch, x0, x0 + cw
 
 
+def click_inside(mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A click drawn uniformly from the pixels of mask (1,S,S) {0,1} (its rim included): (3,) = (x, y, 1), the pixel's
+    centre in fractions of the side (model/point.py)."""
+    size = mask.shape[-1]
+    inside = torch.nonzero(mask[0] > 0)  # (N,2) rows, cols
+    row, col = inside[int(torch.randint(len(inside), (), generator=generator))].tolist()
+    return torch.tensor([(col + 0.5) / size, (row + 0.5) / size, 1.0])
+
+
 class RemovalDataset(Dataset):
-    """Items: dict(image (3,S,S) f32 [0,1], target (3,S,S), mask (1,S,S) f32 {0,1}, text str, negative bool, id str).
+    """Items: dict(image (3,S,S) f32 [0,1], target (3,S,S), mask (1,S,S) f32 {0,1}, text str, point (3,) f32,
+    negative bool, id str).
+
+    With `click_fraction` > 0 that share of the expressions naming an object become clicks: the text is CLICK_TEXT and
+    the point a pixel drawn uniformly inside the (augmented, model-size) mask. Otherwise point is (0, 0, 0), no click.
 
     A default collate of a list of items works (text -> list[str]). Every referenced
     file is checked when the dataset opens; a bad refs.jsonl line names its line number.
     """
 
     def __init__(self, root: str | Path, split: str, size: int, augment: bool = False,
-                 crop_scale: tuple[float, float] = (0.8, 1.0)):
+                 crop_scale: tuple[float, float] = (0.8, 1.0), click_fraction: float = 0.0):
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
+        if not 0 <= click_fraction <= 1:
+            raise ValueError(f"click_fraction must be in [0, 1], got {click_fraction}")
+        self.click_fraction = click_fraction
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         self.root, self.split, self.size, self.augment, self.crop_scale = Path(root), split, size, augment, crop_scale
@@ -100,11 +117,18 @@ class RemovalDataset(Dataset):
             if rng.random() < 0.5:
                 image, target, mask = image[:, ::-1], target[:, ::-1], mask[:, ::-1]
                 text = mirror_text(text)
+        mask_tensor = self._mask_tensor(mask)
+        point = torch.zeros(3)
+        if self.click_fraction and mask_tensor.any():
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))  # torch's own seed
+            if torch.rand((), generator=generator) < self.click_fraction:
+                text, point = CLICK_TEXT, click_inside(mask_tensor, generator)
         return {
             "image": self._to_tensor(image),
             "target": self._to_tensor(target),
-            "mask": self._mask_tensor(mask),
+            "mask": mask_tensor,
             "text": text,
+            "point": point,
             "negative": bool(ref["negative"]),
             "id": ref["id"],
         }

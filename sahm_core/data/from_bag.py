@@ -17,7 +17,8 @@ sqlite3 or mcap, rosbag1; sensor_msgs Image rgb8 / bgr8 / rgba8 / bgra8 / mono8,
 3. Pairs: consecutive views of a bag whose difference is one connected blob of plausible size
    (`min_object_area`..`max_object_area`), with the rest of the frame agreeing (`max_stray_area`) and enough contrast
    to trust its outline (`min_contrast`). Small holes are filled (`max_hole_share`), large ones are background seen
-   through the object.
+   through the object, unless the view there differs from the empty one (`changed_hole_share`: a patch of the
+   object's pattern near the background's colour, which step 5 does not grow into).
 4. Which view holds the object: the one with the stronger edge along the blob's outline. The object's own border
    runs all along it in the view that holds it; in the empty view the background continues across it and only its
    texture edges cross. So the rule needs no timeline and serves placements (the later view holds it) and removals
@@ -105,6 +106,7 @@ class ExtractConfig:
     max_stray_area: float = 0.005  # changed share outside the object's blob that still counts as "the rest agrees"
     min_contrast: float = 20.0  # grey levels
     max_hole_share: float = 0.05  # holes in an object's mask up to this share of its area are filled
+    changed_hole_share: float = 0.5  # ... and larger ones where this share of the pixels differ from the empty view
     matte_k: float = 4.0  # a pixel can be object: residual over k robust sigmas ...
     matte_floor: float = 6.0  # ... and this many grey levels (views' medians, gain-matched)
     matte_core_px: int = 2  # the blob eroded by this much is object for sure
@@ -326,16 +328,23 @@ def _small(rgb: np.ndarray, cfg: ExtractConfig) -> np.ndarray:
     return cv2.GaussianBlur(small.astype(np.float32), (0, 0), cfg.motion_blur)
 
 
-def _fill_holes(mask: np.ndarray, max_share: float) -> np.ndarray:
-    """The mask with its holes filled, those up to `max_share` of the mask's area: a small hole is where the object
-    happens to match what it covers, a large one is background seen through the object (a ring)."""
+def _fill_holes(mask: np.ndarray, max_share: float, changed: np.ndarray | None = None,
+                min_changed: float = 1.0) -> np.ndarray:
+    """The mask with its holes filled: those up to `max_share` of the mask's area, and those where at least
+    `min_changed` of the pixels are `changed` (differ from the empty view). A small hole is where the object happens
+    to match what it covers; a large one is background seen through the object (a ring), unchanged, unless it did
+    change: then it is a part of the object (a patch of its pattern) too near the background's colour to be grown
+    into."""
     filled = np.zeros(mask.shape, np.uint8)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(filled, contours, -1, 1, cv2.FILLED)
     holes = filled.astype(bool) & ~mask
     count, labels, stats, _ = cv2.connectedComponentsWithStats(holes.astype(np.uint8), connectivity=4)
-    small = [k for k in range(1, count) if stats[k, cv2.CC_STAT_AREA] <= max_share * mask.sum()]
-    return mask | np.isin(labels, small)
+    share = np.zeros(count) if changed is None else \
+        np.bincount(labels[changed], minlength=count) / np.maximum(stats[:, cv2.CC_STAT_AREA], 1)
+    kept = [k for k in range(1, count)
+            if stats[k, cv2.CC_STAT_AREA] <= max_share * mask.sum() or share[k] >= min_changed]
+    return mask | np.isin(labels, kept)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -500,7 +509,7 @@ def _matte(holder: np.ndarray, empty: np.ndarray, blob: np.ndarray,
         if not grown.any():
             break
         decided |= grown
-    mask = _fill_holes(_largest_component(decided), cfg.max_hole_share)
+    mask = _fill_holes(_largest_component(decided), cfg.max_hole_share, weak, cfg.changed_hole_share)
     return mask, float((candidates & ~_grow(mask, 1)).sum() / max(1, mask.sum()))
 
 

@@ -1,10 +1,11 @@
 """Export SAHM's per-frame graph, and its fill graph, to ONNX.
 
 The per-frame graph is what runs every frame (docs/architecture.md, "Per-frame path"):
-inputs  image (1,3,S,S) f32 RGB in [0,1], tokens (1,T,C), valid (1,T), attribute (1,T), identity (1,T) f32;
+inputs  image (1,3,S,S) f32 RGB in [0,1], tokens (1,T,C), valid (1,T), attribute (1,T), identity (1,T) f32,
+        point (1,3) f32: a click (x, y, on), zeros for a spoken command (model/point.py);
 outputs cleaned (1,3,S,S) f32 RGB in [0,1], mask (1,1,S,S) f32 probabilities.
 The fill graph (`SAHM.fill`) fills a hole given from outside (a mask another node found, `~/erase_mask`):
-the same inputs and hole (1,1,S,S) f32 0/1; output cleaned (1,3,S,S).
+image and the text inputs, and hole (1,1,S,S) f32 0/1; output cleaned (1,3,S,S).
 The text encoder is in neither: it runs once per command. The per-frame graph's batch is dynamic, 1 to MAX_BATCH:
 one row per target, so several targets ("remove the cup", "and the bottle") run as one batch. Every other
 dimension is static (TensorRT builds its fastest plan for one shape; the runtime resizes frames to S), and so is
@@ -32,9 +33,10 @@ from .cache import file_sha256
 
 log = logging.getLogger(__name__)
 
-INPUT_NAMES = ("image", "tokens", "valid", "attribute", "identity")
+TEXT_NAMES = ("tokens", "valid", "attribute", "identity")  # a command's TextFeatures
+INPUT_NAMES = ("image", *TEXT_NAMES, "point")
 OUTPUT_NAMES = ("cleaned", "mask")
-FILL_INPUT_NAMES = (*INPUT_NAMES, "hole")
+FILL_INPUT_NAMES = ("image", *TEXT_NAMES, "hole")
 FILL_OUTPUT_NAMES = ("cleaned",)
 GRAPH_KEY = "sahm_graph"  # which graph a file holds: a name of GRAPHS
 WEIGHTS_SHA_KEY = "sahm_weights_sha256"
@@ -51,10 +53,10 @@ class PerFrameGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image, tokens, valid, attribute, identity):
-        """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T)
+    def forward(self, image, tokens, valid, attribute, identity, point):
+        """image (B,3,S,S), tokens (B,T,C), valid/attribute/identity (B,T), point (B,3)
         -> cleaned (B,3,S,S), mask (B,1,S,S) in [0,1]."""
-        cleaned, mask_logits = self.model.per_frame(image, TextFeatures(tokens, valid, attribute, identity))
+        cleaned, mask_logits = self.model.per_frame(image, TextFeatures(tokens, valid, attribute, identity), point)
         return cleaned, torch.sigmoid(mask_logits)
 
 
@@ -92,7 +94,8 @@ def example_hole(cfg: ModelConfig) -> torch.Tensor:
 
 
 def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """A deterministic input set with the graph's shapes: some valid tokens, one attribute and one identity token."""
+    """A deterministic input set of the per-frame graph (INPUT_NAMES): some valid tokens, one attribute and one identity
+    token, and a click somewhere."""
     gen = torch.Generator().manual_seed(seed)
     size, length = cfg.image_size, cfg.text_len
     image = torch.rand(1, 3, size, size, generator=gen)
@@ -103,7 +106,8 @@ def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
     attribute[:, min(2, length - 1)] = 1.0
     identity = torch.zeros(1, length)
     identity[:, min(3, length - 1)] = 1.0
-    return image, tokens, valid, attribute, identity
+    point = torch.cat([torch.rand(1, 2, generator=gen), torch.ones(1, 1)], dim=1)
+    return image, tokens, valid, attribute, identity, point
 
 
 def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = DEFAULT_OPSET,
@@ -116,7 +120,8 @@ def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int
     spec = GRAPHS[graph]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    inputs = example_inputs(cfg) + ((example_hole(cfg),) if graph == "fill" else ())
+    examples = dict(zip(INPUT_NAMES, example_inputs(cfg)), hole=example_hole(cfg))
+    inputs = tuple(examples[name] for name in spec.inputs)
     dynamic_shapes = None
     if spec.batched:
         # torch.export specialises a size-1 dimension, so the example batch is 2

@@ -15,6 +15,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..text_features import TextFeatures
 from .attention import SyntaxAwareAttention
+from .point import PointPrompt
 
 
 def stage_dims(cfg: ModelConfig) -> list[int]:
@@ -51,11 +52,13 @@ class LanguageFusion(nn.Module):
         self.attention = SyntaxAwareAttention(dim, cfg.text_dim, cfg.attention_temperature)
         self.gate = LanguageGate(dim) if feeds_next_stage else None
 
-    def forward(self, visual: torch.Tensor, text: TextFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        """visual (B,H,W,C) -> (next stage input (B,H,W,C), multimodal map P (B,C,H,W))"""
+    def forward(self, visual: torch.Tensor, text: TextFeatures,
+                prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """visual (B,H,W,C), the point prompt's share of P (B,H,W,C) -> (next stage input (B,H,W,C), multimodal
+        map P (B,C,H,W))"""
         batch, height, width, dim = visual.shape
         tokens = visual.reshape(batch, height * width, dim)  # (B,N,C)
-        fused = self.attention(tokens, text).reshape(batch, height, width, dim)  # (B,H,W,C)
+        fused = self.attention(tokens, text).reshape(batch, height, width, dim) + prompt  # (B,H,W,C)
         if self.gate is not None:  # structure, fixed at build time; not a branch on tensor values
             visual = visual + self.gate(fused) * fused
         return visual, fused.permute(0, 3, 1, 2)
@@ -87,12 +90,14 @@ class SwinBackbone(nn.Module):
         self.stages = swin.layers
         dims = stage_dims(cfg)
         self.fusions = nn.ModuleList(LanguageFusion(dim, cfg, i < len(dims) - 1) for i, dim in enumerate(dims))
+        self.point = PointPrompt(cfg, dims, stage_sizes(cfg))
 
-    def forward(self, image: torch.Tensor, text: TextFeatures) -> list[torch.Tensor]:
-        """normalised image (B,3,S,S) -> multimodal maps P_i (B, C*2**i, S/(p*2**i), S/(p*2**i)), fine -> coarse"""
-        visual = self.patch_embed(image)  # (B,S/p,S/p,C) channel-last
+    def forward(self, image: torch.Tensor, text: TextFeatures, point: torch.Tensor) -> list[torch.Tensor]:
+        """normalised image (B,3,S,S), point (B,3) -> multimodal maps P_i (B, C*2**i, S/(p*2**i), S/(p*2**i)),
+        fine -> coarse"""
+        visual = self.patch_embed(image) + self.point.at_patches(point)  # (B,S/p,S/p,C) channel-last
         maps = []
-        for stage, fusion in zip(self.stages, self.fusions):
-            visual, fused = fusion(stage(visual), text)
+        for index, (stage, fusion) in enumerate(zip(self.stages, self.fusions)):
+            visual, fused = fusion(stage(visual), text, self.point.at_stage(point, index))
             maps.append(fused)
         return maps

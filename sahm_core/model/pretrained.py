@@ -31,6 +31,7 @@ from .backbone import stage_dims
 from .sahm import SAHM
 
 BLOCK_KEY = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.")
+NOT_SWIN = ("fusions.", "point.")  # our backbone's modules that no Swin checkpoint holds
 UNUSED_PREFIXES = ("head.", "norm.")  # timm's classifier and its final norm: SAHM reads the stages, not the pooled
 
 
@@ -43,7 +44,7 @@ class BackboneLoad:
     missing: list[str]  # Swin tensors of our backbone the checkpoint does not hold: left at their random init
     unexpected: list[str]  # checkpoint tensors with no place in our backbone (timm names)
     dropped: list[str]  # timm's head and final norm (timm names)
-    fusion: list[str]  # the language fusions: not part of a Swin checkpoint, left at init (gates closed)
+    fusion: list[str]  # the language fusions and the point prompt: not in a Swin checkpoint, left at init (closed)
     resampled: list[str]  # patch embedding resampled by timm to our patch size
 
     def __str__(self) -> str:
@@ -56,7 +57,7 @@ class BackboneLoad:
             f"  missing     {len(self.missing):5d}{names(self.missing)}",
             f"  unexpected  {len(self.unexpected):5d}{names(self.unexpected)}",
             f"  dropped     {len(self.dropped):5d} (classifier head and final norm){names(self.dropped)}",
-            f"  not in Swin {len(self.fusion):5d} (language fusion, left at init)",
+            f"  not in Swin {len(self.fusion):5d} (language fusion and point prompt, left at init)",
         ]
         if self.resampled:
             rows.append(f"  resampled to this patch size: {', '.join(self.resampled)}")
@@ -161,10 +162,10 @@ def load_backbone_weights(model: SAHM, path: str | Path) -> BackboneLoad:
     return BackboneLoad(
         source=path,
         loaded=[f"backbone.{k}" for k in mapped],
-        missing=[f"backbone.{k}" for k in ours if k not in mapped and not k.startswith("fusions.")],
+        missing=[f"backbone.{k}" for k in ours if k not in mapped and not k.startswith(NOT_SWIN)],
         unexpected=unexpected,
         dropped=dropped,
-        fusion=[f"backbone.{k}" for k in ours if k.startswith("fusions.")],
+        fusion=[f"backbone.{k}" for k in ours if k.startswith(NOT_SWIN)],
         resampled=resampled,
     )
 

@@ -16,6 +16,7 @@ from ..config import ModelConfig
 from ..text_features import TextFeatures
 from .backbone import SwinBackbone, stage_dims, stage_sizes
 from .decoder import HybridMappingDecoder
+from .point import no_point
 from .presence import PresenceHead, gate_mask
 from .pull_push import background_prior, grow_mask
 
@@ -71,21 +72,23 @@ class SAHM(nn.Module):
         """The removal margin in pixels of a scale `side` px wide: the config's at full resolution, 0 on coarse maps."""
         return self.config.removal_margin * side // self.config.image_size
 
-    def forward(self, image: torch.Tensor, text: TextFeatures) -> SAHMOutput:
-        """image (B,3,S,S) RGB in [0,1]; text tokens (B,T,C_L), valid/attribute/identity (B,T).
+    def forward(self, image: torch.Tensor, text: TextFeatures, point: torch.Tensor | None = None) -> SAHMOutput:
+        """image (B,3,S,S) RGB in [0,1]; text tokens (B,T,C_L), valid/attribute/identity (B,T); point (B,3) a click
+        (x, y, on) or None for none (model/point.py).
 
         Returns SAHMOutput: image (B,3,S,S), mask_logits (B,1,S,S); scale_masks (B,1,h,w) and
         scale_images (B,3,h,w) for h = S/(patch*2**(stages-1)), ..., S/patch, S.
         """
-        masks, rgbs, presence = self.predict(image, text)
+        masks, rgbs, presence = self.predict(image, text, point)
         images = [self.blend_scale(image, mask, rgb) for mask, rgb in zip(masks, rgbs)]
         return SAHMOutput(image=images[-1], mask_logits=masks[-1], scale_masks=masks, scale_images=images,
                           presence_logit=presence)
 
-    def per_frame(self, image: torch.Tensor, text: TextFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+    def per_frame(self, image: torch.Tensor, text: TextFeatures,
+                  point: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-frame path: forward's image (B,3,S,S) and mask_logits (B,1,S,S), without blending the coarse
         scales, which exist for deep supervision (their background priors cost nano 9 of 60 ms on 2 CPU threads)."""
-        masks, rgbs, _ = self.predict(image, text)
+        masks, rgbs, _ = self.predict(image, text, point)
         return self.blend_scale(image, masks[-1], rgbs[-1]), masks[-1]
 
     def fill(self, image: torch.Tensor, text: TextFeatures, hole: torch.Tensor) -> torch.Tensor:
@@ -97,15 +100,18 @@ class SAHM(nn.Module):
         helps it. Serves a mask another node found and the union of several targets' masks.
         """
         normalised = (image - self.mean) / self.std
-        _, rgbs = self.decoder(self.backbone(normalised, text), normalised, hole)
+        maps = self.backbone(normalised, text, no_point(image.shape[0], image.device))
+        _, rgbs = self.decoder(maps, normalised, hole)
         return blend(image, hole, rgbs[-1], self.margin_at(image.shape[-1]), self.config.prior_sweeps)
 
-    def predict(self, image: torch.Tensor,
-                text: TextFeatures) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    def predict(self, image: torch.Tensor, text: TextFeatures,
+                point: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Per scale, coarse -> fine: presence-gated mask logits (B,1,h,w) and RGB logits (B,3,h,w);
         presence (B,1,1,1)."""
         normalised = (image - self.mean) / self.std
-        maps = self.backbone(normalised, text)  # P_i (B, C*2**i, S/(p*2**i), ...)
+        if point is None:  # structure: a caller without clicks, not a branch on tensor values
+            point = no_point(image.shape[0], image.device)
+        maps = self.backbone(normalised, text, point)  # P_i (B, C*2**i, S/(p*2**i), ...)
         masks, rgbs = self.decoder(maps, normalised)
         presence = self.presence(maps[-1])  # (B,1,1,1)
         return [gate_mask(mask, presence) for mask in masks], rgbs, presence

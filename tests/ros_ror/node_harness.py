@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import rclpy
+from geometry_msgs.msg import PointStamped
 from rclpy.context import Context
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -60,6 +61,7 @@ class Harness:
         )
         self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
         self.erase_pub = self.tester.create_publisher(Image, f"/{NODE_NAME}/erase_mask", deep)
+        self.click_pub = self.tester.create_publisher(PointStamped, f"/{NODE_NAME}/click", deep)
         self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}, "candidate_mask": {},
                                           "candidate_overlay": {}}
         self.lock = threading.Lock()
@@ -81,7 +83,7 @@ class Harness:
         if self.node.get_parameter("autostart").value:
             assert self.node.autostarted.wait(timeout=600), "autostart never finished"
         wait_for(lambda: self.image_pub.get_subscription_count() > 0 and self.command_pub.get_subscription_count() > 0
-                 and self.erase_pub.get_subscription_count() > 0
+                 and self.erase_pub.get_subscription_count() > 0 and self.click_pub.get_subscription_count() > 0
                  and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0
                          for t in (cleaned_topic, "mask", "result")))
         self.sent = 0
@@ -98,6 +100,13 @@ class Harness:
 
         self.command_pub.publish(String(data=text))
         wait_for(lambda: self.diagnostics()["command"] == expect_active)
+
+    def click(self, u: float, v: float, stamp: tuple[int, int] = (0, 0)) -> None:
+        """Publish a click on pixel (u, v), as rqt_image_view does (unstamped unless `stamp` is given)."""
+        msg = PointStamped()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        msg.point.x, msg.point.y = float(u), float(v)
+        self.click_pub.publish(msg)
 
     def confirm(self, keep: bool):
         """Call ~/confirm (the node is in this process: no discovery race) and return its response."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,18 @@ def test_params_file_loads_with_pip_only_ros(node_process, nano_model_dir):
     finally:
         probe.close()
     assert node_process.poll() is None  # still running after start-up (autostart loads the model)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_it_cleanly(node_process, signum):
+    """Ctrl-C, or `ros2 launch` / systemd stopping the robot: exit status 0 after the model is unloaded."""
+    probe = Probe("stop_checker")
+    try:
+        wait_for(lambda: probe.lifecycle_state() == "active", 120)
+    finally:
+        probe.close()
+    assert node_process.poll() is None, f"node exited: {node_process.stdout.read()}"
+    node_process.send_signal(signum)
+    output, _ = node_process.communicate(timeout=30)
+    assert node_process.returncode == 0, output
+    assert "Traceback" not in output and "Fatal Python error" not in output, output

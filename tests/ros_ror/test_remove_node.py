@@ -368,5 +368,40 @@ def test_confirm_targets_shows_a_candidate_until_confirmed_and_retries_a_discard
         harness.command("stop", expect_active="")
 
 
+def test_a_click_removes_the_object_under_it_and_a_stale_or_outside_click_is_warned_about(harness, scene,
+                                                                                          reference_remover):
+    from sahm_core.click import pixel_click
+
+    harness.command("stop", expect_active="")
+    rgb = scene(seed=9)
+    height, width = rgb.shape[:2]
+    harness.exchange(image_msg(rgb, "rgb8"))  # the newest frame: where an unstamped click lands
+    click = pixel_click(20, 30, width, height)
+    harness.click(20, 30)
+    wait_for(lambda: harness.diagnostics()["command"] == click)
+    cleaned, mask, result = harness.exchange(image_msg(rgb, "rgb8"))
+
+    reference_remover.set_commands([click])
+    reference = reference_remover.remove(rgb)
+    reference_remover.set_commands([COMMAND])
+    assert not np.array_equal(reference.mask, reference_remover.remove(rgb).mask)  # the click is its own prompt
+    np.testing.assert_array_equal(pixels_of(mask)[:, :, 0], reference.mask)
+    np.testing.assert_array_equal(pixels_of(cleaned), reference.image)
+    (target,) = result_dict(result)["targets"]
+    assert (target["text"], target["source"], target["found"]) == (click, "click", reference.found)
+    assert harness.node._clickable is True  # the fixture's prompt is random, not zero: no "click_untrained" warning
+
+    dropped = lambda reason: int(harness.diagnostics().get(f"dropped_click_{reason}", 0))  # noqa: E731
+    before = {r: dropped(r) for r in ("stale", "outside")}
+    newest_sec = harness.next_stamp()[0] - 1
+    harness.click(5, 5, stamp=(newest_sec - 10, 0))  # 10 s before the newest frame
+    harness.click(width, 5)  # one column past the frame
+    harness.click(float("nan"), 5)
+    wait_for(lambda: {r: dropped(r) - before[r] for r in before} == {"stale": 1, "outside": 2}, 10)
+    harness.click(3, 4, stamp=(newest_sec, 0))  # stamped with the newest frame: a second target beside the first
+    wait_for(lambda: harness.diagnostics()["command"] == f"{click}; {pixel_click(3, 4, width, height)}")
+    harness.command("stop", expect_active="")
+
+
 def _stamp(msg) -> tuple[int, int]:
     return msg.header.stamp.sec, msg.header.stamp.nanosec

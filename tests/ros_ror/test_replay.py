@@ -340,3 +340,55 @@ def test_replay_erases_recorded_masks_from_their_frames(tmp_path, scene, replay_
     with pytest.raises(ReplayError, match="erase mask topic '/nowhere'"):
         replay(tmp_path / "in", tmp_path / "out2", IMAGE, COMMAND, replay_remover, progress=False,
                erase_mask_topic="/nowhere")
+
+
+def test_replay_adds_recorded_clicks_on_the_newest_frame(tmp_path, scene, replay_remover, reference_remover):
+    """rqt_image_view's clicks recorded beside the camera: each becomes a target from the frame after it, placed on
+    the newest frame before it, as ~/click does; one before any frame, a stale one and one outside are dropped."""
+    from ros_ror.replay import replay_typestore
+    from sahm_core.click import pixel_click
+
+    PointStamped, Point, Header, Time = (TYPES.types[t] for t in ("geometry_msgs/msg/PointStamped",
+                                                                  "geometry_msgs/msg/Point", "std_msgs/msg/Header",
+                                                                  "builtin_interfaces/msg/Time"))
+    frames = [scene(seed=20 + i) for i in range(5)]
+    height, width = frames[0].shape[:2]
+
+    def click_msg(u, v, sec=0):
+        return PointStamped(header=Header(stamp=Time(sec=sec, nanosec=0), frame_id=""), point=Point(x=u, y=v, z=0.0))
+
+    clicks = {0: click_msg(5, 5),  # before frame 0: no frame to place it in
+              2: click_msg(20, 30),  # unstamped, as rqt sends: frame 1's; a target from frame 2 on
+              3: click_msg(5, 5, sec=50 + 2 - 10),  # stamped 10 s before frame 2
+              4: click_msg(width, 5)}  # one column past the frame
+    with Writer(tmp_path / "in", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        images = writer.add_connection(IMAGE, "sensor_msgs/msg/Image", typestore=TYPES)
+        writer.add_connection(COMMAND, "std_msgs/msg/String", typestore=TYPES)  # nothing said
+        pointer = writer.add_connection(IMAGE + "_mouse_left", "geometry_msgs/msg/PointStamped", typestore=TYPES)
+        for i, rgb in enumerate(frames):
+            if i in clicks:  # clicked just before frame i is handled, after frame i - 1
+                writer.write(pointer, FRAME_TIMES[i] - 1,
+                             TYPES.serialize_cdr(clicks[i], "geometry_msgs/msg/PointStamped"))
+            writer.write(images, FRAME_TIMES[i], TYPES.serialize_cdr(image(rgb, i), "sensor_msgs/msg/Image"))
+    summary = replay(tmp_path / "in", tmp_path / "out", IMAGE, COMMAND, replay_remover, progress=False,
+                     click_topic=IMAGE + "_mouse_left")
+    assert (summary.frames, summary.clicks, summary.passed_through) == (5, 1, 2)
+    assert dict(summary.dropped_clicks) == {"click_no_frame": 1, "click_stale": 1, "click_outside": 1}
+    assert "clicks            1, dropped: 1 click_no_frame, 1 click_outside, 1 click_stale" in str(summary)
+    out = read_bag(tmp_path / "out", replay_typestore())
+    cleaned = [rgb_of(m) for _, m in out["/ros_ror_remove/cleaned/image"]]
+    written_masks = [m.data.reshape(m.height, m.width) for _, m in out["/ros_ror_remove/mask"]]
+    click = pixel_click(20, 30, width, height)
+    reference_remover.set_commands([click])
+    for i in (2, 3, 4):
+        expected = reference_remover.remove(frames[i])
+        np.testing.assert_array_equal(written_masks[i], expected.mask)
+        np.testing.assert_array_equal(cleaned[i], expected.image)
+        result = out["/ros_ror_remove/result"][i][1]
+        assert [(t.text, t.source) for t in result.targets] == [(click, "click")]
+    for i in (0, 1):
+        assert not written_masks[i].any() and np.array_equal(cleaned[i], frames[i])
+    reference_remover.clear_command()
+    with pytest.raises(ReplayError, match="click topic '/nowhere'"):
+        replay(tmp_path / "in", tmp_path / "out2", IMAGE, COMMAND, replay_remover, progress=False,
+               click_topic="/nowhere")

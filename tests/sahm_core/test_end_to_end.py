@@ -30,6 +30,7 @@ from sahm_core.evaluate import METHODS
 from sahm_core.export.cache import file_sha256
 from sahm_core.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, WEIGHTS_SHA_KEY, PerFrameGraph
 from sahm_core.model import build_model
+from sahm_core.model.point import no_point
 from sahm_core.runtime import to_model_input
 from sahm_core.text import shared_encoder
 
@@ -111,7 +112,7 @@ def test_comcoco_to_onnx_runtime_through_the_cli(tmp_path):
     model, cfg = load_model(run)
     ref = next(r for r in test_refs if not r["negative"])
     image = torch.from_numpy(to_model_input(read_rgb(data / ref["image"]), cfg.image_size))
-    inputs = (image, *shared_encoder(cfg, "cpu").encode(ref["text"]))
+    inputs = (image, *shared_encoder(cfg, "cpu").encode(ref["text"]), no_point(1))
     with torch.no_grad():
         cleaned_ref, mask_ref = PerFrameGraph(model)(*inputs)
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])

@@ -8,8 +8,9 @@ import json
 import numpy as np
 
 from sahm_core.cli import main as sahm_main
-from sahm_core.data.video import ClipConfig, make_video_dataset, read_clip_rows
-from sahm_core.eval_video import MODES, compensated_change, compensated_mask_iou
+from sahm_core.click import parse_click
+from sahm_core.data.video import ClipConfig, make_video_dataset, read_clip, read_clip_rows
+from sahm_core.eval_video import MODES, clip_click, compensated_change, compensated_mask_iou
 
 
 def _translation(dx: float, dy: float) -> np.ndarray:
@@ -63,3 +64,20 @@ def test_eval_video_end_to_end(tmp_path, nano_model_dir, capsys):
     assert sahm_main(["eval-video", "--checkpoint", str(nano_model_dir), "--data", str(tmp_path), "--out",
                       str(out)]) == 1
     assert "not a video dataset" in capsys.readouterr().err
+
+
+def test_eval_video_names_each_object_by_a_click_inside_it(tmp_path, nano_model_dir, capsys):
+    data, out = tmp_path / "clips", tmp_path / "eval"
+    make_video_dataset(data, 2, seed=4, cfg=ClipConfig(size=64, frames=(5, 6), command_at=(0.2, 0.3)))
+    assert sahm_main(["eval-video", "--checkpoint", str(nano_model_dir), "--data", str(data), "--out", str(out),
+                      "--backend", "torch", "--min-score", "0", "--min-mask-area", "0", "--clicks",
+                      "--seed", "5"]) == 0
+    assert "named by click (seed 5)" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["prompt"] == "click (seed 5)"
+    for index, (row, per_frame, stream) in enumerate(zip(read_clip_rows(data), *metrics["per_clip"].values())):
+        clip = read_clip(data, row)
+        assert per_frame["command"] == stream["command"] == clip_click(clip, np.random.default_rng([5, index]))
+        x, y = parse_click(per_frame["command"])
+        mask = clip.frames[clip.command_frame].mask
+        assert mask[int(y * mask.shape[0]), int(x * mask.shape[1])] > 0  # the clicked pixel is the object's

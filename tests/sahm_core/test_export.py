@@ -48,7 +48,7 @@ def test_export_passes_checker_with_the_contract_io(nano):
     assert [i.name for i in model.graph.input] == list(INPUT_NAMES)
     assert [o.name for o in model.graph.output] == list(OUTPUT_NAMES)
     s, t, c = cfg.image_size, cfg.text_len, cfg.text_dim
-    expected = {"image": [3, s, s], "tokens": [t, c], "valid": [t], "attribute": [t], "identity": [t],
+    expected = {"image": [3, s, s], "tokens": [t, c], "valid": [t], "attribute": [t], "identity": [t], "point": [3],
                 "cleaned": [3, s, s], "mask": [1, s, s]}
     batch = set()
     for value in list(model.graph.input) + list(model.graph.output):
@@ -169,7 +169,8 @@ def test_fill_graph_exports_with_its_contract_and_matches_torch(nano):
     s = cfg.image_size
     hole = torch.zeros(1, 1, s, s)
     hole[..., 20:70, 30:200] = 1.0  # not the export's example hole
-    inputs = (*example_inputs(cfg, seed=2), hole)
+    examples = dict(zip(INPUT_NAMES, example_inputs(cfg, seed=2)), hole=hole)
+    inputs = tuple(examples[name] for name in FILL_INPUT_NAMES)
     with torch.no_grad():
         reference = FillGraph(model)(*inputs)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -32,6 +32,7 @@ from sahm_core.gpu_check import (
     render_markdown,
 )
 from sahm_core.model import build_model
+from sahm_core.model.point import no_point
 from sahm_core.runtime import exported_onnx, to_model_input
 from sahm_core.text import CommandEncoder
 
@@ -84,8 +85,8 @@ def test_cpu_parity_figures_match_an_independent_computation(cpu_run, nano_model
     for row in rows:
         text = CommandEncoder.for_config(cfg).encode(row["command"])
         with torch.no_grad():
-            cleaned_ref, mask_ref = PerFrameGraph(model.eval())(image, *text)
-        cleaned, mask = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, (image, *text))})
+            cleaned_ref, mask_ref = PerFrameGraph(model.eval())(image, *text, no_point(1))
+        cleaned, mask = session.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, (image, *text, no_point(1)))})
         diff_cleaned = float(np.abs(cleaned - cleaned_ref.numpy()).max())
         diff_mask = float(np.abs(mask - mask_ref.numpy()).max())
         flips = float(np.mean((mask > 0.5) != (mask_ref.numpy() > 0.5)))

@@ -16,7 +16,7 @@ from sahm_core.info import ALBERT_BASE_V2, call_gflops, encoder_parameters
 from sahm_core.model import build_model
 from sahm_core.model.filling import FillingMapping
 
-PARTS = ["backbone", "language fusion", "heads", "decoder/segmentation", "decoder/filling"]
+PARTS = ["backbone", "language fusion", "point prompt", "heads", "decoder/segmentation", "decoder/filling"]
 DECODER = ["heads", "decoder/segmentation", "decoder/filling"]
 
 
@@ -79,7 +79,8 @@ def test_sahm_info_tables_add_up(info_text):
         assert set(PARTS) <= set(table), name
         assert sum(table[p][0] for p in PARTS) == table["generator total"][0]
         assert table["discriminator"][0] > 0
-        assert all(table[p][1] > 0 for p in PARTS), name  # every part does work
+        # every part does work; the point prompt's (a few 2 -> C projections, ~1e-4 GFLOPs) rounds to 0.000
+        assert all(table[p][1] > 0 for p in PARTS if p != "point prompt"), name
         # the parts are disjoint; the total also counts the normalisation and blending outside every part
         assert sum(table[p][1] for p in PARTS) <= table["generator total"][1] + 1e-3
         assert all(gmacs == pytest.approx(gflops / 2, abs=1e-3) for _, gflops, gmacs in table.values())

@@ -59,7 +59,8 @@ def trained_step():
     torch.manual_seed(0)
     model = build_model(NANO).train()
     nudge_off_zero(model)
-    out = model(make_image(2), make_text(2))
+    clicks = torch.tensor([[0.3, 0.4, 1.0], [0.6, 0.2, 1.0]])  # so the point prompt gets its gradient too
+    out = model(make_image(2), make_text(2), clicks)
     # every scale of both outputs feeds the loss, as deep supervision does
     loss = sum(m.mean() for m in out.scale_masks) + sum((i - 0.5).square().mean() for i in out.scale_images)
     loss.backward()

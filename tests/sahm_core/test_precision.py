@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from sahm_core.checkpoint import load_weights
+from sahm_core.checkpoint import load_model
 from sahm_core.config import model_config
 from sahm_core.export.onnx_export import PerFrameGraph, example_inputs
-from sahm_core.model import build_model
 from sahm_core.model.alignment import DeformableConv2d
 from sahm_core.model.attention import masked_softmax
 from sahm_core.model.backbone import stage_sizes
 from sahm_core.model.numerics import EPS, l2_normalize
+from sahm_core.model.point import no_point
 from sahm_core.model.pull_push import background_prior
 from sahm_core.text import shared_encoder
 
@@ -174,10 +174,8 @@ def test_background_prior_with_nothing_visible_is_finite_in_gpu_fp16():
 
 @pytest.fixture(scope="module")
 def bundled_nano():
-    state, cfg = load_weights(BUNDLED_NANO)
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    return model.eval(), cfg
+    model, cfg = load_model(BUNDLED_NANO)  # the loader that gives weights from before the point prompt its zeros
+    return model, cfg
 
 
 def test_per_frame_graph_in_gpu_fp16_is_finite_for_a_command_without_attribute_words(bundled_nano):
@@ -189,10 +187,10 @@ def test_per_frame_graph_in_gpu_fp16_is_finite_for_a_command_without_attribute_w
     assert text.attribute.sum() == 0 and text.identity.sum() > 0  # the case under test: no attribute word
     image = example_inputs(cfg)[0]
     with torch.no_grad():
-        cleaned, mask = PerFrameGraph(model)(image, *text)
+        cleaned, mask = PerFrameGraph(model)(image, *text, no_point(1))
         half = PerFrameGraph(model.half()).eval()
         with GpuFp16():
-            cleaned16, mask16 = half(image.half(), *(t.half() for t in text))
+            cleaned16, mask16 = half(image.half(), *(t.half() for t in text), no_point(1).half())
     model.float()
     assert torch.isfinite(cleaned16).all() and torch.isfinite(mask16).all()
     assert (cleaned16.float() - cleaned).abs().max() < 0.05

@@ -30,6 +30,7 @@ from sahm_core.checkpoint import (
 from sahm_core.config import ModelConfig, model_config
 from sahm_core.data.synthetic import make_dataset
 from sahm_core.model import PatchDiscriminator, build_model
+from sahm_core.model.point import no_point
 from sahm_core.model.pretrained import load_backbone_weights
 from sahm_core.text_features import TextFeatures
 from sahm_core.train import TrainConfig, learning_rate, train
@@ -57,7 +58,7 @@ def stage_outputs(model, image: torch.Tensor) -> list[torch.Tensor]:
              for stage in model.backbone.stages]
     try:
         with torch.no_grad():
-            model.backbone(image, random_text(image.shape[0], model.config))
+            model.backbone(image, random_text(image.shape[0], model.config), no_point(image.shape[0]))
     finally:
         for hook in hooks:
             hook.remove()
@@ -94,7 +95,7 @@ def test_timm_swinv2_tiny_checkpoint_gives_timms_stage_outputs(swinv2_tiny):
     timm_names = {k.replace("layers.", "stages.", 1) for k in reference.state_dict() if not k.startswith(("head.",
                                                                                                        "norm."))}
     assert {k.removeprefix("backbone.") for k in loaded.loaded} == timm_names
-    assert loaded.fusion and all(k.startswith("backbone.fusions.") for k in loaded.fusion)
+    assert loaded.fusion and all(k.startswith(("backbone.fusions.", "backbone.point.")) for k in loaded.fusion)
     table = str(loaded)
     assert f"loaded      {len(timm_names):5d}" in table and "missing         0" in table and "head.fc.weight" in table
 

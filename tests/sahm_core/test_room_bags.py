@@ -333,6 +333,30 @@ def test_bright_thin_ring_is_not_widened_by_its_rim():
     assert not (pair.mask & ~truth).any() or (pair.mask & ~truth).sum() < 0.02 * truth.sum()
 
 
+@pytest.mark.parametrize("changed_hole_share", [0.5, 1.01], ids=["changed holes filled", "size rule alone"])
+def test_a_patch_of_the_object_near_the_floor_colour_is_not_a_hole(changed_hole_share):
+    """A red square with a large patch of its pattern (12 % of it) 10 grey levels off the floor: the patch differs
+    from the empty view, but is nearer the floor's colour than the square's, so the mask grows around it. Too large
+    for the small-hole rule, it is filled because it changed; a ring's hole, which shows the floor unchanged, stays
+    open (test_bright_thin_ring_is_not_widened_by_its_rim)."""
+    from sahm_core.data.from_bag import ExtractConfig, _pair
+
+    floor = np.array((100, 90, 80), np.float32)
+    background = np.broadcast_to(floor, (96, 96, 3)).copy()
+    alpha = _alpha(lambda big, k: cv2.rectangle(big, (28 * k, 28 * k), (68 * k, 68 * k), 255, cv2.FILLED))
+    empty, holding = _views(background, (200, 60, 60), alpha)
+    patched = holding.image.astype(np.float32)
+    patched[41:55, 41:55] = floor + 10 + np.random.default_rng(2).normal(0, 1.0, (14, 14, 3))
+    holding.image = np.clip(patched + 0.5, 0, 255).astype(np.uint8)
+    pair = _pair(empty, holding, ExtractConfig(changed_hole_share=changed_hole_share))
+    truth = alpha >= 0.5
+    assert not isinstance(pair, str), pair
+    if changed_hole_share <= 1:
+        assert _iou(pair.mask, truth) > 0.97
+    else:  # the size rule alone leaves the patch out: what the changed-hole rule is for
+        assert _iou(pair.mask, truth) < 0.9
+
+
 def _placed(background: np.ndarray, holding: np.ndarray):
     """The views of `_views` for a holding view painted by hand."""
     empty, holder = _views(background, (0, 0, 0), np.zeros(background.shape[:2], np.float32))

@@ -21,9 +21,11 @@ from sahm_core import runtime
 from sahm_core.bench import _rss_mb
 from sahm_core.checkpoint import CONFIG_KEY, CheckpointError, load_model, load_weights, save_weights
 from sahm_core.cli import main as sahm_main
+from sahm_core.click import CLICK_TEXT, parse_click, pixel_click
 from sahm_core.export.onnx_export import VERSION_KEY, PerFrameGraph, example_inputs, onnx_metadata
 from sahm_core.export.tensorrt_engine import tensorrt_available
 from sahm_core.found import FoundRule, rule_from_args
+from sahm_core.model.point import no_point
 from sahm_core.runtime import (
     BackendUnavailable,
     Candidate,
@@ -64,7 +66,7 @@ def median_probability(nano_model_dir):
 
     def median(frame):
         with torch.no_grad():
-            _, mask = graph(torch.from_numpy(to_model_input(frame, cfg.image_size)), *text)
+            _, mask = graph(torch.from_numpy(to_model_input(frame, cfg.image_size)), *text, no_point(1))
         return float(mask.median())
 
     return median
@@ -513,7 +515,7 @@ def test_torch_low_precision_runs_under_autocast_and_stays_near_fp32(nano_model_
     really on, yet stay close; the reference is the fp32 run of the same weights."""
     cfg = load_weights(nano_model_dir / "model.safetensors")[1]
     image, *text = (t.numpy() for t in example_inputs(cfg))
-    text = dict(zip(runtime.TEXT_NAMES, text))
+    text = dict(zip(runtime.PROMPT_NAMES, text))
     files = runtime.resolve_model(nano_model_dir)
     full = runtime.load_backend(files, "torch", "cpu")
     half = runtime.load_backend(files, "torch", "cpu", precision="bf16")
@@ -631,7 +633,7 @@ def test_sahm_remove_erases_a_given_mask_without_a_command(tmp_path, nano_model_
     assert sahm_main(args[:4] + [str(tmp_path / "small.png")] + args[5:]) == 1
     assert "it is 83x30, the frame 83x61; skipped" in capsys.readouterr().out
     assert sahm_main(args[:2] + [str(nano_model_dir), "--out", str(out), str(tmp_path / "frame.png")]) == 1
-    assert "say what to remove with --command, or give --erase-mask" in capsys.readouterr().out
+    assert "say what to remove with --command or --click, or give --erase-mask" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- several targets
@@ -810,3 +812,50 @@ def test_without_a_fill_graph_several_objects_are_filled_one_after_another(nano_
     later = singles[1].mask > 0
     expected[later] = singles[1].image[later]
     assert np.array_equal(first.image, expected)
+
+
+# ---------------------------------------------------------------- clicks (the point prompt)
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_a_click_runs_the_graph_on_this_with_its_point(removers, nano_model_dir, backend):
+    """The graph called directly on CLICK_TEXT's encoding and the point (x, y, 1) is the reference; the random
+    weights' point prompt is random too (conftest), so another click or no point gives another answer."""
+    frame = _frame(97, 131, seed=11)
+    remover = removers[backend]
+    model, cfg = load_model(nano_model_dir)
+    text = CommandEncoder.for_config(cfg).encode(CLICK_TEXT)
+    image = torch.from_numpy(to_model_input(frame, cfg.image_size))
+    answers = {}
+    for click in (pixel_click(30, 40, 131, 97), pixel_click(100, 10, 131, 97)):
+        remover.set_commands([click])
+        (target,) = remover.remove(frame).targets
+        with torch.no_grad():
+            _, mask = PerFrameGraph(model)(image, *text, torch.tensor([[*parse_click(click), 1.0]]))
+        assert target.text == click
+        assert target.score == pytest.approx(found_decision(mask[0, 0].numpy(), remover.rule)[1], abs=1e-4)
+        answers[click] = target.score
+    remover.set_commands([CLICK_TEXT])  # the word alone, without the point
+    spoken = remover.remove(frame).targets[0].score
+    assert len({*answers.values(), spoken}) == 3
+    remover.set_command(COMMAND)
+
+
+def test_sahm_remove_takes_clicks(tmp_path, nano_model_dir, shared_cache, capsys):
+    frame = _frame(61, 83, seed=9)
+    cv2.imwrite(str(tmp_path / "frame.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    args = ["remove", "--model", str(nano_model_dir), "--backend", "onnxruntime", "--min-score", "0",
+            "--min-mask-area", "0", "--click", "20,30", "--out", str(out), str(tmp_path / "frame.png")]
+    assert sahm_main(args) == 0, capsys.readouterr().out
+    cleaned = cv2.cvtColor(cv2.imread(str(out / "frame.png")), cv2.COLOR_BGR2RGB)
+    mask = cv2.imread(str(out / "frame_mask.png"), cv2.IMREAD_GRAYSCALE)
+    with Remover.load(nano_model_dir, backend="onnxruntime", **LOOSE) as remover:
+        remover.set_commands([pixel_click(20, 30, 83, 61)])
+        expected = remover.remove(frame)
+    assert np.array_equal(cleaned, expected.image) and np.array_equal(mask, expected.mask)
+    outside = [*args[:-1], "--click", "83,0", args[-1]]  # one column past the frame
+    assert sahm_main(outside) == 1
+    assert "outside the 83x61 frame; skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        sahm_main([*args[:-1], "--click", "twenty,30", args[-1]])
+    assert "expected X,Y in pixels" in capsys.readouterr().err

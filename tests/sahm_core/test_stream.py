@@ -1,5 +1,6 @@
 """Stream mode (sahm_core.stream): the camera motion estimate against known homographies, scene cuts, evidence carried
-across a dropout to where the camera moved it, the fill carried with it, and the reset on a new command."""
+across a dropout to where the camera moved it, the fill carried with it, a click's point following its object, and
+the reset on a new command."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import skimage.data
 from sahm_core.cli import main as sahm_main
 from sahm_core.found import FoundRule, found_decision
 from sahm_core.runtime import Remover
-from sahm_core.stream import StreamConfig, StreamState, estimate_motion, grow_probabilities, grown_in_box
+from sahm_core.stream import (
+    FOLLOW_PULL,
+    StreamConfig,
+    StreamState,
+    estimate_motion,
+    follow_point,
+    grow_probabilities,
+    grown_in_box,
+)
 
 SIDE = 96  # StreamConfig.motion_side
 
@@ -161,6 +170,71 @@ def test_a_lost_object_is_held_for_hold_frames_where_the_camera_moved_it(photo):
     assert founds == [True] * 3 + [False] * 2
 
 
+def _point(col: float, row: float, side: int = SIZE) -> np.ndarray:
+    return np.array([[(col + 0.5) / side, (row + 0.5) / side, 1.0]], np.float32)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_follow_point_is_the_brute_force_best(seed):
+    """Against every pixel scored by hand: depth = the distance to the nearest pixel outside the region (the frame's
+    border outside too), minus FOLLOW_PULL times the distance from the point."""
+    rng = np.random.default_rng(seed)
+    rows, cols = 21, 26
+    removed = cv2.dilate((rng.random((rows, cols)) < 0.04).astype(np.uint8), np.ones((5, 7), np.uint8)).astype(bool)
+    point = np.array([[rng.uniform(0, 1), rng.uniform(0, 1), 1.0]], np.float32)
+    outside = [(r, c) for r in range(-1, rows + 1) for c in range(-1, cols + 1)
+               if not (0 <= r < rows and 0 <= c < cols) or not removed[r, c]]
+    px, py = point[0, 0] * cols - 0.5, point[0, 1] * rows - 0.5
+    best = max(min(np.hypot(r - o_r, c - o_c) for o_r, o_c in outside) - FOLLOW_PULL * np.hypot(r - py, c - px)
+               for r in range(rows) for c in range(cols) if removed[r, c])
+    moved = follow_point(point, removed)
+    col, row = moved[0, 0] * cols - 0.5, moved[0, 1] * rows - 0.5  # a pixel's centre
+    assert moved[0, 2] == 1.0 and abs(col - round(col)) < 1e-3 and abs(row - round(row)) < 1e-3
+    col, row = round(col), round(row)
+    assert removed[row, col]
+    depth = min(np.hypot(row - o_r, col - o_c) for o_r, o_c in outside)
+    assert depth - FOLLOW_PULL * np.hypot(row - py, col - px) == pytest.approx(best, abs=1e-4)
+    assert np.array_equal(follow_point(point, np.zeros_like(removed)), point)  # nothing removed: it stays
+
+
+def test_a_followed_point_keeps_to_its_object_not_a_bigger_neighbour():
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    disc = (xx - 30) ** 2 + (yy - 40) ** 2 < 10**2
+    neighbour = (xx - 95) ** 2 + (yy - 40) ** 2 < 30**2  # three times as deep, a mask that spilled onto it
+    moved = follow_point(_point(38, 40), disc | neighbour)  # clicked near the small disc's rim
+    assert np.allclose(moved[0, :2] * SIZE - 0.5, (30, 40))  # its centre
+
+
+def _click_network(image, disc, point):
+    """A network that reads a click: it finds the disc when the point lies on it, and nothing otherwise."""
+    col, row = (int(v) for v in point[0, :2] * SIZE)
+    if disc[row, col]:
+        return _network(image, disc, 0.99)
+    return np.full((SIZE, SIZE), 1e-4, np.float32), image.copy()
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_a_click_follows_its_object_as_the_camera_pans(photo, follow):
+    """The disc slides 4.5 px a frame across the view; the click was on its rim. Left where it was clicked, the point
+    is off the disc from frame 1 on; followed, it stays on it (and climbs to its centre)."""
+    frames = _frames(photo, 8)
+    state = StreamState(StreamConfig(hold_frames=0, follow_clicks=follow))  # no hold: the click alone decides
+    click = _point(76, 60)
+    founds = []
+    for image, disc in frames:
+        point = click if state.point is None else state.point
+        found, _ = _decide(state, image, *_click_network(image, disc, point), FoundRule())
+        if found:
+            state.follow(point)
+        founds.append(found)
+    assert founds == ([True] * 8 if follow else [True] + [False] * 7)
+    if follow:
+        centre = np.array([64.0, 60.0]) - np.array([4.0, 2.0]) * 7
+        assert np.hypot(*(state.point[0, :2] * SIZE - 0.5 - centre)) <= 5.0
+    state.reset()
+    assert state.point is None  # a new command, or "not that one": the click's own point again
+
+
 def test_grown_in_box_is_the_full_dilation_cropped():
     rng = np.random.default_rng(0)
     prob = rng.random((40, 50), dtype=np.float32)
@@ -237,6 +311,33 @@ def test_remover_resets_the_stream_on_a_new_command(nano_model_dir, photo):
     assert remover.stream_state is None  # nothing to carry without a command
     with pytest.raises(ValueError, match="StreamConfig"):
         remover.stream = 0.5
+
+
+def test_remover_gives_the_graph_a_click_moved_with_what_it_removed(nano_model_dir, photo):
+    """Stream mode at strength 0 carries nothing but the followed point: its second frame is the graph on the point
+    `follow_point` takes from the first frame's removal (the random model reads the point: its prompt is random)."""
+    from sahm_core.click import click_command, parse_click, pixel_click
+
+    permissive = dict(backend="torch", device="cpu", min_score=0.0, min_mask_area=0.0)
+    streaming = Remover.load(nano_model_dir, stream=StreamConfig(strength=0.0), **permissive)
+    alone = Remover.load(nano_model_dir, **permissive)
+    side = streaming.config.image_size  # frames at the model's side: the published mask is the model's removal
+    frames = [np.ascontiguousarray(photo[40 + 5 * t:40 + 5 * t + side, 60:60 + side]) for t in range(2)]
+    click = pixel_click(100, 120, side, side)
+    streaming.set_command(click)
+    alone.set_command(click)
+    first, same = streaming.remove(frames[0]), alone.remove(frames[0])
+    assert first.found and np.array_equal(first.mask, same.mask) and np.array_equal(first.image, same.image)
+    moved = follow_point(np.array([[*parse_click(click), 1.0]], np.float32), first.mask > 0)
+    assert np.array_equal(streaming.stream_state.point, moved) and not np.allclose(moved[0, :2], parse_click(click))
+    got, fixed = streaming.remove(frames[1]), alone.remove(frames[1])
+    alone.set_command(click_command(*moved[0, :2]))  # its text keeps 4 decimals: a point 0.01 px away
+    expected = alone.remove(frames[1])
+    # the point moved 50 px changes a few hundred pixels of this model's mask; 0.01 px, next to none
+    assert np.count_nonzero(got.mask != expected.mask) * 20 < np.count_nonzero(got.mask != fixed.mask)
+    image_error = np.abs(got.image.astype(np.float32) - expected.image).mean()
+    assert image_error * 20 < np.abs(got.image.astype(np.float32) - fixed.image).mean()
+    assert streaming.commands == (click,)  # the target is still the click the operator made
 
 
 def test_sahm_remove_streams_a_video_file_and_a_folder(tmp_path, nano_model_dir, photo, capsys):
