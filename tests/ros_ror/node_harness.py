@@ -28,15 +28,18 @@ COMMAND = "remove the red cup on the left"  # as in conftest.py
 class Harness:
     """The node under test, a tester node with publishers / subscribers, and an executor spinning both."""
 
-    def __init__(self, model_dir, thresholds: dict, **parameters):
+    def __init__(self, model_dir, thresholds: dict, namespace: str = "", **parameters):
         """parameters: more node parameters; with compressed_input=True, ~/cleaned/image/compressed stands in for
-        ~/cleaned/image and `exchange` takes sensor_msgs/CompressedImage frames."""
+        ~/cleaned/image and `exchange` takes sensor_msgs/CompressedImage frames. Harnesses alive at the same time
+        need their own `namespace` ("/a"): in one process they share the DDS topics, and a node hearing another
+        harness's command would answer its frames too."""
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
         self.context = Context()
         rclpy.init(context=self.context)
-        image_topic = f"/{NODE_NAME}/image"
+        base = f"{namespace}/{NODE_NAME}"
+        image_topic = f"{base}/image"
         overrides = [
             Parameter("model_path", value=str(model_dir)),
             Parameter("backend", value="onnxruntime"),
@@ -48,10 +51,10 @@ class Harness:
             Parameter(f"qos_overrides.{image_topic}.subscription.depth", value=FUZZ_DEPTH),
             Parameter(f"qos_overrides.{image_topic}/compressed.subscription.reliability", value="reliable"),
             Parameter(f"qos_overrides.{image_topic}/compressed.subscription.depth", value=FUZZ_DEPTH),
-            Parameter(f"qos_overrides./{NODE_NAME}/command.subscription.depth", value=FUZZ_DEPTH),
+            Parameter(f"qos_overrides.{base}/command.subscription.depth", value=FUZZ_DEPTH),
         ]
-        self.node = RemoveNode(context=self.context, parameter_overrides=overrides)
-        self.tester = rclpy.create_node("ros_ror_tester", context=self.context)
+        self.node = RemoveNode(context=self.context, parameter_overrides=overrides, namespace=namespace or None)
+        self.tester = rclpy.create_node("ros_ror_tester", context=self.context, namespace=namespace or None)
         deep = QoSProfile(depth=FUZZ_DEPTH, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self.compressed = bool(parameters.get("compressed_input"))
         frame_type, cleaned_topic = ((CompressedImage, "cleaned/image/compressed") if self.compressed
@@ -59,22 +62,22 @@ class Harness:
         self.image_pub = self.tester.create_publisher(
             frame_type, f"{image_topic}/compressed" if self.compressed else image_topic, deep
         )
-        self.command_pub = self.tester.create_publisher(String, f"/{NODE_NAME}/command", deep)
-        self.erase_pub = self.tester.create_publisher(Image, f"/{NODE_NAME}/erase_mask", deep)
-        self.click_pub = self.tester.create_publisher(PointStamped, f"/{NODE_NAME}/click", deep)
+        self.command_pub = self.tester.create_publisher(String, f"{base}/command", deep)
+        self.erase_pub = self.tester.create_publisher(Image, f"{base}/erase_mask", deep)
+        self.click_pub = self.tester.create_publisher(PointStamped, f"{base}/click", deep)
         self.received: dict[str, dict] = {"cleaned": {}, "mask": {}, "result": {}, "candidate_mask": {},
                                           "candidate_overlay": {}}
         self.lock = threading.Lock()
-        self.tester.create_subscription(frame_type, f"/{NODE_NAME}/{cleaned_topic}",
+        self.tester.create_subscription(frame_type, f"{base}/{cleaned_topic}",
                                         lambda m: self._store("cleaned", m), 50)
-        self.tester.create_subscription(Image, f"/{NODE_NAME}/mask", lambda m: self._store("mask", m), 50)
+        self.tester.create_subscription(Image, f"{base}/mask", lambda m: self._store("mask", m), 50)
         for kind in ("candidate_mask", "candidate_overlay"):
-            self.tester.create_subscription(Image, f"/{NODE_NAME}/{kind}", lambda m, k=kind: self._store(k, m), 50)
+            self.tester.create_subscription(Image, f"{base}/{kind}", lambda m, k=kind: self._store(k, m), 50)
         from std_srvs.srv import SetBool
 
-        self.confirm_client = self.tester.create_client(SetBool, f"/{NODE_NAME}/confirm")
+        self.confirm_client = self.tester.create_client(SetBool, f"{base}/confirm")
         result_class = generated_message_class() or String
-        self.tester.create_subscription(result_class, f"/{NODE_NAME}/result", lambda m: self._store("result", m), 50)
+        self.tester.create_subscription(result_class, f"{base}/result", lambda m: self._store("result", m), 50)
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.tester)
@@ -84,7 +87,7 @@ class Harness:
             assert self.node.autostarted.wait(timeout=600), "autostart never finished"
         wait_for(lambda: self.image_pub.get_subscription_count() > 0 and self.command_pub.get_subscription_count() > 0
                  and self.erase_pub.get_subscription_count() > 0 and self.click_pub.get_subscription_count() > 0
-                 and all(self.tester.count_publishers(f"/{NODE_NAME}/{t}") > 0
+                 and all(self.tester.count_publishers(f"{base}/{t}") > 0
                          for t in (cleaned_topic, "mask", "result")))
         self.sent = 0
 

@@ -33,14 +33,14 @@ def counter(harness: Harness, key: str) -> int:
 
 @pytest.fixture(scope="module")
 def compressed(onnx_model_dir, permissive_thresholds):
-    h = Harness(onnx_model_dir, permissive_thresholds, compressed_input=True, pass_through=False)
+    h = Harness(onnx_model_dir, permissive_thresholds, namespace="/compressed", compressed_input=True, pass_through=False)
     yield h
     h.close()
 
 
 @pytest.fixture(scope="module")
 def sim_time(onnx_model_dir, permissive_thresholds):
-    h = Harness(onnx_model_dir, permissive_thresholds, use_sim_time=True, command_timeout=5.0)
+    h = Harness(onnx_model_dir, permissive_thresholds, namespace="/sim_time", use_sim_time=True, command_timeout=5.0)
     yield h
     h.close()
 
