@@ -33,7 +33,8 @@ def counter(harness: Harness, key: str) -> int:
 
 @pytest.fixture(scope="module")
 def compressed(onnx_model_dir, permissive_thresholds):
-    h = Harness(onnx_model_dir, permissive_thresholds, namespace="/compressed", compressed_input=True, pass_through=False)
+    h = Harness(onnx_model_dir, permissive_thresholds, namespace="/compressed", compressed_input=True,
+                pass_through=False)
     yield h
     h.close()
 
