@@ -497,7 +497,8 @@ def ddp_step(model_cfg: ModelConfig, device: torch.device, work: Path, batch: in
     cfg = replace(model_cfg, removal_margin=0)
     data = synthetic_batch(work / "data", cfg.image_size, batch)
     image, target, mask = (data[k].to(device) for k in ("image", "target", "mask"))
-    text = encode_texts(shared_encoder(cfg, str(device)), data["text"]).to(device)
+    encoder = shared_encoder(cfg, str(device))
+    text = encode_texts(encoder, encoder.prepare(data["text"])).to(device)
     torch.manual_seed(0)
     plain = build_model(cfg).to(device).train()
     disc = PatchDiscriminator(cfg).to(device).requires_grad_(False)  # a fixed critic, as in the generator step

@@ -113,6 +113,12 @@ class CommandEncoder:
 
     def features(self, texts: list[str]) -> TextFeatures:
         """encode_batch with autograd as the caller has it: training a trainable encoder (train.py) calls this."""
+        return self.embed(self.prepare(texts))
+
+    def prepare(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The CPU half of `features`, tokeniser and tagger: the encoder's inputs (B, T) and each token's
+        `attribute` / `identity` flag (B, T). Training runs it in the DataLoader's workers, so the step on the GPU
+        never waits for the tagger (on one CPU thread it costs more than the step itself at batch 64)."""
         if isinstance(texts, str) or not texts:
             raise ValueError("encode_batch takes a non-empty list of commands")
         batch, token_words, classes = self.windows([_check_text(t) for t in texts])
@@ -123,12 +129,16 @@ class CommandEncoder:
                 if w >= 0:
                     attribute[b, t] = float(cs[w] == "AW")
                     identity[b, t] = float(cs[w] == "IW")
-        valid = batch["attention_mask"].float()
-        inputs = {k: v.to(self.device) for k, v in batch.items()}
+        return batch | {"attribute": attribute, "identity": identity}
+
+    def embed(self, prepared: dict[str, torch.Tensor]) -> TextFeatures:
+        """The encoder half of `features`: one forward of `prepare`'s output on this encoder's device."""
+        valid = prepared["attention_mask"].float()
+        inputs = {k: prepared[k].to(self.device) for k in self.tokenizer.model_input_names}
         tokens = self.model(**inputs).last_hidden_state.float()  # (B, T, C)
         # zero padded rows so a command's features never depend on what the encoder puts in padding
         tokens = tokens * valid.to(self.device)[..., None]
-        return TextFeatures(tokens, valid, attribute, identity).to(self.device)
+        return TextFeatures(tokens, valid, prepared["attribute"], prepared["identity"]).to(self.device)
 
     def windows(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[list[str]]]:
         """The encoder's inputs, T tokens per command; each token's word (B, T) int64, an index into

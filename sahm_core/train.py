@@ -41,7 +41,7 @@ import math
 import os
 import random
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -52,7 +52,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, default_collate
 from tqdm import tqdm
 
 from .checkpoint import (
@@ -350,7 +350,7 @@ def epoch_order(data: TrainingSet, cfg: TrainConfig, ddp: Dist, epoch: int) -> l
 
 
 def epoch_loader(data: TrainingSet, cfg: TrainConfig, ddp: Dist, epoch: int, first_batch: int,
-                 pin: bool) -> DataLoader:
+                 pin: bool, collate: Callable[[list[dict]], dict] = default_collate) -> DataLoader:
     """This process's batches of one epoch, starting at batch `first_batch` (for resume)."""
     per_rank = cfg.batch_size // ddp.world
     order = epoch_order(data, cfg, ddp, epoch)[first_batch * per_rank :]
@@ -359,14 +359,15 @@ def epoch_loader(data: TrainingSet, cfg: TrainConfig, ddp: Dist, epoch: int, fir
     # not from the global RNG that dropout in a trainable text encoder uses, so a run resumed mid-epoch (one more
     # iterator than the uninterrupted run) draws the same dropout masks.
     return DataLoader(data.samples, batch_size=per_rank, sampler=order, drop_last=True, num_workers=cfg.num_workers,
-                      pin_memory=pin, generator=torch.Generator())
+                      pin_memory=pin, generator=torch.Generator(), collate_fn=collate)
 
 
-def batches_from(step: int, data: TrainingSet, cfg: TrainConfig, ddp: Dist, pin: bool) -> Iterator[dict]:
+def batches_from(step: int, data: TrainingSet, cfg: TrainConfig, ddp: Dist, pin: bool,
+                 collate: Callable[[list[dict]], dict] = default_collate) -> Iterator[dict]:
     """This process's batches from `step` on, epoch after epoch; a resumed run starts at its step's batch."""
     epoch, first_batch = divmod(step, data.steps_per_epoch)
     while True:
-        yield from epoch_loader(data, cfg, ddp, epoch, first_batch, pin)
+        yield from epoch_loader(data, cfg, ddp, epoch, first_batch, pin, collate)
         epoch, first_batch = epoch + 1, 0
 
 
@@ -383,16 +384,26 @@ def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return nn.SyncBatchNorm.convert_sync_batchnorm(module) if device.type == "cuda" else module
 
 
-def encode_texts(encoder, texts: list[str], trainable: bool = False) -> TextFeatures:
-    """Batch commands -> TextFeatures usable in a graph that needs gradients.
-
-    A trainable encoder runs with autograd, so the loss reaches its weights. A frozen one runs under inference
-    mode; its tensors cannot be saved for backward, so they are cloned.
-    """
+def encode_texts(encoder, prepared: dict[str, torch.Tensor], trainable: bool = False) -> TextFeatures:
+    """Batch commands, as `encoder.prepare` made them -> TextFeatures; with gradients into the encoder only when it
+    is trainable."""
     if trainable:
-        return encoder.features(list(texts))
+        return encoder.embed(prepared)
     with torch.no_grad():
-        return TextFeatures(*(t.clone() for t in encoder.encode_batch(list(texts))))
+        return encoder.embed(prepared)
+
+
+class PreparedTexts:
+    """The loaders' collate_fn: torch's default collation, plus the batch's commands through `encoder.prepare`
+    (tokeniser and tagger) as `prepared_text`. It runs in the worker processes, beside the images' decoding."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def __call__(self, samples: list[dict]) -> dict:
+        batch = default_collate(samples)
+        batch["prepared_text"] = self.encoder.prepare(batch["text"])
+        return batch
 
 
 def own_encoder_config(model_cfg: ModelConfig, run_dir: Path) -> ModelConfig:
@@ -726,7 +737,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     schedule = partial(learning_rate, cfg=cfg, steps_per_epoch=train_set.steps_per_epoch,
                        total_steps=train_set.total_steps)
-    batches = batches_from(step, train_set, cfg, ddp, pin=device.type == "cuda")
+    batches = batches_from(step, train_set, cfg, ddp, pin=device.type == "cuda", collate=PreparedTexts(encoder))
     log = RunLog(run_dir, cfg, step, train_set.total_steps) if ddp.main else None
 
     model.train()
@@ -738,7 +749,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: str | Path | list[str 
             batch = next(batches)
             image, target, mask, point = (batch[k].to(device, non_blocking=True)
                                           for k in ("image", "target", "mask", "point"))
-            text = encode_texts(encoder, batch["text"], cfg.text_encoder_trainable).to(device)
+            text = encode_texts(encoder, batch["prepared_text"], cfg.text_encoder_trainable).to(device)
 
             # Generator step: SAHM forward, eq. 14; D is a fixed critic here (no grads into it).
             disc.requires_grad_(False)

@@ -229,11 +229,13 @@ def test_two_gloo_processes_match_one_process_with_batchnorm_per_shard(data_dir,
     # AdamW's first steps are ~lr * sign(grad): where a gradient is ~0 (below Adam's eps), summation-order noise can
     # flip a sign, so a few elements may differ by up to 2 * lr per step. A wrong gradient (un-averaged or mis-split
     # batches, other BatchNorm statistics) moves a large share of the elements by ~lr instead.
+    # Under torch 2.14.1, 2.4 % of the elements (mean gap 1.2e-6) flip so, nearly all in the text attention's
+    # projections, whose gradients at initialisation are near zero; the whole-batch statistics below move 65 %.
     assert diff.max() <= 2 * FAST.lr * steps
-    assert diff.mean() < 1e-6
-    assert (diff > 1e-5).double().mean() < 1e-3
+    assert diff.mean() < 5e-6
+    assert (diff > 1e-5).double().mean() < 0.05
     # ... as the whole-batch statistics do: against one process with plain BatchNorm, a large share moves.
-    assert (elementwise_gap(ddp, weights(whole_batch)) > 1e-5).double().mean() > 0.1
+    assert (elementwise_gap(ddp, weights(whole_batch)) > 1e-5).double().mean() > 0.3
 
 
 def run_cli(*argv: str, capsys) -> tuple[int, str]:
@@ -521,3 +523,19 @@ def test_mixed_batches_under_two_gloo_processes_are_one_processs_batches(data_di
     assert ddp == one  # global batch b of 2 processes = batch b of one (items interleaved as DistributedSampler's)
     drawn = [i.startswith("b_") for batch in ddp for i in batch]  # 240 draws at a 3/4 share: sd 6.7
     assert abs(sum(drawn) - 0.75 * len(drawn)) < 4.5 * (len(drawn) * 0.75 * 0.25) ** 0.5
+
+
+def test_a_loader_worker_prepares_the_commands_and_the_step_embeds_what_the_runtime_would(data_dir):
+    """The tokeniser and tagger run in the DataLoader's worker process (PreparedTexts); the step's text features
+    equal encode_batch's, the path every command at run time takes."""
+    from sahm_core.text import shared_encoder
+    from sahm_core.train import Dist, PreparedTexts, batches_from, encode_texts, open_training_set
+
+    cfg = TrainConfig(batch_size=4, steps=1, num_workers=1)
+    encoder = shared_encoder(model_config("nano"), "cpu")
+    data = open_training_set([data_dir], SIZE, cfg)
+    batch = next(batches_from(0, data, cfg, Dist(), pin=False, collate=PreparedTexts(encoder)))
+    got = encode_texts(encoder, batch["prepared_text"])
+    want = encoder.encode_batch(list(batch["text"]))
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    assert got.attribute.sum() + got.identity.sum() > 0  # the tagger's classes reached the features
