@@ -34,7 +34,7 @@ demo: setup
 	$(VENV)/bin/ros-ror demo --out out/demo
 
 test: setup
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=25 tests
 
 lint: setup
 	$(VENV)/bin/ruff check .
