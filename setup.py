@@ -39,7 +39,8 @@ setup(
         "onnx>=1.16",
         # ONNX Runtime comes from an extra, [cpu] or [gpu]: `onnxruntime` and `onnxruntime-gpu` install the same
         # module and cannot coexist, and an extra can add a package but never take a base one away.
-        "onnxscript>=0.1",
+        "onnxscript>=0.5",  # the dynamo exporter, and the constant folding run after it (export/onnx_export.py)
+        "onnx-ir>=1.0",  # the exported graph in memory, and its clean-up passes
         "rosbags>=0.10",
         "tqdm>=4.66",
         "rich>=13",

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import onnx
+import onnx_ir.passes.common as ir_passes
+import onnxscript.optimizer
 import torch
 from torch import nn
 
@@ -110,6 +112,23 @@ def example_inputs(cfg: ModelConfig, seed: int = 0) -> tuple[torch.Tensor, ...]:
     return image, tokens, valid, attribute, identity, point
 
 
+def simplify(model) -> None:
+    """Constant folding and clean-up of an exported graph (an onnx_ir.Model, in place).
+
+    This is the exporter's own `optimize=True` without onnxscript's pattern rewriter. The rewriter took 6 of the
+    8.5 minutes of a nano export on a 2-core CPU (cProfile; `sahm export onnx`: 203 s -> 89 s without it), and
+    the rewritten graph runs no faster: ONNX Runtime p50 26.7 (rewritten) vs 25.6 ms for nano, as both runtimes fuse
+    the same patterns themselves when they load a graph.
+    """
+    ir_passes.InlinePass()(model)
+    onnxscript.optimizer.fold_constants(model)
+    for clean_up in (ir_passes.RemoveUnusedNodesPass(), ir_passes.RemoveUnusedFunctionsPass(),
+                     ir_passes.RemoveUnusedOpsetsPass(),
+                     ir_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+                     ir_passes.DeduplicateInitializersPass(), ir_passes.CommonSubexpressionEliminationPass()):
+        clean_up(model)
+
+
 def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int = DEFAULT_OPSET,
                  weights_sha256: str = "", graph: str = "per_frame") -> Path:
     """Export one of GRAPHS of an eval-mode SAHM to `out` (written atomically) and run onnx.checker on the result."""
@@ -132,9 +151,11 @@ def export_model(model: nn.Module, cfg: ModelConfig, out: str | Path, opset: int
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the dynamo exporter is chatty about torch internals
         # dynamo=True: torch.export's graph capture, torch's supported exporter (the TorchScript one is deprecated)
-        torch.onnx.export(spec.module(model.eval()).eval(), inputs, str(tmp), input_names=list(spec.inputs),
-                          output_names=list(spec.outputs), opset_version=opset, dynamo=True, external_data=False,
-                          verbose=False, dynamic_shapes=dynamic_shapes)
+        program = torch.onnx.export(spec.module(model.eval()).eval(), inputs, input_names=list(spec.inputs),
+                                    output_names=list(spec.outputs), opset_version=opset, dynamo=True,
+                                    optimize=False, verbose=False, dynamic_shapes=dynamic_shapes)
+    simplify(program.model)
+    program.save(str(tmp), external_data=False)
     proto = onnx.load(str(tmp))
     onnx.helper.set_model_props(proto, {CONFIG_KEY: config_json(cfg, out), WEIGHTS_SHA_KEY: weights_sha256,
                                         VERSION_KEY: __version__, GRAPH_KEY: graph})

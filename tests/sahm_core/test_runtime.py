@@ -378,12 +378,12 @@ def test_sahm_remove_cli(tmp_path, nano_model_dir, shared_cache, capsys):
     assert "broken.png: cannot read" in capsys.readouterr().out
 
 
-def test_bench_reports_every_backend(tmp_path, shared_cache, capsys):
+def test_bench_reports_every_backend(tmp_path, nano_model_dir, shared_cache, capsys):
     """Figures are printed, not asserted: this checks the run completes and reports each backend
-    (or why it is skipped)."""
+    (or why it is skipped). The session's nano weights, so their cached graphs serve the bench too."""
     out = tmp_path / "bench.json"
-    assert sahm_main(["bench", "--config", "nano", "--backends", "onnxruntime,tensorrt", "--size", "256",
-                      "--iters", "2", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
+    assert sahm_main(["bench", "--checkpoint", str(nano_model_dir), "--backends", "onnxruntime,tensorrt",
+                      "--size", "256", "--iters", "2", "--warmup", "1", "--threads", "1", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     rows = {r["backend"]: r for r in doc["backends"]}
     assert rows["onnxruntime"]["p50_ms"] > 0 and rows["onnxruntime"]["peak_rss_mb"] > 0
